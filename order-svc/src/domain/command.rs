@@ -1,0 +1,308 @@
+//! The command that starts a saga and the value types it is made of. Each newtype can only be
+//! built through its parser, so a `PlaceOrder` that exists is a valid order request.
+
+use shared::contracts;
+
+/// Why a raw value could not become a domain value. The message is safe to show to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(String);
+
+impl InvalidValue {
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks the rules shared by identifiers: not blank, no surrounding whitespace, no control
+/// characters, bounded length (in characters).
+fn identifier(what: &str, raw: String, max_chars: usize) -> Result<String, InvalidValue> {
+    if raw.trim().is_empty() {
+        return Err(InvalidValue::new(format!("{what} must not be blank")));
+    }
+    if raw.trim() != raw {
+        return Err(InvalidValue::new(format!("{what} must not start or end with whitespace")));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(InvalidValue::new(format!("{what} must not contain control characters")));
+    }
+    if raw.chars().count() > max_chars {
+        return Err(InvalidValue::new(format!("{what} must be at most {max_chars} characters")));
+    }
+    Ok(raw)
+}
+
+/// The customer placing the order, as payment-svc knows them (e.g. `cust-rich`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidValue> {
+        identifier("customer_id", raw.into(), Self::MAX_CHARS).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A catalogue item as inventory-svc knows it (e.g. `sku-tee`). Whether it exists is
+/// inventory-svc's call (`unknown_sku`), not the API's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Sku(String);
+
+impl Sku {
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidValue> {
+        identifier("sku", raw.into(), Self::MAX_CHARS).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How many units of one SKU: 1 to 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const MIN: u32 = 1;
+    pub const MAX: u32 = 1000;
+
+    /// Takes a wide integer so that negative and huge numbers get the same clear message.
+    pub fn parse(raw: i64) -> Result<Self, InvalidValue> {
+        match u32::try_from(raw) {
+            Ok(n) if (Self::MIN..=Self::MAX).contains(&n) => Ok(Self(n)),
+            _ => Err(InvalidValue::new(format!("quantity must be between {} and {}", Self::MIN, Self::MAX))),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// An ISO 3166-1 alpha-2 shape: two ASCII letters, stored uppercase (`nl` becomes `NL`).
+/// Whether the country is served is shipping-svc's call (`destination_not_served`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        match raw.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Ok(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => Err(InvalidValue::new("country must be a two-letter ISO 3166-1 code")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Both bytes are ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+/// An optional free-text address field (name, street, city, postal code).
+fn address_field(what: &str, raw: Option<String>) -> Result<Option<String>, InvalidValue> {
+    const MAX_CHARS: usize = 200;
+    match raw {
+        None => Ok(None),
+        Some(text) if text.trim().is_empty() => Ok(None),
+        Some(text) if text.chars().any(char::is_control) => {
+            Err(InvalidValue::new(format!("{what} must not contain control characters")))
+        }
+        Some(text) if text.chars().count() > MAX_CHARS => {
+            Err(InvalidValue::new(format!("{what} must be at most {MAX_CHARS} characters")))
+        }
+        Some(text) => Ok(Some(text)),
+    }
+}
+
+/// Where the order ships to. Only the country is required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub country: CountryCode,
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    pub city: Option<String>,
+    pub postal_code: Option<String>,
+}
+
+/// The unvalidated optional address fields of a [`Destination`], named so call sites read well.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressLines {
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    pub city: Option<String>,
+    pub postal_code: Option<String>,
+}
+
+/// Which address field was invalid, so callers can point at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressField {
+    Name,
+    Line1,
+    City,
+    PostalCode,
+}
+
+impl AddressField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressField::Name => "name",
+            AddressField::Line1 => "line1",
+            AddressField::City => "city",
+            AddressField::PostalCode => "postal_code",
+        }
+    }
+}
+
+impl Destination {
+    /// Parses every optional field and reports each invalid one.
+    pub fn parse(country: CountryCode, lines: AddressLines) -> Result<Self, Vec<(AddressField, InvalidValue)>> {
+        let mut errors = Vec::new();
+        let mut field = |which: AddressField, raw: Option<String>| {
+            address_field(which.as_str(), raw).unwrap_or_else(|err| {
+                errors.push((which, err));
+                None
+            })
+        };
+        let name = field(AddressField::Name, lines.name);
+        let line1 = field(AddressField::Line1, lines.line1);
+        let city = field(AddressField::City, lines.city);
+        let postal_code = field(AddressField::PostalCode, lines.postal_code);
+        if errors.is_empty() { Ok(Self { country, name, line1, city, postal_code }) } else { Err(errors) }
+    }
+
+    pub fn to_contract(&self) -> contracts::ShipTo {
+        contracts::ShipTo {
+            country: self.country.as_str().to_owned(),
+            name: self.name.clone(),
+            line1: self.line1.clone(),
+            city: self.city.clone(),
+            postal_code: self.postal_code.clone(),
+        }
+    }
+}
+
+/// One line of a [`PlaceOrder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderItem {
+    pub sku: Sku,
+    pub quantity: Quantity,
+}
+
+/// The lines of an order: at least one, at most [`OrderItems::MAX_LINES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderItems(Vec<OrderItem>);
+
+impl OrderItems {
+    pub const MAX_LINES: usize = 100;
+
+    pub fn parse(items: Vec<OrderItem>) -> Result<Self, InvalidValue> {
+        if items.is_empty() {
+            return Err(InvalidValue::new("items must contain at least one line"));
+        }
+        if items.len() > Self::MAX_LINES {
+            return Err(InvalidValue::new(format!("items must contain at most {} lines", Self::MAX_LINES)));
+        }
+        Ok(Self(items))
+    }
+
+    pub fn as_slice(&self) -> &[OrderItem] {
+        &self.0
+    }
+
+    pub fn to_contract(&self) -> Vec<contracts::OrderLine> {
+        self.0
+            .iter()
+            .map(|item| contracts::OrderLine { sku: item.sku.as_str().to_owned(), quantity: item.quantity.get() })
+            .collect()
+    }
+}
+
+/// A customer's request to buy: the command that starts a saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub customer_id: CustomerId,
+    pub items: OrderItems,
+    pub ship_to: Destination,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantity_accepts_one_to_one_thousand() {
+        assert_eq!(Quantity::parse(1).map(Quantity::get), Ok(1));
+        assert_eq!(Quantity::parse(1000).map(Quantity::get), Ok(1000));
+    }
+
+    #[test]
+    fn quantity_rejects_zero_negative_and_over_one_thousand() {
+        for raw in [0, -1, 1001, i64::from(u32::MAX) + 1, i64::MIN] {
+            assert!(Quantity::parse(raw).is_err(), "{raw} was accepted");
+        }
+    }
+
+    #[test]
+    fn country_code_is_uppercased() {
+        let code = CountryCode::parse("nl").expect("valid");
+        assert_eq!(code.as_str(), "NL");
+    }
+
+    #[test]
+    fn country_code_rejects_anything_but_two_ascii_letters() {
+        for raw in ["", "N", "NLD", "N1", "ñl", " NL", "12"] {
+            assert!(CountryCode::parse(raw).is_err(), "{raw:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn customer_id_rejects_blank_padded_and_overlong_values() {
+        let overlong = "c".repeat(CustomerId::MAX_CHARS + 1);
+        for raw in ["", "   ", " cust", "cust\n", overlong.as_str()] {
+            assert!(CustomerId::parse(raw).is_err(), "{raw:?} was accepted");
+        }
+        assert!(CustomerId::parse("cust-rich").is_ok());
+    }
+
+    #[test]
+    fn sku_rejects_blank_values() {
+        assert!(Sku::parse("").is_err());
+        assert_eq!(Sku::parse("sku-tee").expect("valid").as_str(), "sku-tee");
+    }
+
+    #[test]
+    fn order_items_need_one_to_one_hundred_lines() {
+        let line =
+            || OrderItem { sku: Sku::parse("sku-tee").expect("valid"), quantity: Quantity::parse(1).expect("valid") };
+        assert!(OrderItems::parse(vec![]).is_err());
+        assert!(OrderItems::parse(vec![line(); OrderItems::MAX_LINES]).is_ok());
+        assert!(OrderItems::parse(vec![line(); OrderItems::MAX_LINES + 1]).is_err());
+    }
+
+    #[test]
+    fn blank_address_fields_become_absent_and_overlong_ones_are_reported() {
+        let country = CountryCode::parse("DE").expect("valid");
+        let parsed = Destination::parse(country, AddressLines { name: Some("  ".into()), ..AddressLines::default() })
+            .expect("valid");
+        assert_eq!(parsed.name, None);
+
+        let errors =
+            Destination::parse(country, AddressLines { city: Some("x".repeat(201)), ..AddressLines::default() })
+                .expect_err("overlong city");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, AddressField::City);
+    }
+}

@@ -1,0 +1,498 @@
+//! `/orders`: place an order, read one, list them. Request bodies are raw DTOs that become a
+//! [`PlaceOrder`] through `TryFrom`; responses are views built from the folded [`OrderState`].
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::contracts::{self, CancelReason};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
+use uuid::Uuid;
+
+use super::extract::JsonBody;
+use super::problem::{AppError, Problem, Violation};
+use super::repository::{Cursor, IdempotencyKey, IdempotencyRequest, ListQuery, OrderRepository, PageLimit, RepoError};
+use crate::domain::{
+    AddressLines, CountryCode, CustomerId, Destination, OrderItem, OrderItems, OrderState, OrderStatus, PlaceOrder,
+    Quantity, Sku,
+};
+
+pub(super) fn router<R: OrderRepository>() -> Router<R> {
+    Router::new()
+        .route("/orders", post(place_order::<R>).get(list_orders::<R>))
+        .route("/orders/{id}", get(get_order::<R>))
+}
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+// ---- requests ----
+
+/// The body of `POST /orders`. Unknown fields are ignored.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "customer_id": "cust-rich",
+    "items": [{"sku": "sku-tee", "quantity": 2}],
+    "ship_to": {"country": "NL"}
+}))]
+pub struct PlaceOrderRequest {
+    #[schema(min_length = 1, max_length = 128, example = "cust-rich")]
+    pub customer_id: String,
+    /// 1 to 100 lines.
+    #[schema(min_items = 1, max_items = 100)]
+    pub items: Vec<ItemRequest>,
+    pub ship_to: ShipToRequest,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ItemRequest {
+    #[schema(min_length = 1, max_length = 64, example = "sku-tee")]
+    pub sku: String,
+    /// A wide integer so that 0, -1 and 5000 get a rule violation rather than a type error.
+    #[schema(minimum = 1, maximum = 1000, example = 2)]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ShipToRequest {
+    /// ISO 3166-1 alpha-2, any case (stored uppercase).
+    #[schema(pattern = "^[A-Za-z]{2}$", example = "NL")]
+    pub country: String,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub name: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub line1: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub city: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub postal_code: Option<String>,
+}
+
+impl TryFrom<PlaceOrderRequest> for PlaceOrder {
+    type Error = Vec<Violation>;
+
+    /// Parses every field and reports every broken rule at once.
+    fn try_from(request: PlaceOrderRequest) -> Result<Self, Self::Error> {
+        let mut violations = Vec::new();
+
+        let customer_id = CustomerId::parse(request.customer_id)
+            .map_err(|err| violations.push(Violation::at_pointer("#/customer_id", err.message())))
+            .ok();
+
+        let mut items = Vec::with_capacity(request.items.len());
+        for (i, item) in request.items.into_iter().enumerate() {
+            let sku = Sku::parse(item.sku)
+                .map_err(|err| violations.push(Violation::at_pointer(format!("#/items/{i}/sku"), err.message())))
+                .ok();
+            let quantity = Quantity::parse(item.quantity)
+                .map_err(|err| violations.push(Violation::at_pointer(format!("#/items/{i}/quantity"), err.message())))
+                .ok();
+            if let (Some(sku), Some(quantity)) = (sku, quantity) {
+                items.push(OrderItem { sku, quantity });
+            }
+        }
+        let items = if violations.iter().any(|v| is_under(v, "#/items/")) {
+            None
+        } else {
+            OrderItems::parse(items)
+                .map_err(|err| violations.push(Violation::at_pointer("#/items", err.message())))
+                .ok()
+        };
+
+        let ship_to = request.ship_to;
+        let country = CountryCode::parse(&ship_to.country)
+            .map_err(|err| violations.push(Violation::at_pointer("#/ship_to/country", err.message())))
+            .ok();
+        let lines = AddressLines {
+            name: ship_to.name,
+            line1: ship_to.line1,
+            city: ship_to.city,
+            postal_code: ship_to.postal_code,
+        };
+        let destination = country.and_then(|country| {
+            Destination::parse(country, lines)
+                .map_err(|errors| {
+                    violations.extend(errors.into_iter().map(|(field, err)| {
+                        Violation::at_pointer(format!("#/ship_to/{}", field.as_str()), err.message())
+                    }))
+                })
+                .ok()
+        });
+
+        match (customer_id, items, destination) {
+            (Some(customer_id), Some(items), Some(ship_to)) if violations.is_empty() => {
+                Ok(Self { customer_id, items, ship_to })
+            }
+            _ => Err(violations),
+        }
+    }
+}
+
+fn is_under(violation: &Violation, prefix: &str) -> bool {
+    violation.pointer.as_deref().is_some_and(|pointer| pointer.starts_with(prefix))
+}
+
+/// The idempotency fingerprint of a command: its canonical JSON. Two bodies that parse to the
+/// same command (whitespace, field order, `nl` vs `NL`, unknown fields) have the same one.
+pub fn fingerprint(cmd: &PlaceOrder) -> String {
+    serde_json::json!({
+        "customer_id": cmd.customer_id.as_str(),
+        "items": cmd.items.to_contract(),
+        "ship_to": cmd.ship_to.to_contract(),
+    })
+    .to_string()
+}
+
+// ---- responses ----
+
+/// An order as `GET /orders/{id}` returns it (and `POST /orders` too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub customer_id: String,
+    #[schema(value_type = OrderStatusSchema)]
+    pub status: OrderStatus,
+    pub items: Vec<ItemView>,
+    /// Integer minor units (cents); `null` until inventory-svc priced the order.
+    pub total_minor: Option<i64>,
+    /// Always `EUR`.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    /// `null` unless the order is cancelled.
+    #[schema(value_type = Option<CancelReasonSchema>)]
+    pub reason: Option<CancelReason>,
+    /// The compensating events that ran before the cancellation, e.g. `InventoryReleased`.
+    pub compensations: Vec<String>,
+    pub ship_to: ShipToView,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The order's timeline, oldest first.
+    pub events: Vec<EventView>,
+}
+
+/// An order in a `GET /orders` page: the view without its timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderSummary {
+    pub id: Uuid,
+    pub customer_id: String,
+    #[schema(value_type = OrderStatusSchema)]
+    pub status: OrderStatus,
+    pub items: Vec<ItemView>,
+    pub total_minor: Option<i64>,
+    #[schema(example = "EUR")]
+    pub currency: String,
+    #[schema(value_type = Option<CancelReasonSchema>)]
+    pub reason: Option<CancelReason>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of `GET /orders`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<OrderSummary>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(value_type = Option<String>)]
+    pub next_cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ItemView {
+    pub sku: String,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShipToView {
+    pub country: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    /// The event type, e.g. `InventoryReserved`.
+    #[serde(rename = "type")]
+    #[schema(example = "OrderPlaced")]
+    pub event_type: String,
+    /// The service that published it, e.g. `inventory-svc`.
+    #[schema(example = "order-svc")]
+    pub source: String,
+    pub at: DateTime<Utc>,
+}
+
+fn item_views(state: &OrderState) -> Vec<ItemView> {
+    state.items().iter().map(|line| ItemView { sku: line.sku.clone(), quantity: line.quantity }).collect()
+}
+
+impl From<&OrderState> for OrderView {
+    fn from(state: &OrderState) -> Self {
+        let ship_to = state.ship_to();
+        Self {
+            id: state.order_id(),
+            customer_id: state.customer_id().to_owned(),
+            status: state.status(),
+            items: item_views(state),
+            total_minor: state.total_minor(),
+            currency: contracts::CURRENCY.to_owned(),
+            reason: state.reason(),
+            compensations: state.compensations().to_vec(),
+            ship_to: ShipToView {
+                country: ship_to.country.clone(),
+                name: ship_to.name.clone(),
+                line1: ship_to.line1.clone(),
+                city: ship_to.city.clone(),
+                postal_code: ship_to.postal_code.clone(),
+            },
+            created_at: state.placed_at(),
+            updated_at: state.updated_at(),
+            events: state
+                .timeline()
+                .iter()
+                .map(|entry| EventView {
+                    event_type: entry.event_type.to_owned(),
+                    source: entry.source.to_owned(),
+                    at: entry.at,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&OrderState> for OrderSummary {
+    fn from(state: &OrderState) -> Self {
+        Self {
+            id: state.order_id(),
+            customer_id: state.customer_id().to_owned(),
+            status: state.status(),
+            items: item_views(state),
+            total_minor: state.total_minor(),
+            currency: contracts::CURRENCY.to_owned(),
+            reason: state.reason(),
+            created_at: state.placed_at(),
+            updated_at: state.updated_at(),
+        }
+    }
+}
+
+/// The OpenAPI schema of [`OrderStatus`], built from the enum so the two cannot drift.
+pub struct OrderStatusSchema;
+
+impl PartialSchema for OrderStatusSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(OrderStatus::ALL.map(OrderStatus::as_str)))
+            .description(Some("Where the order is in the saga."))
+            .into()
+    }
+}
+
+impl ToSchema for OrderStatusSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("OrderStatus")
+    }
+}
+
+/// The OpenAPI schema of [`CancelReason`], built from the contract's list.
+pub struct CancelReasonSchema;
+
+impl PartialSchema for CancelReasonSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(CancelReason::ALL.map(CancelReason::as_str)))
+            .description(Some("Why an order was cancelled."))
+            .into()
+    }
+}
+
+impl ToSchema for CancelReasonSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("CancelReason")
+    }
+}
+
+// ---- handlers ----
+
+impl From<RepoError> for AppError {
+    fn from(err: RepoError) -> Self {
+        match err {
+            RepoError::IdempotencyConflict => AppError::IdempotencyConflict,
+            RepoError::Internal(cause) => AppError::Internal(cause),
+        }
+    }
+}
+
+/// Place an order.
+///
+/// Starts the saga and answers at once: the order is `pending` until the other services
+/// have reacted. Follow `Location` to watch it. With an `Idempotency-Key`, repeating the
+/// request returns the same order; reusing the key with a different body is a 422.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    request_body(content = PlaceOrderRequest, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 255 visible ASCII characters; the same key and body return the same order"),
+    ),
+    responses(
+        (status = 202, description = "Order accepted; the saga has started", body = OrderView,
+            headers(
+                ("Location" = String, description = "/orders/{id}"),
+                ("Idempotent-Replayed" = String, description = "`true` when an earlier request with this Idempotency-Key created the order"),
+            )),
+        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key header", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type missing or not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body breaks the rules: a missing field or wrong type, empty items, more than 100 lines, quantity outside 1..=1000, a country that is not two letters, a body over 64 KiB; or the Idempotency-Key was used with a different body", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (no details)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn place_order<R: OrderRepository>(
+    State(repo): State<R>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<PlaceOrderRequest>,
+) -> Result<Response, AppError> {
+    let cmd = PlaceOrder::try_from(request).map_err(AppError::validation)?;
+    let idempotency = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| {
+            IdempotencyKey::parse(value)
+                .map_err(|message| AppError::InvalidHeader { header: "Idempotency-Key", message: message.to_owned() })
+        })
+        .transpose()?
+        .map(|key| IdempotencyRequest { key, body_fingerprint: fingerprint(&cmd) });
+
+    let placed = repo.place(cmd, idempotency).await?;
+
+    let location =
+        HeaderValue::try_from(format!("/orders/{}", placed.view.id)).map_err(|err| AppError::Internal(err.into()))?;
+    let mut response = (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(placed.view)).into_response();
+    if placed.replayed {
+        response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Get an order with its timeline.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order id (a UUID)")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 404, description = "No order has this id, or the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (no details)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_order<R: OrderRepository>(
+    State(repo): State<R>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<OrderView>, AppError> {
+    let id = id.ok().and_then(|Path(raw)| Uuid::try_parse(&raw).ok()).ok_or(AppError::OrderNotFound)?;
+    let view = repo.get(id).await?.ok_or(AppError::OrderNotFound)?;
+    Ok(Json(view))
+}
+
+/// The raw query of `GET /orders`; every value is text until parsed.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ListParams {
+    customer_id: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl TryFrom<ListParams> for ListQuery {
+    type Error = Vec<Violation>;
+
+    /// An empty value counts as absent, so `?customer_id=&status=` lists everything.
+    fn try_from(params: ListParams) -> Result<Self, Self::Error> {
+        fn present(value: Option<String>) -> Option<String> {
+            value.filter(|v| !v.is_empty())
+        }
+        let mut violations = Vec::new();
+        let customer_id = present(params.customer_id).and_then(|raw| {
+            CustomerId::parse(raw)
+                .map_err(|err| violations.push(Violation::at_parameter("customer_id", err.message())))
+                .ok()
+        });
+        let status = present(params.status).and_then(|raw| {
+            raw.parse::<OrderStatus>()
+                .map_err(|_| {
+                    let names: Vec<_> = OrderStatus::ALL.map(OrderStatus::as_str).into();
+                    violations
+                        .push(Violation::at_parameter("status", format!("status must be one of {}", names.join(", "))))
+                })
+                .ok()
+        });
+        let limit = match present(params.limit) {
+            None => Some(PageLimit::DEFAULT),
+            Some(raw) => PageLimit::parse(&raw)
+                .map_err(|message| violations.push(Violation::at_parameter("limit", message)))
+                .ok(),
+        };
+        let cursor = present(params.cursor).and_then(|raw| {
+            Cursor::decode(&raw).map_err(|err| violations.push(Violation::at_parameter("cursor", err.to_string()))).ok()
+        });
+        match limit {
+            Some(limit) if violations.is_empty() => Ok(Self { customer_id, status, limit, cursor }),
+            _ => Err(violations),
+        }
+    }
+}
+
+/// List orders, newest first.
+///
+/// Filter by customer and status; page with `limit` and the `next_cursor` of the previous
+/// page. An empty parameter counts as absent.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    params(
+        ("customer_id" = Option<String>, Query, description = "Only this customer's orders"),
+        ("status" = Option<OrderStatusSchema>, Query, description = "Only orders in this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, 1 to 200 (default 50); more than 200 is a 422, not clamped"),
+        ("cursor" = Option<String>, Query, description = "The opaque `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 422, description = "An unknown status, a limit outside 1..=200, or a cursor this API did not hand out", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (no details)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_orders<R: OrderRepository>(
+    State(repo): State<R>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<OrderPage>, AppError> {
+    let Query(params) = params.map_err(|rejection| {
+        AppError::validation(vec![Violation { detail: rejection.body_text(), pointer: None, parameter: None }])
+    })?;
+    let query = ListQuery::try_from(params).map_err(AppError::validation)?;
+    let page = repo.list(query).await?;
+    Ok(Json(page))
+}

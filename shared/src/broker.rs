@@ -1,0 +1,216 @@
+//! Kafka clients and the embedded broker.
+//!
+//! [`KafkaConfig`] builds every producer, consumer and admin client, so librdkafka settings
+//! (including pass-through properties for SASL/TLS) are decided in one place.
+//!
+//! [`EmbeddedBroker`] runs librdkafka's mock cluster: a real Kafka-protocol broker on loopback
+//! that real rdkafka clients talk to. The mock cluster is not `Send`, so it lives on its own
+//! thread and is driven through a channel. It has no CreateTopics handler, so topics are
+//! created through the mock API. It keeps about 5 MiB per partition and drops older data, so
+//! the embedded mode retains only recent history per partition (the services' databases keep
+//! everything; consumers surface any skipped offsets as an error and a metric).
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
+    pub properties: Vec<(String, String)>,
+    /// Partitions per topic when this service creates its topics.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Create the topics this service owns at start-up.
+    pub create_topics: bool,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            properties: Vec::new(),
+            partitions: 8,
+            replication_factor: 1,
+            create_topics: true,
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config.set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// An idempotent producer: in order per partition, no duplicates from its own retries.
+    pub fn producer(&self) -> anyhow::Result<FutureProducer> {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000");
+        // Operator-supplied properties win over our defaults.
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config.create().context("failed to create kafka producer")
+    }
+
+    /// A consumer in `group` that never commits on its own: the consumer loop stores and
+    /// commits each offset after the message's transaction committed.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", "5000")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        // Operator-supplied properties win over our defaults.
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// Create `topics` on a real cluster (already existing topics are fine).
+    pub async fn create_topics(&self, topics: &[String]) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.base().create().context("failed to create admin client")?;
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(self.replication_factor)))
+            .collect();
+        let results = admin
+            .create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .await
+            .context("create topics request failed")?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(anyhow!("failed to create topic {topic}: {code}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Command {
+    CreateTopic { name: String, partitions: i32, reply: mpsc::Sender<anyhow::Result<()>> },
+    BrokerDown { reply: mpsc::Sender<anyhow::Result<()>> },
+    BrokerUp { reply: mpsc::Sender<anyhow::Result<()>> },
+    Stop,
+}
+
+/// A mock Kafka cluster (one broker) on loopback, owned by a dedicated thread.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    commands: mpsc::Sender<Command>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl EmbeddedBroker {
+    /// Start the broker and create `topics` with `partitions` each.
+    pub fn start(topics: &[String], partitions: i32) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
+        let (commands, command_rx) = mpsc::channel::<Command>();
+        let thread = thread::Builder::new()
+            .name("embedded-broker".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow!("failed to start mock cluster: {e}")));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                while let Ok(command) = command_rx.recv() {
+                    match command {
+                        Command::CreateTopic { name, partitions, reply } => {
+                            let r = cluster
+                                .create_topic(&name, partitions, 1)
+                                .map_err(|e| anyhow!("failed to create topic {name}: {e}"));
+                            let _ = reply.send(r);
+                        }
+                        Command::BrokerDown { reply } => {
+                            let _ = reply.send(cluster.broker_down(1).map_err(|e| anyhow!("broker down: {e}")));
+                        }
+                        Command::BrokerUp { reply } => {
+                            let _ = reply.send(cluster.broker_up(1).map_err(|e| anyhow!("broker up: {e}")));
+                        }
+                        Command::Stop => break,
+                    }
+                }
+            })
+            .context("failed to spawn broker thread")?;
+        let bootstrap = ready_rx.recv().context("broker thread died")??;
+        let broker = Self { bootstrap, commands, thread: Some(thread) };
+        for topic in topics {
+            broker.create_topic(topic, partitions)?;
+        }
+        Ok(broker)
+    }
+
+    /// The `bootstrap.servers` string clients connect to.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        self.call(|reply| Command::CreateTopic { name: name.to_owned(), partitions, reply })
+    }
+
+    /// Make the broker refuse connections (fault injection).
+    pub fn broker_down(&self) -> anyhow::Result<()> {
+        self.call(|reply| Command::BrokerDown { reply })
+    }
+
+    pub fn broker_up(&self) -> anyhow::Result<()> {
+        self.call(|reply| Command::BrokerUp { reply })
+    }
+
+    fn call(&self, make: impl FnOnce(mpsc::Sender<anyhow::Result<()>>) -> Command) -> anyhow::Result<()> {
+        let (reply, rx) = mpsc::channel();
+        self.commands.send(make(reply)).map_err(|_| anyhow!("broker thread stopped"))?;
+        rx.recv().map_err(|_| anyhow!("broker thread stopped"))?
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

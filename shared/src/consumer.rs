@@ -1,0 +1,551 @@
+//! The inbox consumer loop, written once for every service.
+//!
+//! For each message, in partition order:
+//! 1. open a transaction;
+//! 2. record the message id in the inbox; if it was already there, the message is a
+//!    redelivery: roll back and skip it;
+//! 3. run the handler, which appends events and outbox rows through [`MessageContext`];
+//! 4. commit;
+//! 5. only then commit the message's offset.
+//!
+//! Failures: a message that cannot be decoded, has an unknown type, or does not come from the
+//! topic's publisher is dead-lettered at once. A [`HandlerError::Transient`] is retried with
+//! capped exponential backoff up to [`ConsumerOptions::max_attempts`], then dead-lettered; a
+//! [`HandlerError::Permanent`] is dead-lettered at once. An unreachable database is not the
+//! message's fault: the loop pauses and retries without counting attempts or committing.
+//! Dead letters are written to the outbox in a transaction of their own (the relay publishes
+//! them to the service's dead-letter topic with the origin in headers), then the loop moves on.
+//!
+//! Shutdown finishes the message in flight, commits offsets synchronously and leaves the group.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::broker::KafkaConfig;
+use crate::contracts::event_type;
+use crate::db::{Db, Tx, is_unavailable};
+use crate::envelope::{DecodeError, Envelope, header_map};
+use crate::event_store::StoreError;
+use crate::metrics as m;
+use crate::on_tx;
+use crate::outbox::{Backoff, OutboxMessage, OutboxSignal, enqueue};
+
+/// Header names on dead-lettered messages (besides the original headers).
+pub mod dlq_header {
+    pub const ORIGINAL_TOPIC: &str = "dlq_original_topic";
+    pub const ORIGINAL_PARTITION: &str = "dlq_original_partition";
+    pub const ORIGINAL_OFFSET: &str = "dlq_original_offset";
+    pub const CONSUMER_GROUP: &str = "dlq_consumer_group";
+    pub const ERROR: &str = "dlq_error";
+    pub const ATTEMPTS: &str = "dlq_attempts";
+    pub const FAILED_AT: &str = "dlq_failed_at";
+}
+
+/// Why a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying (a lost optimistic-concurrency race, a sink that is down).
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// Retrying cannot help (a payload that breaks the contract): dead-letter it.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    pub fn permanent(err: impl Into<anyhow::Error>) -> Self {
+        HandlerError::Permanent(err.into())
+    }
+
+    pub fn transient(err: impl Into<anyhow::Error>) -> Self {
+        HandlerError::Transient(err.into())
+    }
+
+    /// Is the database unreachable (pause, don't count an attempt)?
+    fn is_unavailable(&self) -> bool {
+        let HandlerError::Transient(err) = self else {
+            return false;
+        };
+        err.chain().any(|cause| {
+            cause.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable)
+                || cause
+                    .downcast_ref::<StoreError>()
+                    .is_some_and(|e| matches!(e, StoreError::Db(db) if is_unavailable(db)))
+        })
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(err: StoreError) -> Self {
+        if err.is_transient() { HandlerError::Transient(err.into()) } else { HandlerError::Permanent(err.into()) }
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(err: sqlx::Error) -> Self {
+        // Statement errors inside a handler are retried too: most are serialization
+        // failures or lost races, and a real bug still ends in the dead-letter topic.
+        HandlerError::Transient(err.into())
+    }
+}
+
+impl From<DecodeError> for HandlerError {
+    fn from(err: DecodeError) -> Self {
+        HandlerError::Permanent(err.into())
+    }
+}
+
+/// What a handler gets for one message: the open transaction and the message.
+pub struct MessageContext<'a> {
+    pub tx: &'a mut Tx,
+    pub message: &'a Envelope,
+    source: &'static str,
+}
+
+impl MessageContext<'_> {
+    /// Publish an event caused by this message (through the outbox, in this transaction).
+    pub async fn publish<T: Serialize>(
+        &mut self,
+        topic: &str,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<Uuid, HandlerError> {
+        let envelope =
+            Envelope::caused_by(self.message, event_type, 1, self.source, payload).map_err(HandlerError::permanent)?;
+        enqueue(self.tx, &OutboxMessage::from_envelope(topic, &envelope)).await?;
+        Ok(envelope.id)
+    }
+
+    /// Metadata to store with events this message causes.
+    pub fn event_metadata(&self) -> serde_json::Value {
+        serde_json::json!({
+            "causation_id": self.message.id,
+            "correlation_id": self.message.correlation_id,
+            "traceparent": self.message.traceparent,
+        })
+    }
+}
+
+/// A service's message handler.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, ctx: &mut MessageContext<'_>) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Attempts for a message whose handler fails transiently, before it is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self { max_attempts: 8, backoff_base: Duration::from_millis(50), backoff_cap: Duration::from_secs(5) }
+    }
+}
+
+/// Test-only fault injection: return true to simulate a crash right after the database
+/// commit, before the offset commit (the loop stops as if the process died).
+pub type CrashHook = Arc<dyn Fn(&Envelope) -> bool + Send + Sync>;
+
+/// Everything the loop needs, before it subscribes.
+pub struct ConsumerLoop<H> {
+    pub service: &'static str,
+    pub group: String,
+    /// Subscribed topics, each with the only `ce_source` allowed on it.
+    pub topics: Vec<(String, String)>,
+    pub dead_letter_topic: String,
+    pub db: Db,
+    pub kafka: KafkaConfig,
+    pub handler: Arc<H>,
+    pub outbox_signal: OutboxSignal,
+    pub options: ConsumerOptions,
+    pub crash_hook: Option<CrashHook>,
+}
+
+/// Why the loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Shutdown,
+    /// The crash hook fired (tests).
+    Crashed,
+}
+
+enum Outcome {
+    Done,
+    Shutdown,
+    Crashed,
+}
+
+/// Records lag from librdkafka statistics and notices rebalances.
+pub struct LoopContext {
+    service: &'static str,
+    group: String,
+    rebalances: Arc<AtomicU64>,
+}
+
+impl ClientContext for LoopContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    m::consumer_lag(self.service, &self.group, topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LoopContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(service = self.service, error = %e, "rebalance error")
+            }
+        }
+    }
+}
+
+impl<H: Handler> ConsumerLoop<H> {
+    /// Subscribe and process messages until `shutdown` (or the crash hook) stops it.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
+        let rebalances = Arc::new(AtomicU64::new(0));
+        let context = LoopContext { service: self.service, group: self.group.clone(), rebalances: rebalances.clone() };
+        let consumer: Arc<StreamConsumer<LoopContext>> = Arc::new(
+            self.kafka
+                .consumer_config(&self.group)
+                .create_with_context(context)
+                .context("failed to create consumer")?,
+        );
+        let topic_names: Vec<&str> = self.topics.iter().map(|(t, _)| t.as_str()).collect();
+        consumer.subscribe(&topic_names).context("failed to subscribe")?;
+        tracing::info!(service = self.service, group = %self.group, topics = ?topic_names, "consumer started");
+
+        let mut positions = Positions::default();
+        let mut seen_rebalances = 0;
+        let stopped = loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break Stopped::Shutdown,
+                received = consumer.recv() => received,
+            };
+            let message = match received {
+                Ok(message) => message,
+                Err(err) => {
+                    m::consumer_errors(self.service, kafka_error_kind(&err));
+                    tracing::warn!(service = self.service, error = %err, "consumer error");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break Stopped::Shutdown,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
+            };
+            let generation = rebalances.load(Ordering::SeqCst);
+            if generation != seen_rebalances {
+                seen_rebalances = generation;
+                positions.clear();
+            }
+            positions.check(&consumer, self.service, &self.group, &message).await;
+
+            match self.process(&message, &shutdown).await {
+                Outcome::Done => {
+                    if let Err(err) = consumer.commit_message(&message, CommitMode::Async) {
+                        // The next commit covers it; a redelivery is skipped by the inbox.
+                        tracing::warn!(service = self.service, error = %err, "offset commit failed");
+                    }
+                }
+                Outcome::Shutdown => break Stopped::Shutdown,
+                Outcome::Crashed => {
+                    drop(message);
+                    return Ok(Stopped::Crashed);
+                }
+            }
+        };
+        let consumer_for_close = consumer.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(err) = consumer_for_close.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit is the usual case here.
+                tracing::debug!(error = %err, "final offset commit");
+            }
+            consumer_for_close.unsubscribe();
+        })
+        .await;
+        tracing::info!(service = self.service, group = %self.group, "consumer stopped");
+        Ok(stopped)
+    }
+
+    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Outcome {
+        let started = Instant::now();
+        let topic = message.topic().to_owned();
+        let decoded = Envelope::from_message(message).map_err(HandlerError::from).and_then(|e| self.admit(&topic, e));
+        let span = crate::telemetry::consumer_span(self.service, &self.group, message, decoded.as_ref().ok());
+        async {
+            let message_id = match &decoded {
+                Ok(envelope) => envelope.id,
+                Err(_) => position_id(&topic, message.partition(), message.offset()),
+            };
+            let event_type =
+                decoded.as_ref().map(|e| e.event_type.clone()).unwrap_or_else(|_| "undecodable".to_owned());
+            let mut backoff = Backoff::new(self.options.backoff_base, self.options.backoff_cap);
+            let mut attempts = 0u32;
+            loop {
+                let result = match &decoded {
+                    Ok(envelope) => {
+                        attempts += 1;
+                        self.attempt(message_id, envelope).await
+                    }
+                    Err(err) => Err(HandlerError::Permanent(anyhow::anyhow!("{err:#}"))),
+                };
+                let error = match result {
+                    Ok(Applied::Yes) => {
+                        m::message_handled(self.service, &event_type, "ok", started.elapsed());
+                        if let (Some(hook), Ok(envelope)) = (&self.crash_hook, &decoded)
+                            && hook(envelope)
+                        {
+                            return Outcome::Crashed;
+                        }
+                        return Outcome::Done;
+                    }
+                    Ok(Applied::Duplicate) => {
+                        m::message_handled(self.service, &event_type, "duplicate", started.elapsed());
+                        return Outcome::Done;
+                    }
+                    Err(error) => error,
+                };
+                let retry = if error.is_unavailable() {
+                    // Not this message's fault: pause without spending its attempts.
+                    attempts = attempts.saturating_sub(1);
+                    true
+                } else {
+                    matches!(error, HandlerError::Transient(_)) && attempts < self.options.max_attempts
+                };
+                if retry {
+                    m::message_retried(self.service, &event_type);
+                    tracing::warn!(attempt = attempts, error = %error, "handler failed, retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Outcome::Shutdown,
+                        () = tokio::time::sleep(backoff.next_delay()) => continue,
+                    }
+                }
+                // Dead-letter it; if even that fails (database down), keep trying.
+                loop {
+                    match self.dead_letter(message, &error, attempts.max(1)).await {
+                        Ok(()) => {
+                            m::dead_lettered(self.service, &topic, &event_type);
+                            m::message_handled(self.service, &event_type, "dead_lettered", started.elapsed());
+                            tracing::error!(error = %error, attempts, "message dead-lettered");
+                            return Outcome::Done;
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = format!("{err:#}"), "failed to dead-letter message, retrying");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return Outcome::Shutdown,
+                                () = tokio::time::sleep(backoff.next_delay()) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Reject what no handler should see: unknown types, forged sources.
+    fn admit(&self, topic: &str, envelope: Envelope) -> Result<Envelope, HandlerError> {
+        if !event_type::ALL.contains(&envelope.event_type.as_str()) {
+            return Err(HandlerError::permanent(anyhow::anyhow!("unknown event type {:?}", envelope.event_type)));
+        }
+        if let Some((_, source)) = self.topics.iter().find(|(t, _)| t == topic)
+            && envelope.source != *source
+        {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "source {:?} may not publish on {topic} (expected {source:?})",
+                envelope.source
+            )));
+        }
+        Ok(envelope)
+    }
+
+    /// One transaction: inbox record, handler, commit.
+    async fn attempt(&self, message_id: Uuid, envelope: &Envelope) -> Result<Applied, HandlerError> {
+        let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        if !record_in_inbox(&mut tx, self.service, message_id).await? {
+            tx.rollback().await.ok();
+            return Ok(Applied::Duplicate);
+        }
+        let mut ctx = MessageContext { tx: &mut tx, message: envelope, source: self.service };
+        self.handler.handle(&mut ctx).await?;
+        tx.commit().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        self.outbox_signal.notify();
+        Ok(Applied::Yes)
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        error: &HandlerError,
+        attempts: u32,
+    ) -> anyhow::Result<()> {
+        let mut headers = header_map(message);
+        headers.extend([
+            (dlq_header::ORIGINAL_TOPIC.to_owned(), message.topic().to_owned()),
+            (dlq_header::ORIGINAL_PARTITION.to_owned(), message.partition().to_string()),
+            (dlq_header::ORIGINAL_OFFSET.to_owned(), message.offset().to_string()),
+            (dlq_header::CONSUMER_GROUP.to_owned(), self.group.clone()),
+            (dlq_header::ERROR.to_owned(), truncate(&error.to_string(), 2048)),
+            (dlq_header::ATTEMPTS.to_owned(), attempts.to_string()),
+            (dlq_header::FAILED_AT.to_owned(), chrono::Utc::now().to_rfc3339()),
+        ]);
+        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let row = OutboxMessage {
+            topic: self.dead_letter_topic.clone(),
+            key,
+            headers,
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        let mut tx = self.db.begin().await.context("failed to begin dead-letter transaction")?;
+        // Dedupe the dead-lettering of this delivery (not of the message id, so that a
+        // redriven copy is processed normally).
+        let marker = Uuid::new_v5(&position_id(message.topic(), message.partition(), message.offset()), b"dead-letter");
+        if record_in_inbox(&mut tx, self.service, marker).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            enqueue(&mut tx, &row).await.context("failed to enqueue dead letter")?;
+        }
+        tx.commit().await.context("failed to commit dead letter")?;
+        self.outbox_signal.notify();
+        Ok(())
+    }
+}
+
+enum Applied {
+    Yes,
+    Duplicate,
+}
+
+/// Insert the message id into the inbox; false when it was already there.
+async fn record_in_inbox(tx: &mut Tx, consumer: &str, message_id: Uuid) -> Result<bool, HandlerError> {
+    let result = on_tx!(tx, |conn| {
+        sqlx::query("INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(consumer)
+            .bind(message_id)
+            .bind(chrono::Utc::now())
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(result == 1)
+}
+
+/// A stable id for a message that has none of its own (undecodable).
+fn position_id(topic: &str, partition: i32, offset: i64) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("kafka://{topic}/{partition}/{offset}").as_bytes())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn kafka_error_kind(err: &KafkaError) -> &'static str {
+    match err {
+        KafkaError::MessageConsumption(_) => "consumption",
+        KafkaError::PartitionEOF(_) => "partition_eof",
+        _ => "other",
+    }
+}
+
+/// Tracks each partition's next expected offset so that skipped data (retention dropped it,
+/// or an offset reset jumped past it) is reported instead of passing silently.
+#[derive(Default)]
+struct Positions {
+    next: HashMap<(String, i32), i64>,
+    checked: HashSet<(String, i32)>,
+}
+
+impl Positions {
+    fn clear(&mut self) {
+        self.next.clear();
+        self.checked.clear();
+    }
+
+    async fn check(
+        &mut self,
+        consumer: &Arc<StreamConsumer<LoopContext>>,
+        service: &'static str,
+        group: &str,
+        message: &BorrowedMessage<'_>,
+    ) {
+        let key = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        let expected = match self.next.get(&key) {
+            Some(next) => Some(*next),
+            None if self.checked.insert(key.clone()) => committed_offset(consumer, &key.0, key.1).await,
+            None => None,
+        };
+        if let Some(expected) = expected
+            && offset > expected
+        {
+            let skipped = offset - expected;
+            m::offset_gap(service, &key.0, skipped);
+            tracing::error!(
+                service,
+                group,
+                topic = %key.0,
+                partition = key.1,
+                expected,
+                offset,
+                skipped,
+                "offsets skipped: messages were dropped before this consumer read them (retention or offset reset)"
+            );
+        }
+        self.next.insert(key, offset + 1);
+    }
+}
+
+/// The group's committed offset for a partition (0 when it never committed: a new group is
+/// expected to start at the beginning of the log).
+async fn committed_offset(consumer: &Arc<StreamConsumer<LoopContext>>, topic: &str, partition: i32) -> Option<i64> {
+    let consumer = consumer.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, partition);
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        let elem = committed.find_partition(&topic, partition)?;
+        match elem.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => Some(0),
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}

@@ -1,0 +1,295 @@
+//! The saga's public language: the integration events every service publishes and the value
+//! types they carry. Services read each other's events, so the payload shapes live here, once.
+//!
+//! Payloads are JSON. Decoding tolerates unknown fields (serde ignores them by default), so a
+//! newer producer can add fields without breaking an older consumer. Breaking changes bump the
+//! schema version on the envelope and get an upcaster (see [`crate::event_store::Upcaster`]).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The currency every amount is in. Amounts are integer minor units (cents).
+pub const CURRENCY: &str = "EUR";
+
+/// Event type names, as carried in `ce_type` and shown in an order's timeline.
+pub mod event_type {
+    pub const ORDER_PLACED: &str = "OrderPlaced";
+    pub const ORDER_COMPLETED: &str = "OrderCompleted";
+    pub const ORDER_CANCELLED: &str = "OrderCancelled";
+    pub const INVENTORY_RESERVED: &str = "InventoryReserved";
+    pub const INVENTORY_REJECTED: &str = "InventoryRejected";
+    pub const INVENTORY_RELEASED: &str = "InventoryReleased";
+    pub const PAYMENT_CAPTURED: &str = "PaymentCaptured";
+    pub const PAYMENT_DECLINED: &str = "PaymentDeclined";
+    pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
+    pub const SHIPMENT_SCHEDULED: &str = "ShipmentScheduled";
+    pub const SHIPMENT_FAILED: &str = "ShipmentFailed";
+    pub const SHIPMENT_CANCELLED: &str = "ShipmentCancelled";
+    pub const NOTIFICATION_SENT: &str = "NotificationSent";
+
+    /// Every type a saga topic may carry; anything else is dead-lettered.
+    pub const ALL: [&str; 13] = [
+        ORDER_PLACED,
+        ORDER_COMPLETED,
+        ORDER_CANCELLED,
+        INVENTORY_RESERVED,
+        INVENTORY_REJECTED,
+        INVENTORY_RELEASED,
+        PAYMENT_CAPTURED,
+        PAYMENT_DECLINED,
+        PAYMENT_REFUNDED,
+        SHIPMENT_SCHEDULED,
+        SHIPMENT_FAILED,
+        SHIPMENT_CANCELLED,
+        NOTIFICATION_SENT,
+    ];
+}
+
+/// A line of an order as the customer asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: u32,
+}
+
+/// A line priced by inventory-svc, which owns the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price_minor: i64,
+    pub line_total_minor: i64,
+}
+
+/// Where an order ships to. Only `country` (ISO 3166-1 alpha-2) is required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ShipTo {
+    pub country: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+}
+
+/// Why an order was cancelled. The snake_case names are part of the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    OutOfStock,
+    UnknownSku,
+    UnknownCustomer,
+    PaymentDeclined,
+    DestinationNotServed,
+    CarrierCapacityExhausted,
+    DeadlineExceeded,
+}
+
+impl CancelReason {
+    pub const ALL: [CancelReason; 7] = [
+        CancelReason::OutOfStock,
+        CancelReason::UnknownSku,
+        CancelReason::UnknownCustomer,
+        CancelReason::PaymentDeclined,
+        CancelReason::DestinationNotServed,
+        CancelReason::CarrierCapacityExhausted,
+        CancelReason::DeadlineExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::OutOfStock => "out_of_stock",
+            CancelReason::UnknownSku => "unknown_sku",
+            CancelReason::UnknownCustomer => "unknown_customer",
+            CancelReason::PaymentDeclined => "payment_declined",
+            CancelReason::DestinationNotServed => "destination_not_served",
+            CancelReason::CarrierCapacityExhausted => "carrier_capacity_exhausted",
+            CancelReason::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+}
+
+/// Which failure made a service undo its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompensationTrigger {
+    PaymentDeclined,
+    ShipmentFailed,
+    OrderCancelled,
+}
+
+// ---- orders.events (order-svc) ----
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub items: Vec<OrderLine>,
+    pub ship_to: ShipTo,
+    pub placed_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCompleted {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub total_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub reason: CancelReason,
+    /// The compensating events observed before the cancellation (e.g. `InventoryReleased`).
+    #[serde(default)]
+    pub compensations: Vec<String>,
+}
+
+// ---- inventory.events (inventory-svc) ----
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryReserved {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub lines: Vec<PricedLine>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub ship_to: ShipTo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryRejected {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    /// `OutOfStock` or `UnknownSku`.
+    pub reason: CancelReason,
+    /// The SKUs that caused the rejection.
+    #[serde(default)]
+    pub skus: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryReleased {
+    pub order_id: Uuid,
+    pub lines: Vec<OrderLine>,
+    pub trigger: CompensationTrigger,
+}
+
+// ---- payments.events (payment-svc) ----
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub payment_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub ship_to: ShipTo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentDeclined {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    /// `PaymentDeclined` (insufficient funds, or the fault profile) or `UnknownCustomer`.
+    pub reason: CancelReason,
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub payment_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub trigger: CompensationTrigger,
+}
+
+// ---- shipping.events (shipping-svc) ----
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentScheduled {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub shipment_id: Uuid,
+    pub carrier: String,
+    pub ship_date: chrono::NaiveDate,
+    pub ship_to: ShipTo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentFailed {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    /// `DestinationNotServed` or `CarrierCapacityExhausted`.
+    pub reason: CancelReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentCancelled {
+    pub order_id: Uuid,
+    pub shipment_id: Uuid,
+    pub carrier: String,
+    pub ship_date: chrono::NaiveDate,
+}
+
+// ---- notifications.events (notification-svc) ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    Confirmation,
+    Cancellation,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Confirmation => "confirmation",
+            NotificationKind::Cancellation => "cancellation",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationSent {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub kind: NotificationKind,
+    /// Stable per (order, kind): the sink's dedupe key (`Idempotency-Key` on the webhook).
+    pub notification_id: Uuid,
+    pub sinks: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_reason_serializes_to_its_api_name() {
+        for reason in CancelReason::ALL {
+            let json = serde_json::to_value(reason).expect("serialize");
+            assert_eq!(json, serde_json::Value::String(reason.as_str().to_owned()));
+        }
+    }
+
+    #[test]
+    fn decoding_tolerates_unknown_fields() {
+        let json = serde_json::json!({
+            "order_id": Uuid::nil(),
+            "lines": [],
+            "trigger": "order_cancelled",
+            "added_by_a_newer_producer": 42
+        });
+        let decoded: InventoryReleased = serde_json::from_value(json).expect("decode");
+        assert_eq!(decoded.trigger, CompensationTrigger::OrderCancelled);
+    }
+}

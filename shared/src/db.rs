@@ -1,0 +1,226 @@
+//! One database interface over two backends: PostgreSQL (production) and SQLite (embedded).
+//!
+//! SQL is written once, in the dialect both understand (`$1` placeholders, `ON CONFLICT`,
+//! `RETURNING`), and run through [`on_tx!`], which expands the same body once per backend so
+//! each expansion is type-checked against that backend's driver. The column types differ only
+//! in the migrations: PostgreSQL gets `uuid`, `timestamptz`, `jsonb` and identity columns;
+//! SQLite stores the same Rust types as blobs and text.
+//!
+//! Write transactions on SQLite start with `BEGIN IMMEDIATE`, so concurrent writers queue on
+//! the busy timeout instead of failing when a read lock must be upgraded.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+/// Which database a service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool to one service's database.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// An open transaction. Store functions take `&mut Tx` so that a state change, its events and
+/// its outbox rows commit together.
+#[derive(Debug)]
+pub enum Tx {
+    Postgres(Transaction<'static, Postgres>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// Run `$body` with `$conn` bound to the transaction's connection, once per backend.
+///
+/// ```ignore
+/// on_tx!(tx, |conn| sqlx::query("DELETE FROM inbox").execute(conn).await)?;
+/// ```
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// Like [`on_tx!`] for a pool (reads that need no transaction).
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// A crate's embedded migrations for both backends.
+#[derive(Debug)]
+pub struct Migrations {
+    postgres: Migrator,
+    sqlite: Migrator,
+}
+
+impl Migrations {
+    /// Several crates migrate one database (the backbone's tables and the service's own), so
+    /// each set ignores versions applied by the others. Versions: shared 1xxx, services 2xxx.
+    pub fn new(mut postgres: Migrator, mut sqlite: Migrator) -> Self {
+        postgres.set_ignore_missing(true);
+        sqlite.set_ignore_missing(true);
+        Self { postgres, sqlite }
+    }
+}
+
+/// The backbone's own tables: events, snapshots, outbox, outbox lease, inbox.
+pub fn shared_migrations() -> Migrations {
+    Migrations::new(sqlx::migrate!("./migrations/postgres"), sqlx::migrate!("./migrations/sqlite"))
+}
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+impl Db {
+    /// Connect to `postgres://…` or `sqlite://…` (SQLite files are created when missing).
+    pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url).context("invalid postgres url")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await
+                .context("failed to connect to postgres")?;
+            Ok(Db::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .context("invalid sqlite url")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.min(4))
+                .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
+                .connect_with(connect)
+                .await
+                .context("failed to open sqlite database")?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            anyhow::bail!("unsupported database url scheme (expected postgres:// or sqlite:)")
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Postgres(_) => Backend::Postgres,
+            Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Apply migrations (PostgreSQL takes an advisory lock, so replicas may start together).
+    pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(pool) => migrations.postgres.run(pool).await.context("failed to run postgres migrations"),
+            Db::Sqlite(pool) => migrations.sqlite.run(pool).await.context("failed to run sqlite migrations"),
+        }
+    }
+
+    /// Begin a write transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// Begin a read-only transaction (on SQLite it takes no write lock).
+    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+        })
+    }
+
+    /// Is the database reachable?
+    pub async fn ping(&self) -> bool {
+        on_db!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.is_ok())
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, |pool| pool.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(t) => t.commit().await,
+            Tx::Sqlite(t) => t.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(t) => t.rollback().await,
+            Tx::Sqlite(t) => t.rollback().await,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Postgres(_) => Backend::Postgres,
+            Tx::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+/// Does this error mean the database is unreachable (as opposed to a statement failing)?
+/// The consumer loop pauses on these instead of counting them against a message.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+        // PostgreSQL: admin shutdown, cannot connect now, too many connections.
+        c == "57P01" || c == "57P03" || c == "53300"
+    }))
+}
+
+/// Is this a unique-constraint violation (an optimistic concurrency conflict)?
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,125 @@
+//! Every metric the backbone records, declared and documented in one place, and the Prometheus
+//! recorder that serves them as text on `/metrics`.
+//!
+//! Labels are bounded: service names, event types from the contract, topics, partitions,
+//! route templates and status codes; never ids or raw paths.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const MESSAGES_HANDLED: &str = "saga_messages_handled_total";
+pub const HANDLER_DURATION: &str = "saga_handler_duration_seconds";
+pub const MESSAGE_RETRIES: &str = "saga_message_retries_total";
+pub const DEAD_LETTERS: &str = "saga_dead_letters_total";
+pub const CONSUMER_ERRORS: &str = "saga_consumer_errors_total";
+pub const OFFSET_GAP: &str = "saga_consumer_skipped_offsets_total";
+pub const CONSUMER_LAG: &str = "saga_consumer_lag_messages";
+pub const OUTBOX_BACKLOG: &str = "saga_outbox_backlog_messages";
+pub const OUTBOX_PUBLISHED: &str = "saga_outbox_published_total";
+pub const OUTBOX_PUBLISH_LATENCY: &str = "saga_outbox_publish_latency_seconds";
+pub const OUTBOX_ERRORS: &str = "saga_outbox_errors_total";
+pub const COMPENSATIONS: &str = "saga_compensations_total";
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+
+const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the process-wide recorder (once; later calls return the same handle).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours just renders empty.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        MESSAGES_HANDLED,
+        "Messages consumed, by service, event type and outcome (ok, duplicate, dead_lettered)"
+    );
+    describe_histogram!(HANDLER_DURATION, Unit::Seconds, "Time from receiving a message to committing its effects");
+    describe_counter!(MESSAGE_RETRIES, "Handler attempts that failed and were retried");
+    describe_counter!(DEAD_LETTERS, "Messages sent to the dead-letter topic, by origin topic and type");
+    describe_counter!(CONSUMER_ERRORS, "Errors reported by the Kafka consumer");
+    describe_counter!(OFFSET_GAP, "Offsets a consumer never saw (dropped by retention or skipped by an offset reset)");
+    describe_gauge!(CONSUMER_LAG, "Messages between a group's committed offset and the partition end");
+    describe_gauge!(OUTBOX_BACKLOG, "Outbox rows committed but not yet acknowledged by the broker");
+    describe_counter!(OUTBOX_PUBLISHED, "Outbox rows published, by topic");
+    describe_histogram!(OUTBOX_PUBLISH_LATENCY, Unit::Seconds, "Time from outbox commit to broker acknowledgement");
+    describe_counter!(OUTBOX_ERRORS, "Relay rounds that failed (broker or database unavailable)");
+    describe_counter!(COMPENSATIONS, "Compensating actions performed, by kind");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by route template, method and status");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by route template, method and status");
+}
+
+pub fn message_handled(service: &'static str, event_type: &str, outcome: &'static str, elapsed: Duration) {
+    counter!(MESSAGES_HANDLED, "service" => service, "type" => event_type.to_owned(), "outcome" => outcome)
+        .increment(1);
+    histogram!(HANDLER_DURATION, "service" => service, "type" => event_type.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub fn message_retried(service: &'static str, event_type: &str) {
+    counter!(MESSAGE_RETRIES, "service" => service, "type" => event_type.to_owned()).increment(1);
+}
+
+pub fn dead_lettered(service: &'static str, topic: &str, event_type: &str) {
+    counter!(DEAD_LETTERS, "service" => service, "topic" => topic.to_owned(), "type" => event_type.to_owned())
+        .increment(1);
+}
+
+pub fn consumer_errors(service: &'static str, kind: &'static str) {
+    counter!(CONSUMER_ERRORS, "service" => service, "kind" => kind).increment(1);
+}
+
+pub fn offset_gap(service: &'static str, topic: &str, skipped: i64) {
+    counter!(OFFSET_GAP, "service" => service, "topic" => topic.to_owned()).increment(skipped.max(0) as u64);
+}
+
+pub fn consumer_lag(service: &'static str, group: &str, topic: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "service" => service, "group" => group.to_owned(), "topic" => topic.to_owned(),
+        "partition" => partition.to_string())
+    .set(lag as f64);
+}
+
+pub fn outbox_backlog(service: &'static str, rows: i64) {
+    gauge!(OUTBOX_BACKLOG, "service" => service).set(rows as f64);
+}
+
+pub fn outbox_published(service: &'static str, topic: &str, latency: Duration) {
+    counter!(OUTBOX_PUBLISHED, "service" => service, "topic" => topic.to_owned()).increment(1);
+    histogram!(OUTBOX_PUBLISH_LATENCY, "service" => service).record(latency.as_secs_f64());
+}
+
+pub fn outbox_errors(service: &'static str) {
+    counter!(OUTBOX_ERRORS, "service" => service).increment(1);
+}
+
+/// A compensating action (`inventory_released`, `payment_refunded`, `shipment_cancelled`).
+pub fn compensation(service: &'static str, kind: &'static str) {
+    counter!(COMPENSATIONS, "service" => service, "kind" => kind).increment(1);
+}
+
+pub fn http_request(service: &'static str, route: &str, method: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("service", service.to_owned()),
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    counter!(HTTP_REQUESTS, &labels).increment(1);
+    histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+}

@@ -1,0 +1,93 @@
+//! The operational HTTP surface every service serves: `/healthz` (the process is alive),
+//! `/readyz` (its database and broker are reachable) and `/metrics` (Prometheus text), plus the
+//! request-metrics middleware for any router.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::producer::{FutureProducer, Producer as _};
+use serde_json::json;
+
+use crate::db::Db;
+
+/// What `/readyz` checks.
+#[derive(Clone)]
+pub struct Readiness {
+    pub db: Db,
+    pub producer: FutureProducer,
+}
+
+impl Readiness {
+    /// `(database ok, broker ok)`.
+    pub async fn check(&self) -> (bool, bool) {
+        let db = tokio::time::timeout(Duration::from_secs(2), self.db.ping()).await.unwrap_or(false);
+        let producer = self.producer.clone();
+        let broker =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(2)).is_ok())
+                .await
+                .unwrap_or(false);
+        (db, broker)
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
+pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(OpsState { readiness, metrics })
+}
+
+async fn readyz(State(state): State<OpsState>) -> Response {
+    let (db, broker) = state.readiness.check().await;
+    let status = if db && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+        "checks": { "database": db, "broker": broker },
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<OpsState>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+        .into_response()
+}
+
+/// Middleware recording request count and latency by route template (never the raw path).
+pub async fn track_http(service: &'static str, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    crate::metrics::http_request(service, &route, &method, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Serve `router` on `listener` until `shutdown`, draining in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(Into::into)
+}

@@ -1,0 +1,395 @@
+//! The transactional outbox and its relay.
+//!
+//! A handler writes the messages it wants published as outbox rows in the same transaction as
+//! its events ([`enqueue`]), so a message exists if and only if the state change committed.
+//! The [`Relay`] then publishes unpublished rows in id order with an idempotent producer and
+//! marks each row published only after the broker acknowledged it.
+//!
+//! Several relays may run against one database (replicas): a lease row lets one of them publish
+//! at a time, so a key's rows leave in order. If a leaseholder stalls past its lease (longer
+//! than [`RelayOptions::lease`]) another relay may publish rows the first one also sends: a row
+//! can then be published twice, never lost or reordered within one relay's run. Consumers
+//! dedupe by message id (the inbox), which makes such a duplicate harmless.
+//!
+//! Published rows are kept for [`RelayOptions::retain`] (for operators) and then pruned.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use sqlx::types::Json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::{Db, Tx};
+use crate::envelope::Envelope;
+use crate::metrics as m;
+use crate::on_tx;
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub topic: String,
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxMessage {
+    /// A saga message: keyed by its subject (the order id).
+    pub fn from_envelope(topic: &str, envelope: &Envelope) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: envelope.subject.clone(),
+            headers: envelope.headers(),
+            payload: envelope.payload_bytes(),
+        }
+    }
+}
+
+/// Wakes the relay right after a commit instead of waiting for its next poll.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Write a message to the outbox inside the caller's transaction.
+#[tracing::instrument(skip_all, fields(topic = %message.topic, key = %message.key))]
+pub async fn enqueue(tx: &mut Tx, message: &OutboxMessage) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn| {
+        sqlx::query("INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&message.topic)
+            .bind(&message.key)
+            .bind(Json(&message.headers))
+            .bind(&message.payload)
+            .bind(Utc::now())
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// How many rows are waiting to be published.
+pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
+    crate::on_db!(db, |pool| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetch_one(pool).await
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Rows fetched and sent per round.
+    pub batch_size: i64,
+    /// Longest wait between rounds when nobody signals a commit.
+    pub poll_interval: Duration,
+    /// How long a relay holds the publishing lease without renewing it.
+    pub lease: Duration,
+    /// How long published rows are kept before pruning.
+    pub retain: Duration,
+    /// How long one send may wait for the broker's acknowledgement.
+    pub send_timeout: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            poll_interval: Duration::from_millis(200),
+            lease: Duration::from_secs(10),
+            retain: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type RawRow = (i64, String, String, Json<Vec<(String, String)>>, Vec<u8>, DateTime<Utc>);
+
+struct Row {
+    id: i64,
+    topic: String,
+    key: String,
+    headers: Vec<(String, String)>,
+    payload: Vec<u8>,
+    created_at: DateTime<Utc>,
+}
+
+/// Test-only fault injection: called with the number of rows just sent, before they are
+/// marked published; returning true stops the relay there, as if the process died.
+pub type RelayCrashHook = Arc<dyn Fn(usize) -> bool + Send + Sync>;
+
+/// Publishes one database's outbox to Kafka.
+pub struct Relay {
+    service: &'static str,
+    db: Db,
+    producer: FutureProducer,
+    signal: OutboxSignal,
+    options: RelayOptions,
+    holder: Uuid,
+    crash_hook: Option<RelayCrashHook>,
+}
+
+impl Relay {
+    pub fn new(
+        service: &'static str,
+        db: Db,
+        producer: FutureProducer,
+        signal: OutboxSignal,
+        options: RelayOptions,
+    ) -> Self {
+        Self { service, db, producer, signal, options, holder: Uuid::now_v7(), crash_hook: None }
+    }
+
+    /// Install a crash hook (fault-injection tests only).
+    pub fn with_crash_hook(mut self, hook: RelayCrashHook) -> Self {
+        self.crash_hook = Some(hook);
+        self
+    }
+
+    /// Publish until `shutdown`; then finish the round in flight and flush the producer.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut last_prune = Instant::now();
+        loop {
+            match self.round().await {
+                Err(err) if err.is::<Crashed>() => return,
+                Ok(published) => {
+                    backoff.reset();
+                    if published as i64 >= self.options.batch_size {
+                        continue; // more waiting: go again at once
+                    }
+                }
+                Err(err) => {
+                    m::outbox_errors(self.service);
+                    tracing::warn!(service = self.service, error = format!("{err:#}"), "outbox relay round failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff.next_delay()) => continue,
+                    }
+                }
+            }
+            if last_prune.elapsed() >= Duration::from_secs(5) {
+                last_prune = Instant::now();
+                if let Err(err) = self.prune().await {
+                    tracing::warn!(service = self.service, error = format!("{err:#}"), "outbox prune failed");
+                }
+                if let Ok(n) = backlog(&self.db).await {
+                    m::outbox_backlog(self.service, n);
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.signal.notified() => {}
+                () = tokio::time::sleep(self.options.poll_interval) => {}
+            }
+        }
+        // Drain what is committed but unsent, within a bound, then flush.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.round().await {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        self.release_lease().await;
+    }
+
+    /// One round: hold the lease, send a batch, mark what the broker acknowledged.
+    /// Returns how many rows were published.
+    pub async fn round(&self) -> anyhow::Result<usize> {
+        if !self.acquire_lease().await? {
+            return Ok(0);
+        }
+        let rows = self.fetch_batch().await?;
+        if rows.is_empty() {
+            m::outbox_backlog(self.service, 0);
+            return Ok(0);
+        }
+        let sends = rows.iter().map(|row| {
+            let mut headers = OwnedHeaders::new_with_capacity(row.headers.len());
+            for (k, v) in &row.headers {
+                headers = headers.insert(Header { key: k, value: Some(v) });
+            }
+            let record = FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers);
+            self.producer.send(record, self.options.send_timeout)
+        });
+        let results = join_all(sends).await;
+        if let Some(hook) = &self.crash_hook
+            && hook(results.len())
+        {
+            return Err(Crashed.into());
+        }
+
+        // Mark rows in id order up to the first failure: with an idempotent producer a failed
+        // send fails the ones queued behind it on that partition too, and stopping at the
+        // first failure keeps every key's order on the next round.
+        let mut published = Vec::with_capacity(rows.len());
+        let mut first_error = None;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    m::outbox_published(
+                        self.service,
+                        &row.topic,
+                        (Utc::now() - row.created_at).to_std().unwrap_or_default(),
+                    );
+                    published.push(row.id);
+                }
+                Err((err, _)) => {
+                    first_error = Some(err);
+                    break;
+                }
+            }
+        }
+        self.mark_published(&published).await?;
+        match first_error {
+            Some(err) => Err(anyhow::Error::new(err).context("broker did not acknowledge an outbox row")),
+            None => Ok(published.len()),
+        }
+    }
+
+    async fn fetch_batch(&self) -> Result<Vec<Row>, sqlx::Error> {
+        const SQL: &str = "SELECT id, topic, msg_key, headers, payload, created_at FROM outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT $1";
+        crate::on_db!(&self.db, |pool| {
+            let rows: Vec<RawRow> = sqlx::query_as(SQL).bind(self.options.batch_size).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, topic, key, Json(headers), payload, created_at)| Row {
+                    id,
+                    topic,
+                    key,
+                    headers,
+                    payload,
+                    created_at,
+                })
+                .collect())
+        })
+    }
+
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut tx = self.db.begin().await?;
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({})", placeholders.join(","));
+            on_tx!(&mut tx, |conn| {
+                let mut q = sqlx::query(&sql).bind(now);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(conn).await.map(|r| r.rows_affected())
+            })?;
+        }
+        tx.commit().await
+    }
+
+    async fn prune(&self) -> Result<(), sqlx::Error> {
+        let cutoff = Utc::now() - self.options.retain;
+        crate::on_db!(&self.db, |pool| {
+            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+                .bind(cutoff)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Take or renew the lease; false while another live relay holds it.
+    async fn acquire_lease(&self) -> anyhow::Result<bool> {
+        let now_ms = Utc::now().timestamp_millis();
+        let expires = now_ms + self.options.lease.as_millis() as i64;
+        let holder: Option<Uuid> = crate::on_db!(&self.db, |pool| {
+            sqlx::query_scalar(
+                "INSERT INTO outbox_lease (name, holder, expires_at_ms) VALUES ('relay', $1, $2)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+                 WHERE outbox_lease.holder = excluded.holder OR outbox_lease.expires_at_ms < $3
+                 RETURNING holder",
+            )
+            .bind(self.holder)
+            .bind(expires)
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await
+        })
+        .context("failed to acquire the outbox lease")?;
+        Ok(holder == Some(self.holder))
+    }
+
+    async fn release_lease(&self) {
+        let _ = crate::on_db!(&self.db, |pool| {
+            sqlx::query("DELETE FROM outbox_lease WHERE name = 'relay' AND holder = $1")
+                .bind(self.holder)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        });
+    }
+}
+
+/// The relay stopped through its crash hook.
+#[derive(Debug, thiserror::Error)]
+#[error("relay crashed (fault injection)")]
+struct Crashed;
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self { base, cap, attempt: 0 }
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The next delay: base·2ⁿ capped, with ±25 % jitter so replicas do not retry in step.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32.checked_shl(self.attempt.min(16)).unwrap_or(u32::MAX));
+        self.attempt = self.attempt.saturating_add(1);
+        let capped = exp.min(self.cap);
+        let jitter = rand::random_range(0.75..1.25);
+        capped.mul_f64(jitter).min(self.cap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_under_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+        let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] <= Duration::from_millis(13));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(200)));
+        assert!(delays[9] >= Duration::from_millis(150));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(13));
+    }
+}

@@ -1,0 +1,152 @@
+//! Service runtime: what every service does around its business handler. Connect (retrying
+//! until the database is reachable), migrate, create owned topics, then run the consumer loop,
+//! the outbox relay and the operational HTTP server until shutdown, stopping them in the order
+//! that loses nothing: HTTP and the consumer first (they finish in-flight work and commit),
+//! then the relay (it publishes what they committed and flushes), then the database.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::producer::FutureProducer;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ServiceConfig, redact_url};
+use crate::consumer::{ConsumerLoop, Handler};
+use crate::db::{Db, Migrations, shared_migrations};
+use crate::event_store::{EventStore, Upcaster};
+use crate::ops::Readiness;
+use crate::outbox::{Backoff, OutboxSignal, Relay};
+use std::sync::Arc;
+
+/// A connected service: its database, event store, outbox and broker clients.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub config: ServiceConfig,
+    pub db: Db,
+    pub store: EventStore,
+    pub outbox_signal: OutboxSignal,
+    pub producer: FutureProducer,
+}
+
+impl ServiceContext {
+    /// Connect and migrate, retrying with backoff while the database is unreachable (until
+    /// `shutdown`), and create the topics this service owns when allowed.
+    pub async fn connect(
+        config: ServiceConfig,
+        migrations: &[Migrations],
+        upcaster: Upcaster,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let db = loop {
+            match Db::connect(&config.database_url, &config.db).await {
+                Ok(db) => break db,
+                Err(err) => {
+                    tracing::warn!(
+                        service = config.service,
+                        database = %redact_url(&config.database_url),
+                        error = format!("{err:#}"),
+                        "database unreachable, retrying"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => anyhow::bail!("shut down before the database was reachable"),
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        };
+        db.migrate(&shared_migrations()).await?;
+        for m in migrations {
+            db.migrate(m).await?;
+        }
+        if config.kafka.create_topics {
+            let mut owned: Vec<String> =
+                config.topics.owned_by(config.service).map(str::to_owned).into_iter().collect();
+            owned.push(config.topics.dead_letter(config.service));
+            backoff.reset();
+            loop {
+                match config.kafka.create_topics(&owned).await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::warn!(
+                            service = config.service,
+                            error = format!("{err:#}"),
+                            "cannot create topics yet, retrying"
+                        );
+                        tokio::select! {
+                            () = shutdown.cancelled() => anyhow::bail!("shut down before topics were created"),
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
+                    }
+                }
+            }
+        }
+        let producer = config.kafka.producer()?;
+        Ok(Self { config, db, store: EventStore::new(upcaster), outbox_signal: OutboxSignal::default(), producer })
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        Readiness { db: self.db.clone(), producer: self.producer.clone() }
+    }
+
+    pub fn relay(&self) -> Relay {
+        Relay::new(
+            self.config.service,
+            self.db.clone(),
+            self.producer.clone(),
+            self.outbox_signal.clone(),
+            self.config.relay.clone(),
+        )
+    }
+
+    /// The consumer loop for this service's group over `topics` (each with its publisher).
+    pub fn consumer<H: Handler>(&self, topics: Vec<(String, String)>, handler: Arc<H>) -> ConsumerLoop<H> {
+        ConsumerLoop {
+            service: self.config.service,
+            group: self.config.service.to_owned(),
+            topics,
+            dead_letter_topic: self.config.topics.dead_letter(self.config.service),
+            db: self.db.clone(),
+            kafka: self.config.kafka.clone(),
+            handler,
+            outbox_signal: self.outbox_signal.clone(),
+            options: self.config.consumer.clone(),
+            crash_hook: None,
+        }
+    }
+}
+
+/// Run a service's tasks until `shutdown`. `front` tasks (HTTP, consumer, timers) get
+/// `shutdown` directly; the relay is stopped only after they all finished, so everything they
+/// committed is published before the process exits.
+pub async fn run(
+    ctx: ServiceContext,
+    front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(ctx.relay().run(relay_stop.clone()));
+    let mut tasks = JoinSet::new();
+    for task in front {
+        tasks.spawn(task);
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.context("service task panicked").and_then(|r| r);
+        if let Err(err) = result {
+            tracing::error!(service = ctx.config.service, error = format!("{err:#}"), "service task failed");
+            first_error.get_or_insert(err);
+            // One failed task takes the service down cleanly.
+            shutdown.cancel();
+        }
+    }
+    relay_stop.cancel();
+    relay.await.context("outbox relay panicked")?;
+    ctx.db.close().await;
+    tracing::info!(service = ctx.config.service, "stopped");
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}

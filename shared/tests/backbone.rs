@@ -1,0 +1,518 @@
+//! The backbone against a real Kafka-protocol broker (librdkafka's mock cluster) and both
+//! database backends. Every test owns its database and its topics.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use serde_json::json;
+use shared::CancellationToken;
+use shared::consumer::{
+    ConsumerLoop, ConsumerOptions, CrashHook, Handler, HandlerError, MessageContext, Stopped, dlq_header,
+};
+use shared::contracts::event_type;
+use shared::db::{Backend, Db};
+use shared::envelope::{Envelope, header_map};
+use shared::event_store::{EventStore, NewEvent, StoreError, Upcaster};
+use shared::outbox::{OutboxMessage, OutboxSignal, Relay, RelayOptions, enqueue};
+use shared::testing::{TestBroker, TestDb, eventually};
+use shared::topics::service;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Run one async test body on both backends.
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() -> anyhow::Result<()> {
+                super::$name(shared::db::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() -> anyhow::Result<()> {
+                super::$name(shared::db::Backend::Sqlite).await
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- event store
+
+both_backends!(event_store_appends_and_reads_a_stream_in_order);
+async fn event_store_appends_and_reads_a_stream_in_order(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    let mut tx = t.db.begin().await?;
+    let events = vec![NewEvent::new("Opened", 1, &json!({"n": 1}))?, NewEvent::new("Changed", 1, &json!({"n": 2}))?];
+    let version = store.append(&mut tx, "s-1", 0, &events).await?;
+    store.append(&mut tx, "other", 0, &[NewEvent::new("Opened", 1, &json!({}))?]).await?;
+    tx.commit().await?;
+
+    let mut tx = t.db.begin_read().await?;
+    let read = store.read_stream(&mut tx, "s-1", 0).await?;
+    assert_eq!(version, 2);
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(read[1].event_type, "Changed");
+    assert_eq!(read[1].payload, json!({"n": 2}));
+    assert_eq!(read[0].event_id, events[0].event_id);
+    assert_eq!(store.read_stream(&mut tx, "s-1", 1).await?.len(), 1);
+    let all = store.read_all(&mut tx, 0, 100).await?;
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position), "global positions increase");
+    Ok(())
+}
+
+both_backends!(event_store_rejects_an_append_at_a_stale_version_as_a_conflict);
+async fn event_store_rejects_an_append_at_a_stale_version_as_a_conflict(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    let mut tx = t.db.begin().await?;
+    store.append(&mut tx, "s", 0, &[NewEvent::new("A", 1, &json!({}))?]).await?;
+    tx.commit().await?;
+
+    // A writer that read version 0 loses the race against the one that wrote version 1.
+    let mut tx = t.db.begin().await?;
+    let err = store.append(&mut tx, "s", 0, &[NewEvent::new("B", 1, &json!({}))?]).await.expect_err("conflict");
+    assert!(matches!(err, StoreError::Conflict { ref stream, expected: 0 } if stream == "s"), "{err:?}");
+    assert!(err.is_transient());
+    tx.rollback().await?;
+
+    let mut tx = t.db.begin_read().await?;
+    assert_eq!(store.read_stream(&mut tx, "s", 0).await?.len(), 1, "nothing of the loser was stored");
+    Ok(())
+}
+
+both_backends!(event_store_upcasts_an_old_schema_version_when_read);
+async fn event_store_upcasts_an_old_schema_version_when_read(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    // Written by an old release: v1 had `amount` in whole euros.
+    let mut tx = t.db.begin().await?;
+    EventStore::default().append(&mut tx, "p", 0, &[NewEvent::new("Charged", 1, &json!({"amount": 12}))?]).await?;
+    tx.commit().await?;
+
+    fn v1_to_v2(mut v: serde_json::Value) -> serde_json::Value {
+        let euros = v["amount"].as_i64().unwrap_or_default();
+        v["amount_minor"] = json!(euros * 100);
+        v.as_object_mut().map(|o| o.remove("amount"));
+        v
+    }
+    let store = EventStore::new(Upcaster::default().register("Charged", 1, v1_to_v2));
+    let mut tx = t.db.begin_read().await?;
+    let read = store.read_stream(&mut tx, "p", 0).await?;
+    assert_eq!(read[0].schema_version, 2);
+    assert_eq!(read[0].payload, json!({"amount_minor": 1200}));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- outbox
+
+struct Upstream {
+    t: TestDb,
+    broker: TestBroker,
+    signal: OutboxSignal,
+}
+
+impl Upstream {
+    async fn new(backend: Backend) -> anyhow::Result<Self> {
+        Ok(Self { t: TestDb::new(backend, &[]).await?, broker: TestBroker::new(4)?, signal: OutboxSignal::default() })
+    }
+
+    fn relay(&self) -> anyhow::Result<Relay> {
+        let options = RelayOptions { poll_interval: Duration::from_millis(20), batch_size: 16, ..Default::default() };
+        Ok(Relay::new(service::ORDER, self.t.db.clone(), self.broker.kafka.producer()?, self.signal.clone(), options))
+    }
+
+    /// Commit `n` OrderPlaced messages (one transaction each) over `keys` keys.
+    async fn commit_orders(&self, n: usize, keys: usize) -> anyhow::Result<Vec<Envelope>> {
+        let mut sent = Vec::new();
+        for i in 0..n {
+            let key = format!("order-{}", i % keys);
+            let envelope = Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, key, &json!({"seq": i}))?;
+            let mut tx = self.t.db.begin().await?;
+            enqueue(&mut tx, &OutboxMessage::from_envelope(&self.broker.topics.orders, &envelope)).await?;
+            tx.commit().await?;
+            sent.push(envelope);
+        }
+        self.signal.notify();
+        Ok(sent)
+    }
+
+    async fn unpublished(&self) -> anyhow::Result<i64> {
+        Ok(shared::outbox::backlog(&self.t.db).await?)
+    }
+}
+
+/// Every message on `topic`, read with direct partition assignment (no group).
+async fn read_topic(broker: &TestBroker, topic: &str) -> anyhow::Result<Vec<(Envelope, i32, i64)>> {
+    let consumer: BaseConsumer = broker.kafka.consumer_config(&format!("reader-{}", uuid::Uuid::new_v4())).create()?;
+    let total = end_offsets(broker, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..broker.kafka.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let want: i64 = total.values().sum();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while (out.len() as i64) < want && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = header_map(&m);
+            out.push((Envelope::from_parts(&headers, m.payload())?, m.partition(), m.offset()));
+        }
+    }
+    anyhow::ensure!(out.len() as i64 == want, "read {} of {want} messages", out.len());
+    Ok(out)
+}
+
+/// Partition → high watermark: exactly how many records each partition holds.
+fn end_offsets(broker: &TestBroker, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
+    let consumer: BaseConsumer = broker.kafka.consumer_config("watermarks").create()?;
+    (0..broker.kafka.partitions)
+        .map(|p| Ok((p, consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?.1)))
+        .collect()
+}
+
+fn count_on(broker: &TestBroker, topic: &str) -> anyhow::Result<i64> {
+    Ok(end_offsets(broker, topic)?.values().sum())
+}
+
+both_backends!(outbox_publishes_what_was_committed_exactly_once);
+async fn outbox_publishes_what_was_committed_exactly_once(backend: Backend) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(up.relay()?.run(stop.clone()));
+    let sent = up.commit_orders(40, 5).await?;
+
+    eventually(WAIT, "outbox drained", || async { (up.unpublished().await.ok()? == 0).then_some(()) }).await?;
+    stop.cancel();
+    relay.await?;
+
+    let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    let ids: HashSet<_> = received.iter().map(|(e, _, _)| e.id).collect();
+    assert_eq!(received.len(), 40, "one record per committed row, no duplicates");
+    assert_eq!(ids, sent.iter().map(|e| e.id).collect::<HashSet<_>>());
+    Ok(())
+}
+
+both_backends!(outbox_rows_committed_while_the_relay_was_down_are_published_after_a_restart);
+async fn outbox_rows_committed_while_the_relay_was_down_are_published_after_a_restart(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    // The relay dies after sending its first batch and before marking it published.
+    let crashing = up.relay()?.with_crash_hook(Arc::new(|_| true));
+    let sent = up.commit_orders(10, 3).await?;
+    crashing.run(CancellationToken::new()).await;
+    assert_eq!(up.unpublished().await?, 10, "nothing was marked published");
+
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(up.relay()?.run(stop.clone()));
+    eventually(WAIT, "outbox drained after restart", || async { (up.unpublished().await.ok()? == 0).then_some(()) })
+        .await?;
+    stop.cancel();
+    relay.await?;
+
+    let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    let ids: HashSet<_> = received.iter().map(|(e, _, _)| e.id).collect();
+    assert_eq!(ids, sent.iter().map(|e| e.id).collect::<HashSet<_>>(), "every committed row arrived");
+    // The crashed batch was sent once before the crash and once after: at-least-once, which
+    // consumers dedupe by id.
+    assert_eq!(received.len(), 20);
+    Ok(())
+}
+
+both_backends!(outbox_publishes_nothing_from_a_rolled_back_transaction);
+async fn outbox_publishes_nothing_from_a_rolled_back_transaction(backend: Backend) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let envelope = Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, "order-x", &json!({}))?;
+    let mut tx = up.t.db.begin().await?;
+    enqueue(&mut tx, &OutboxMessage::from_envelope(&up.broker.topics.orders, &envelope)).await?;
+    tx.rollback().await?;
+    let committed = up.commit_orders(1, 1).await?;
+
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(up.relay()?.run(stop.clone()));
+    eventually(WAIT, "outbox drained", || async { (up.unpublished().await.ok()? == 0).then_some(()) }).await?;
+    stop.cancel();
+    relay.await?;
+
+    let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].0.id, committed[0].id, "only the committed row was published");
+    Ok(())
+}
+
+both_backends!(outbox_two_relays_on_one_database_keep_each_keys_order);
+async fn outbox_two_relays_on_one_database_keep_each_keys_order(backend: Backend) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let stop = CancellationToken::new();
+    let a = tokio::spawn(up.relay()?.run(stop.clone()));
+    let b = tokio::spawn(up.relay()?.run(stop.clone()));
+    let sent = up.commit_orders(120, 6).await?;
+    eventually(WAIT, "outbox drained", || async { (up.unpublished().await.ok()? == 0).then_some(()) }).await?;
+    stop.cancel();
+    a.await?;
+    b.await?;
+
+    let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    // Per key, the sequence numbers arrive in commit order.
+    let mut by_key: HashMap<String, Vec<(i64, u64)>> = HashMap::new();
+    for (e, _, offset) in &received {
+        by_key.entry(e.subject.clone()).or_default().push((*offset, e.data["seq"].as_u64().unwrap_or(u64::MAX)));
+    }
+    for (key, mut seqs) in by_key {
+        seqs.sort();
+        let in_offset_order: Vec<u64> = seqs.iter().map(|(_, s)| *s).collect();
+        let mut sorted = in_offset_order.clone();
+        sorted.sort();
+        assert_eq!(in_offset_order, sorted, "key {key} was reordered");
+    }
+    assert_eq!(received.iter().map(|(e, _, _)| e.id).collect::<HashSet<_>>().len(), sent.len());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- consumer
+
+/// A handler whose effect is one event per applied message in the stream `effects`.
+#[derive(Default)]
+struct Recorder {
+    fail_first: AtomicU32,
+    calls: AtomicUsize,
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_first.load(Ordering::SeqCst) > 0 {
+            self.fail_first.fetch_sub(1, Ordering::SeqCst);
+            return Err(HandlerError::transient(anyhow::anyhow!("downstream hiccup")));
+        }
+        if ctx.message.event_type != event_type::ORDER_PLACED {
+            return Ok(());
+        }
+        let store = EventStore::default();
+        let current = store.read_stream(ctx.tx, "effects", 0).await?.len() as i64;
+        let effect = NewEvent::new("Applied", 1, &json!({"message_id": ctx.message.id}))?;
+        store.append(ctx.tx, "effects", current, &[effect]).await?;
+        Ok(())
+    }
+}
+
+/// The message ids the downstream database applied, with their multiplicity.
+async fn applied(db: &Db) -> anyhow::Result<HashMap<String, usize>> {
+    let mut tx = db.begin_read().await?;
+    let mut counts = HashMap::new();
+    for e in EventStore::default().read_stream(&mut tx, "effects", 0).await? {
+        *counts.entry(e.payload["message_id"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+fn consumer_loop(
+    up: &Upstream,
+    down: &TestDb,
+    handler: Arc<Recorder>,
+    crash: Option<CrashHook>,
+) -> ConsumerLoop<Recorder> {
+    ConsumerLoop {
+        service: service::INVENTORY,
+        group: "inventory-test".into(),
+        topics: vec![(up.broker.topics.orders.clone(), service::ORDER.into())],
+        dead_letter_topic: up.broker.topics.dead_letter(service::INVENTORY),
+        db: down.db.clone(),
+        kafka: up.broker.kafka.clone(),
+        handler,
+        outbox_signal: OutboxSignal::default(),
+        options: ConsumerOptions {
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(5),
+            backoff_cap: Duration::from_millis(50),
+        },
+        crash_hook: crash,
+    }
+}
+
+async fn publish_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    headers: &[(String, String)],
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let mut h = OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(Header { key: k, value: Some(v) });
+    }
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload).headers(h), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+async fn publish(producer: &FutureProducer, topic: &str, e: &Envelope) -> anyhow::Result<()> {
+    publish_raw(producer, topic, &e.subject, &e.headers(), &e.payload_bytes()).await
+}
+
+fn placed(key: &str, seq: usize) -> anyhow::Result<Envelope> {
+    Ok(Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, key, &json!({"seq": seq}))?)
+}
+
+both_backends!(consumer_applies_a_message_delivered_twice_once);
+async fn consumer_applies_a_message_delivered_twice_once(backend: Backend) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    let first = placed("order-1", 1)?;
+    let second = placed("order-2", 2)?;
+    publish(&producer, &up.broker.topics.orders, &first).await?;
+    publish(&producer, &up.broker.topics.orders, &first).await?; // the redelivery
+    publish(&producer, &up.broker.topics.orders, &second).await?;
+
+    let stop = CancellationToken::new();
+    let handler = Arc::new(Recorder::default());
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let counts = eventually(WAIT, "both messages applied", || async {
+        let c = applied(&down.db).await.ok()?;
+        (c.len() == 2).then_some(c)
+    })
+    .await?;
+    eventually(WAIT, "the duplicate was seen", || async { (handler.calls.load(Ordering::SeqCst) >= 2).then_some(()) })
+        .await?;
+    stop.cancel();
+    assert_eq!(run.await??, Stopped::Shutdown);
+    assert_eq!(counts.get(&first.id.to_string()), Some(&1), "applied once despite two deliveries");
+    assert_eq!(counts.get(&second.id.to_string()), Some(&1));
+    Ok(())
+}
+
+both_backends!(consumer_crash_after_the_database_commit_but_before_the_offset_commit_does_not_apply_twice);
+async fn consumer_crash_after_the_database_commit_but_before_the_offset_commit_does_not_apply_twice(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    let messages: Vec<Envelope> = (0..6).map(|i| placed("same-key", i)).collect::<Result<_, _>>()?;
+    for m in &messages {
+        publish(&producer, &up.broker.topics.orders, m).await?;
+    }
+
+    // Crash right after committing the third message's transaction.
+    let committed = Arc::new(AtomicUsize::new(0));
+    let c = committed.clone();
+    let crash: CrashHook = Arc::new(move |_| c.fetch_add(1, Ordering::SeqCst) + 1 == 3);
+    let handler = Arc::new(Recorder::default());
+    let stopped = consumer_loop(&up, &down, handler.clone(), Some(crash)).run(CancellationToken::new()).await?;
+    assert_eq!(stopped, Stopped::Crashed);
+    assert_eq!(applied(&down.db).await?.len(), 3);
+
+    // Restart in the same group: the third message is redelivered and skipped by the inbox.
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let counts = eventually(WAIT, "all six applied", || async {
+        let c = applied(&down.db).await.ok()?;
+        (c.len() == 6).then_some(c)
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+    assert!(counts.values().all(|n| *n == 1), "no message applied twice: {counts:?}");
+    assert!(handler.calls.load(Ordering::SeqCst) <= 6, "a redelivery never reaches the handler");
+    Ok(())
+}
+
+both_backends!(consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going);
+async fn consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    let orders = &up.broker.topics.orders;
+    let good_before = placed("k", 1)?;
+    let good_after = placed("k", 2)?;
+    publish(&producer, orders, &good_before).await?;
+    publish_raw(&producer, orders, "k", &good_before.headers(), b"{not json").await?; // bad payload
+    publish_raw(&producer, orders, "k", &[], b"{}").await?; // no headers at all
+    let mut unknown = placed("k", 3)?;
+    unknown.event_type = "OrderTeleported".into(); // unknown type
+    unknown.id = uuid::Uuid::now_v7();
+    publish(&producer, orders, &unknown).await?;
+    let mut forged = placed("k", 4)?;
+    forged.source = "payment-svc".into(); // not the topic's publisher
+    publish(&producer, orders, &forged).await?;
+    publish(&producer, orders, &good_after).await?;
+
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop(&up, &down, Arc::new(Recorder::default()), None).run(stop.clone()));
+    eventually(WAIT, "the good messages applied", || async {
+        (applied(&down.db).await.ok()?.len() == 2).then_some(())
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+
+    // The dead letters sit in the outbox until the relay publishes them.
+    let relay_stop = CancellationToken::new();
+    let options = RelayOptions { poll_interval: Duration::from_millis(20), ..Default::default() };
+    let relay =
+        Relay::new(service::INVENTORY, down.db.clone(), up.broker.kafka.producer()?, OutboxSignal::default(), options);
+    let relay = tokio::spawn(relay.run(relay_stop.clone()));
+    let dlq = up.broker.topics.dead_letter(service::INVENTORY);
+    eventually(WAIT, "four dead letters", || async { (count_on(&up.broker, &dlq).ok()? == 4).then_some(()) }).await?;
+    relay_stop.cancel();
+    relay.await?;
+
+    let reader: BaseConsumer = up.broker.kafka.consumer_config("dlq-reader").create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..up.broker.kafka.partitions {
+        tpl.add_partition_offset(&dlq, p, Offset::Beginning)?;
+    }
+    reader.assign(&tpl)?;
+    let mut letters = Vec::new();
+    while letters.len() < 4 {
+        if let Some(m) = reader.poll(Duration::from_millis(200)) {
+            letters.push(header_map(&m?));
+        }
+    }
+    for headers in &letters {
+        let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get(dlq_header::ORIGINAL_TOPIC).as_deref(), Some(orders.as_str()));
+        assert!(get(dlq_header::ORIGINAL_PARTITION).is_some());
+        assert!(get(dlq_header::ORIGINAL_OFFSET).and_then(|o| o.parse::<i64>().ok()).is_some());
+        assert!(get(dlq_header::ERROR).is_some_and(|e| !e.is_empty()));
+        assert_eq!(get(dlq_header::ATTEMPTS).as_deref(), Some("1"), "permanent errors are not retried");
+    }
+    let errors: Vec<String> =
+        letters.iter().filter_map(|h| h.iter().find(|(n, _)| n == dlq_header::ERROR).map(|(_, v)| v.clone())).collect();
+    assert!(errors.iter().any(|e| e.contains("unknown event type")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("may not publish")), "{errors:?}");
+    Ok(())
+}
+
+both_backends!(consumer_retries_a_transient_failure_until_it_succeeds);
+async fn consumer_retries_a_transient_failure_until_it_succeeds(backend: Backend) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    let message = placed("k", 1)?;
+    publish(&producer, &up.broker.topics.orders, &message).await?;
+
+    let handler = Arc::new(Recorder { fail_first: AtomicU32::new(3), ..Default::default() });
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    eventually(WAIT, "applied after retries", || async { (applied(&down.db).await.ok()?.len() == 1).then_some(()) })
+        .await?;
+    stop.cancel();
+    run.await??;
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 4, "three failures, then success");
+    assert_eq!(count_on(&up.broker, &up.broker.topics.dead_letter(service::INVENTORY))?, 0);
+    assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
+    Ok(())
+}
