@@ -1,5 +1,138 @@
 //! order-svc: the order aggregate (the saga's authority on an order's fate) and the public
-//! order API.
+//! order API. It places orders (OrderPlaced through the outbox), folds every other service's
+//! events into the order, decides OrderCompleted or OrderCancelled, and cancels orders whose
+//! saga deadline passed.
 
 pub mod domain;
+pub mod handlers;
 pub mod http;
+pub mod metrics;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shared::CancellationToken;
+use shared::config::{ServiceConfig, env_millis};
+use shared::db::Migrations;
+use shared::event_store::Upcaster;
+use shared::service::{ServiceContext, ops_router};
+use shared::topics::service;
+
+pub use handlers::OrderHandler;
+pub use store::Orders;
+
+/// order-svc's own tables.
+pub fn migrations() -> Migrations {
+    Migrations::new(sqlx::migrate!("./migrations/postgres"), sqlx::migrate!("./migrations/sqlite"))
+}
+
+/// order-svc configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// `SAGA_DEADLINE_MS`: a non-terminal order older than this is cancelled
+    /// (`deadline_exceeded`). Default 30 s.
+    pub saga_deadline: Duration,
+    /// `DEADLINE_SCAN_MS`: how often overdue orders are looked for. Default 1 s.
+    pub deadline_scan_interval: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut c = Self::new(ServiceConfig::from_env(service::ORDER, 8080)?)?;
+        c.saga_deadline = env_millis("SAGA_DEADLINE_MS", c.saga_deadline)?;
+        c.deadline_scan_interval = env_millis("DEADLINE_SCAN_MS", c.deadline_scan_interval)?;
+        Ok(c)
+    }
+
+    pub fn new(service: ServiceConfig) -> anyhow::Result<Self> {
+        Ok(Self { service, saga_deadline: Duration::from_secs(30), deadline_scan_interval: Duration::from_secs(1) })
+    }
+}
+
+/// A built order-svc, ready to run.
+pub struct App {
+    pub ctx: ServiceContext,
+    pub orders: Orders,
+    config: Config,
+    listener: tokio::net::TcpListener,
+}
+
+impl App {
+    /// Connect, migrate, and bind the API listener (port 0 picks a free port).
+    pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        metrics::describe();
+        let ctx = ServiceContext::connect(config.service.clone(), &[migrations()], Upcaster::default(), shutdown).await?;
+        let orders = Orders {
+            db: ctx.db.clone(),
+            store: ctx.store.clone(),
+            topics: ctx.config.topics.clone(),
+            outbox_signal: ctx.outbox_signal.clone(),
+            saga_deadline: chrono::TimeDelta::from_std(config.saga_deadline).context("saga deadline out of range")?,
+        };
+        let listener = tokio::net::TcpListener::bind(ctx.config.http_addr)
+            .await
+            .with_context(|| format!("failed to bind {}", ctx.config.http_addr))?;
+        Ok(Self { ctx, orders, config, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve the API (with /healthz, /readyz, /metrics), consume upstream events, and cancel
+    /// overdue orders, until `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App { ctx, orders, config, listener } = self;
+        let topics = &ctx.config.topics;
+        let subscriptions = vec![
+            (topics.inventory.clone(), service::INVENTORY.to_owned()),
+            (topics.payments.clone(), service::PAYMENT.to_owned()),
+            (topics.shipping.clone(), service::SHIPPING.to_owned()),
+            (topics.notifications.clone(), service::NOTIFICATION.to_owned()),
+        ];
+        let handler = Arc::new(OrderHandler { store: ctx.store.clone(), topics: topics.clone() });
+        let consumer = ctx.consumer(subscriptions, handler);
+        let router = http::with_problem_fallbacks(http::routes(orders.clone()).merge(ops_router(&ctx)));
+        let router = router.layer(axum::middleware::from_fn(|req, next| {
+            shared::ops::track_http(service::ORDER, req, next)
+        }));
+
+        let (http_stop, consumer_stop, scan_stop) = (shutdown.clone(), shutdown.clone(), shutdown.clone());
+        let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
+            Box::pin(shared::ops::serve(listener, router, http_stop)),
+            Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
+            Box::pin(deadline_scanner(orders, config.deadline_scan_interval, scan_stop)),
+        ];
+        shared::service::run(ctx, front, shutdown).await
+    }
+}
+
+/// Cancel orders whose saga deadline passed, every `interval`, until `shutdown`.
+async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+        let overdue = match store::overdue(&orders.db, chrono::Utc::now(), 200).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(error = %err, "deadline scan failed");
+                continue;
+            }
+        };
+        for order_id in overdue {
+            match handlers::expire_one(&orders.db, &orders.store, &orders.topics, order_id).await {
+                Ok(true) => {
+                    orders.outbox_signal.notify();
+                    tracing::info!(order.id = %order_id, "saga deadline passed, order cancelled");
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(order.id = %order_id, error = format!("{err:#}"), "failed to expire order"),
+            }
+        }
+    }
+}

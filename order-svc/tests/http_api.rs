@@ -52,14 +52,17 @@ impl OrderRepository for InMemoryRepo {
         idempotency: Option<IdempotencyRequest>,
     ) -> Result<Placed, RepoError> {
         let mut store = self.store();
-        if let Some(request) = &idempotency {
-            if let Some((fingerprint, id)) = store.idempotency.get(request.key.as_str()) {
-                if *fingerprint != request.body_fingerprint {
-                    return Err(RepoError::IdempotencyConflict);
-                }
-                let view = OrderView::from(&store.orders[id]);
+        let previous = idempotency.as_ref().and_then(|request| {
+            let (fingerprint, id) = store.idempotency.get(request.key.as_str())?;
+            Some((*fingerprint == request.body_fingerprint, *id))
+        });
+        match previous {
+            Some((false, _)) => return Err(RepoError::IdempotencyConflict),
+            Some((true, id)) => {
+                let view = OrderView::from(&store.orders[&id]);
                 return Ok(Placed { view, replayed: true });
             }
+            None => {}
         }
         let id = Uuid::now_v7();
         let now = Utc::now();
@@ -852,5 +855,12 @@ async fn the_openapi_schemas_match_the_api_names() {
         "events",
     ] {
         assert!(view_fields.contains_key(field), "OrderView.{field}");
+    }
+    let required = &schemas["OrderView"]["required"];
+    for always_present in ["total_minor", "reason", "events"] {
+        assert!(
+            required.as_array().is_some_and(|r| r.contains(&json!(always_present))),
+            "{always_present} is always present, even when null"
+        );
     }
 }

@@ -1,1 +1,83 @@
-fn main() {}
+//! `cargo run --release`: the whole saga in one process. See the README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use saga::{Embedded, EmbeddedConfig};
+use shared::telemetry::LogFormat;
+
+/// Run all five saga services in one process on an embedded Kafka-protocol broker and SQLite.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Directory for the services' SQLite databases.
+    #[arg(long, env = "SAGA_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Address of the order API; the services' ops endpoints use the next four ports.
+    #[arg(long, env = "SAGA_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Partitions per topic on the embedded broker.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 8)]
+    partitions: i32,
+    /// Saga deadline in seconds: a non-terminal order older than this is cancelled.
+    #[arg(long, env = "SAGA_DEADLINE_SECS", default_value_t = 30)]
+    deadline_secs: u64,
+    /// OTLP gRPC endpoint for traces (e.g. http://127.0.0.1:4317); unset = no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Log format: json or pretty.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: LogFormat,
+    /// Fault profile: share (0..1) of payments declined on purpose.
+    #[arg(long, env = "PAYMENT_DECLINE_RATE", default_value_t = 0.0)]
+    payment_decline_rate: f64,
+    /// Fault profile: latency added to every payment, in milliseconds.
+    #[arg(long, env = "PAYMENT_LATENCY_MS", default_value_t = 0)]
+    payment_latency_ms: u64,
+    /// Deliver notifications to this webhook too (JSON POST with an Idempotency-Key).
+    #[arg(long, env = "NOTIFY_WEBHOOK_URL")]
+    notify_webhook_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let telemetry = shared::telemetry::init("saga-embedded", args.otlp_endpoint.as_deref(), args.log_format)?;
+    let shutdown = shared::shutdown::on_signal();
+    let config = EmbeddedConfig {
+        data_dir: args.data_dir,
+        api_addr: args.addr,
+        partitions: args.partitions,
+        saga_deadline: Duration::from_secs(args.deadline_secs),
+        otlp_endpoint: args.otlp_endpoint,
+        log_format: args.log_format,
+        payment_decline_rate: args.payment_decline_rate,
+        payment_latency: Duration::from_millis(args.payment_latency_ms),
+        notify_webhook_url: args.notify_webhook_url,
+        database_urls: Default::default(),
+    };
+    let data_dir = config.data_dir.clone();
+    let system = Embedded::build(config, &shutdown).await?;
+    let e = &system.endpoints;
+    tracing::info!(
+        api = %format!("http://{}", e.api),
+        brokers = %e.brokers,
+        data_dir = %data_dir.display(),
+        "saga is running"
+    );
+    eprintln!(
+        "\nsaga is running (Ctrl-C to stop)\n  order API      http://{api}/orders\n  API docs       http://{api}/openapi.json\n  metrics        http://{api}/metrics  http://{inv}/metrics  http://{pay}/metrics  http://{ship}/metrics  http://{notif}/metrics\n  health         http://{api}/healthz  http://{api}/readyz\n  broker         {brokers}\n  data           {data}\n",
+        api = e.api,
+        inv = e.inventory,
+        pay = e.payment,
+        ship = e.shipping,
+        notif = e.notification,
+        brokers = e.brokers,
+        data = data_dir.display(),
+    );
+    let result = system.run_until_stopped(shutdown).await;
+    telemetry.shutdown();
+    result
+}

@@ -150,3 +150,28 @@ pub async fn run(
         None => Ok(()),
     }
 }
+
+/// Run a Kafka-only service (inventory, payment, shipping, notification): its consumer loop
+/// and its operational HTTP server, plus the relay, until `shutdown`.
+pub async fn run_worker<H: Handler>(
+    ctx: ServiceContext,
+    listener: tokio::net::TcpListener,
+    consumer: ConsumerLoop<H>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let ops = ops_router(&ctx);
+    let http_stop = shutdown.clone();
+    let consumer_stop = shutdown.clone();
+    let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
+        Box::pin(crate::ops::serve(listener, ops, http_stop)),
+        Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
+    ];
+    run(ctx, front, shutdown).await
+}
+
+/// `/healthz`, `/readyz` and `/metrics` for this service, with request metrics.
+pub fn ops_router(ctx: &ServiceContext) -> axum::Router {
+    let service = ctx.config.service;
+    crate::ops::router(ctx.readiness(), crate::metrics::install())
+        .layer(axum::middleware::from_fn(move |req, next| crate::ops::track_http(service, req, next)))
+}

@@ -711,13 +711,13 @@ fn any_fact() -> impl Strategy<Value = OrderEvent> {
 /// Either a fact arrives or the deadline check runs.
 #[derive(Debug, Clone)]
 enum Tick {
-    Fact(OrderEvent),
+    Fact(Box<OrderEvent>),
     DeadlineCheck { seconds: i64 },
 }
 
 fn tick() -> impl Strategy<Value = Tick> {
     prop_oneof![
-        4 => any_fact().prop_map(Tick::Fact),
+        4 => any_fact().prop_map(|fact| Tick::Fact(Box::new(fact))),
         1 => (0i64..60).prop_map(|seconds| Tick::DeadlineCheck { seconds }),
     ]
 }
@@ -764,7 +764,7 @@ proptest! {
         let mut outcome_once_decided = None;
         for tick in ticks {
             let events = match tick {
-                Tick::Fact(fact) => observe(&state, fact).expect("upstream fact"),
+                Tick::Fact(fact) => observe(&state, *fact).expect("upstream fact"),
                 Tick::DeadlineCheck { seconds } => expire(&state, at(seconds)),
             };
             for event in &events {

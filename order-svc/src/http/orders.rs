@@ -167,12 +167,13 @@ pub struct OrderView {
     pub status: OrderStatus,
     pub items: Vec<ItemView>,
     /// Integer minor units (cents); `null` until inventory-svc priced the order.
+    #[schema(required = true)]
     pub total_minor: Option<i64>,
     /// Always `EUR`.
     #[schema(example = "EUR")]
     pub currency: String,
     /// `null` unless the order is cancelled.
-    #[schema(value_type = Option<CancelReasonSchema>)]
+    #[schema(value_type = Option<CancelReasonSchema>, required = true)]
     pub reason: Option<CancelReason>,
     /// The compensating events that ran before the cancellation, e.g. `InventoryReleased`.
     pub compensations: Vec<String>,
@@ -191,10 +192,11 @@ pub struct OrderSummary {
     #[schema(value_type = OrderStatusSchema)]
     pub status: OrderStatus,
     pub items: Vec<ItemView>,
+    #[schema(required = true)]
     pub total_minor: Option<i64>,
     #[schema(example = "EUR")]
     pub currency: String,
-    #[schema(value_type = Option<CancelReasonSchema>)]
+    #[schema(value_type = Option<CancelReasonSchema>, required = true)]
     pub reason: Option<CancelReason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -205,7 +207,7 @@ pub struct OrderSummary {
 pub struct OrderPage {
     pub items: Vec<OrderSummary>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, required = true)]
     pub next_cursor: Option<Cursor>,
 }
 

@@ -1,0 +1,188 @@
+//! Saga messages → inventory decisions → one transaction (events per stream + outbox).
+//!
+//! - `OrderPlaced`: reserve every line or none (`InventoryReserved` priced, or
+//!   `InventoryRejected`).
+//! - `PaymentDeclined`, `ShipmentFailed`, `OrderCancelled`: release what is held
+//!   (`InventoryReleased`), including a reservation made after the cancellation.
+//! - `ShipmentScheduled`: the reserved units leave with the shipment.
+//!
+//! No overselling under concurrency: every SKU touched is appended at the version it was read
+//! at, so a concurrent reservation of the same SKU loses the race and is retried.
+
+use std::collections::HashMap;
+
+use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::contracts::{
+    CompensationTrigger, OrderCancelled, OrderPlaced, PaymentDeclined, ShipmentFailed, ShipmentScheduled, event_type,
+};
+use shared::db::Tx;
+use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::topics::Topics;
+use uuid::Uuid;
+
+use crate::domain::{
+    self, CatalogueSeed, InventoryDecision, PublicEvent, ReservationEvent, ReservationState, SkuEvent, SkuState,
+};
+
+impl Aggregate for SkuState {
+    type Event = SkuEvent;
+    fn event_type(event: &SkuEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &SkuEvent) {
+        SkuState::apply(self, event);
+    }
+}
+
+impl Aggregate for ReservationState {
+    type Event = ReservationEvent;
+    fn event_type(event: &ReservationEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &ReservationEvent) {
+        ReservationState::apply(self, event);
+    }
+}
+
+/// The inventory-svc message handler.
+#[derive(Debug, Clone)]
+pub struct InventoryHandler {
+    pub store: EventStore,
+    pub topics: Topics,
+}
+
+impl Handler for InventoryHandler {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        let decided = match ctx.message.event_type.as_str() {
+            event_type::ORDER_PLACED => {
+                let placed: OrderPlaced = ctx.message.decode()?;
+                let (reservation, skus) = self.load(ctx.tx, placed.order_id, placed.items.iter().map(|l| &l.sku)).await?;
+                let decision = domain::reserve(
+                    placed.order_id,
+                    &placed.customer_id,
+                    &placed.items,
+                    &placed.ship_to,
+                    &reservation.state,
+                    &states(&skus),
+                )
+                .map_err(HandlerError::permanent)?;
+                (placed.order_id, reservation, skus, decision)
+            }
+            event_type::PAYMENT_DECLINED => {
+                let e: PaymentDeclined = ctx.message.decode()?;
+                self.release(ctx.tx, e.order_id, CompensationTrigger::PaymentDeclined).await?
+            }
+            event_type::SHIPMENT_FAILED => {
+                let e: ShipmentFailed = ctx.message.decode()?;
+                self.release(ctx.tx, e.order_id, CompensationTrigger::ShipmentFailed).await?
+            }
+            event_type::ORDER_CANCELLED => {
+                let e: OrderCancelled = ctx.message.decode()?;
+                self.release(ctx.tx, e.order_id, CompensationTrigger::OrderCancelled).await?
+            }
+            event_type::SHIPMENT_SCHEDULED => {
+                let e: ShipmentScheduled = ctx.message.decode()?;
+                let (reservation, skus) = self.load_held(ctx.tx, e.order_id).await?;
+                let decision =
+                    domain::mark_shipped(e.order_id, &reservation.state, &states(&skus)).map_err(HandlerError::permanent)?;
+                (e.order_id, reservation, skus, decision)
+            }
+            // Other events on our topics are not ours to act on.
+            _ => return Ok(()),
+        };
+        let (order_id, mut reservation, mut skus, decision) = decided;
+        self.commit(ctx, order_id, &mut reservation, &mut skus, decision).await
+    }
+}
+
+type Skus = HashMap<String, Loaded<SkuState>>;
+type Decided = (Uuid, Loaded<ReservationState>, Skus, InventoryDecision);
+
+fn states(skus: &Skus) -> HashMap<String, SkuState> {
+    skus.iter().map(|(k, v)| (k.clone(), v.state.clone())).collect()
+}
+
+impl InventoryHandler {
+    async fn load<'a>(
+        &self,
+        tx: &mut Tx,
+        order_id: Uuid,
+        skus: impl Iterator<Item = &'a String>,
+    ) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
+        let reservation = self.store.load::<ReservationState>(tx, &domain::reservation::stream_id(order_id)).await?;
+        let mut loaded = Skus::new();
+        let mut wanted: Vec<&String> = skus.collect();
+        wanted.sort();
+        wanted.dedup();
+        for sku in wanted {
+            let mut state = self.store.load::<SkuState>(tx, &domain::sku::stream_id(sku)).await?;
+            state.state.sku = sku.clone();
+            loaded.insert(sku.clone(), state);
+        }
+        Ok((reservation, loaded))
+    }
+
+    async fn load_held(&self, tx: &mut Tx, order_id: Uuid) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
+        let reservation = self.store.load::<ReservationState>(tx, &domain::reservation::stream_id(order_id)).await?;
+        let involved = reservation.state.skus_involved();
+        let (_, skus) = self.load(tx, order_id, involved.iter()).await?;
+        Ok((reservation, skus))
+    }
+
+    async fn release(&self, tx: &mut Tx, order_id: Uuid, trigger: CompensationTrigger) -> Result<Decided, HandlerError> {
+        let (reservation, skus) = self.load_held(tx, order_id).await?;
+        let decision =
+            domain::release(order_id, trigger, &reservation.state, &states(&skus)).map_err(HandlerError::permanent)?;
+        Ok((order_id, reservation, skus, decision))
+    }
+
+    async fn commit(
+        &self,
+        ctx: &mut MessageContext<'_>,
+        order_id: Uuid,
+        reservation: &mut Loaded<ReservationState>,
+        skus: &mut Skus,
+        decision: InventoryDecision,
+    ) -> Result<(), HandlerError> {
+        let metadata = ctx.event_metadata();
+        // SKUs in sorted order (the decision's map is a BTreeMap): one lock order everywhere.
+        for (sku, events) in &decision.skus {
+            let loaded = skus.get_mut(sku).ok_or_else(|| {
+                HandlerError::permanent(anyhow::anyhow!("decision touched sku {sku} that was not loaded"))
+            })?;
+            self.store.save(ctx.tx, &domain::sku::stream_id(sku), loaded, events, &metadata).await?;
+        }
+        self.store
+            .save(ctx.tx, &domain::reservation::stream_id(order_id), reservation, &decision.reservation, &metadata)
+            .await?;
+        if let Some(public) = decision.publish {
+            if matches!(public, PublicEvent::Released(_)) {
+                shared::metrics::compensation(shared::topics::service::INVENTORY, "inventory_released");
+            }
+            let payload = public.payload().map_err(HandlerError::permanent)?;
+            ctx.publish(&self.topics.inventory, public.event_type(), &payload).await?;
+        }
+        Ok(())
+    }
+
+    /// Load the catalogue seed: new SKUs get their product and stock; known ones at most a
+    /// new name or price (re-running it on every start is safe, and adds no stock).
+    pub async fn seed(&self, tx: &mut Tx, seed: &CatalogueSeed) -> anyhow::Result<()> {
+        let metadata = serde_json::json!({"source": "seed"});
+        for product in &seed.products {
+            let stream = domain::sku::stream_id(&product.sku);
+            let mut loaded = self.store.load::<SkuState>(tx, &stream).await?;
+            loaded.state.sku = product.sku.clone();
+            let events = product.decide(&loaded.state).map_err(|e| anyhow::anyhow!("seed {}: {e}", product.sku))?;
+            self.store.save(tx, &stream, &mut loaded, &events, &metadata).await?;
+        }
+        Ok(())
+    }
+
+    /// Current stock per SKU (for tests and operators).
+    pub async fn stock(&self, tx: &mut Tx, sku: &str) -> anyhow::Result<SkuState> {
+        let mut loaded = self.store.load::<SkuState>(tx, &domain::sku::stream_id(sku)).await?;
+        loaded.state.sku = sku.to_owned();
+        Ok(loaded.state)
+    }
+}

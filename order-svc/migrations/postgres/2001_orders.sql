@@ -1,0 +1,22 @@
+-- order-svc's read model and idempotency keys. Orders themselves are event streams in `events`;
+-- `order_view` is a projection of them (rebuildable), used for listing and the deadline scan.
+
+CREATE TABLE order_view (
+    order_id     UUID        PRIMARY KEY,
+    customer_id  TEXT        NOT NULL,
+    status       TEXT        NOT NULL,
+    terminal     BOOLEAN     NOT NULL,
+    deadline_at  TIMESTAMPTZ NOT NULL,
+    summary      JSONB       NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX order_view_customer ON order_view (customer_id, order_id DESC);
+CREATE INDEX order_view_status ON order_view (status, order_id DESC);
+CREATE INDEX order_view_open_deadline ON order_view (deadline_at) WHERE NOT terminal;
+
+CREATE TABLE idempotency_keys (
+    idempotency_key TEXT        PRIMARY KEY,
+    fingerprint     TEXT        NOT NULL,
+    order_id        UUID        NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL
+);

@@ -1,0 +1,79 @@
+//! Other services' events → the order aggregate → its decision (complete or cancel), in one
+//! transaction with the projection and the outbox.
+
+use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::event_store::{EventStore, StoreError};
+use shared::topics::Topics;
+use uuid::Uuid;
+
+use crate::domain::{self, OrderEvent};
+use crate::store::{self, AppendError};
+
+/// The order-svc message handler: folds every upstream fact into its order.
+#[derive(Debug, Clone)]
+pub struct OrderHandler {
+    pub store: EventStore,
+    pub topics: Topics,
+}
+
+impl From<AppendError> for HandlerError {
+    fn from(err: AppendError) -> Self {
+        match err {
+            AppendError::Store(e) => HandlerError::from(e),
+            AppendError::Other(e) => HandlerError::Permanent(e),
+        }
+    }
+}
+
+impl Handler for OrderHandler {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        let message = ctx.message;
+        let fact = OrderEvent::from_payload(&message.event_type, message.data.clone()).map_err(HandlerError::permanent)?;
+        if fact.is_decided_by_order_svc() {
+            return Ok(()); // our own decisions are not on the topics we consume
+        }
+        let order_id = fact.order_id();
+        if message.subject != order_id.to_string() {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "subject {} does not match the payload's order {order_id}",
+                message.subject
+            )));
+        }
+        let state = store::load(&self.store, ctx.tx, order_id).await.map_err(HandlerError::Transient)?;
+        let Some(current) = state.as_ref() else {
+            return Err(HandlerError::permanent(anyhow::anyhow!("no order {order_id}")));
+        };
+        let events = domain::observe(current, fact).map_err(HandlerError::permanent)?;
+        let metadata = ctx.event_metadata();
+        store::append(&self.store, &self.topics, ctx.tx, order_id, state, &events, Some(message), metadata).await?;
+        Ok(())
+    }
+}
+
+/// Cancel one overdue order, if it still is (another replica may have done it).
+pub async fn expire_one(
+    db: &shared::db::Db,
+    event_store: &EventStore,
+    topics: &Topics,
+    order_id: Uuid,
+) -> anyhow::Result<bool> {
+    let mut tx = db.begin().await?;
+    let Some(state) = store::load(event_store, &mut tx, order_id).await? else {
+        return Ok(false);
+    };
+    let events = domain::expire(&state, chrono::Utc::now());
+    if events.is_empty() {
+        // Terminal already (the projection lagged): bring the row up to date.
+        store::upsert_view(&mut tx, &state).await?;
+        tx.commit().await?;
+        return Ok(false);
+    }
+    let metadata = serde_json::json!({"cause": "saga_deadline"});
+    match store::append(event_store, topics, &mut tx, order_id, Some(state), &events, None, metadata).await {
+        Ok(_) => {}
+        Err(AppendError::Store(StoreError::Conflict { .. })) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    tx.commit().await?;
+    Ok(true)
+}

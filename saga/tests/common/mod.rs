@@ -1,0 +1,229 @@
+//! Whole-system test harness: the embedded system on a fresh set of databases (one per
+//! service, on either backend), a webhook sink that records every notification delivery, and
+//! a small API client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use saga::{Embedded, EmbeddedConfig, Endpoints};
+use serde_json::{Value, json};
+use shared::CancellationToken;
+use shared::db::{Backend, Db};
+use shared::testing::{TestDb, eventually};
+use shared::topics::service;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Run one async test body on both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() -> anyhow::Result<()> {
+                super::$name(shared::db::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() -> anyhow::Result<()> {
+                super::$name(shared::db::Backend::Sqlite).await
+            }
+        }
+    };
+}
+
+/// One notification delivery as the webhook saw it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub idempotency_key: String,
+    pub order_id: String,
+    pub kind: String,
+}
+
+/// A webhook that records deliveries.
+#[derive(Clone, Default)]
+pub struct Sink {
+    pub deliveries: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl Sink {
+    async fn start() -> anyhow::Result<(Self, SocketAddr)> {
+        let sink = Sink::default();
+        let recorded = sink.deliveries.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::Json<Value>| {
+                let recorded = recorded.clone();
+                async move {
+                    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    recorded.lock().expect("sink lock").push(Delivery {
+                        idempotency_key: key.to_owned(),
+                        order_id: body["order_id"].as_str().unwrap_or_default().to_owned(),
+                        kind: body["kind"].as_str().unwrap_or_default().to_owned(),
+                    });
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok((sink, addr))
+    }
+
+    /// Distinct dedupe keys per (order, kind).
+    pub fn keys_by_order(&self) -> HashMap<(String, String), std::collections::HashSet<String>> {
+        let mut out: HashMap<(String, String), std::collections::HashSet<String>> = HashMap::new();
+        for d in self.deliveries.lock().expect("sink lock").iter() {
+            out.entry((d.order_id.clone(), d.kind.clone())).or_default().insert(d.idempotency_key.clone());
+        }
+        out
+    }
+}
+
+/// A running embedded system owned by one test.
+pub struct TestSystem {
+    pub endpoints: Endpoints,
+    pub http: reqwest::Client,
+    pub sink: Sink,
+    pub dbs: HashMap<&'static str, TestDb>,
+    shutdown: CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _data_dir: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Options a test may change.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub saga_deadline: Duration,
+    pub payment_latency: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { saga_deadline: Duration::from_secs(60), payment_latency: Duration::ZERO }
+    }
+}
+
+impl TestSystem {
+    pub async fn start(backend: Backend, options: Options) -> anyhow::Result<Self> {
+        let (sink, sink_addr) = Sink::start().await?;
+        let mut dbs = HashMap::new();
+        let mut urls = HashMap::new();
+        for name in service::ALL {
+            let db = TestDb::new(backend, &[]).await?;
+            urls.insert(name.to_owned(), db.url.clone());
+            dbs.insert(name, db);
+        }
+        let data_dir = TempDir(std::env::temp_dir().join(format!("saga-e2e-{}", uuid::Uuid::new_v4().simple())));
+        let config = EmbeddedConfig {
+            data_dir: data_dir.0.clone(),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            partitions: 4,
+            saga_deadline: options.saga_deadline,
+            payment_latency: options.payment_latency,
+            notify_webhook_url: Some(format!("http://{sink_addr}/hook")),
+            database_urls: urls,
+            ..EmbeddedConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let system = Embedded::build(config, &shutdown).await?;
+        let endpoints = system.endpoints.clone();
+        let running = tokio::spawn(system.run_until_stopped(shutdown.clone()));
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Self { endpoints, http, sink, dbs, shutdown, running: Some(running), _data_dir: data_dir })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.endpoints.api)
+    }
+
+    pub fn db(&self, service: &str) -> &Db {
+        &self.dbs[service].db
+    }
+
+    /// POST /orders with a JSON body; returns (status, body).
+    pub async fn place(&self, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self.http.post(self.url("/orders")).json(body).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Place an order that must be accepted; returns its id.
+    pub async fn place_ok(&self, customer: &str, items: &[(&str, u32)], country: &str) -> anyhow::Result<String> {
+        let body = order_body(customer, items, country);
+        let (status, body) = self.place(&body).await?;
+        anyhow::ensure!(status == 202, "expected 202, got {status}: {body}");
+        Ok(body["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    pub async fn get(&self, id: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self.http.get(self.url(&format!("/orders/{id}"))).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Wait until the order is completed or cancelled; returns its view.
+    pub async fn terminal(&self, id: &str) -> anyhow::Result<Value> {
+        eventually(WAIT, &format!("order {id} terminal"), || async {
+            let (_, order) = self.get(id).await.ok()?;
+            matches!(order["status"].as_str(), Some("completed" | "cancelled")).then_some(order)
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(30), running).await???;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn order_body(customer: &str, items: &[(&str, u32)], country: &str) -> Value {
+    json!({
+        "customer_id": customer,
+        "items": items.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q})).collect::<Vec<_>>(),
+        "ship_to": {"country": country},
+    })
+}
+
+pub fn event_types(order: &Value) -> Vec<String> {
+    order["events"].as_array().map(|a| a.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+/// Wait until the sink saw a notice for every order (cancellation notices are sent after the
+/// terminal state is visible), then return the keys per (order, kind).
+pub async fn eventually_notified(
+    system: &TestSystem,
+    ids: &[String],
+    orders: &[Value],
+) -> anyhow::Result<HashMap<(String, String), std::collections::HashSet<String>>> {
+    eventually(WAIT, "a notice for every order", || async {
+        let keys = system.sink.keys_by_order();
+        let all = ids.iter().zip(orders).all(|(id, o)| {
+            let kind = if o["status"] == "completed" { "confirmation" } else { "cancellation" };
+            keys.contains_key(&(id.clone(), kind.to_owned()))
+        });
+        all.then_some(keys)
+    })
+    .await
+}

@@ -1,0 +1,188 @@
+//! Every saga outcome through the public API, on the embedded broker and both backends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, TestSystem, event_types, order_body};
+use serde_json::json;
+use shared::db::Backend;
+use shared::testing::eventually;
+
+both_backends!(a_rich_customer_ordering_in_stock_items_to_a_served_country_completes);
+async fn a_rich_customer_ordering_in_stock_items_to_a_served_country_completes(backend: Backend) -> anyhow::Result<()> {
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let id = system.place_ok("cust-rich", &[("sku-tee", 2), ("sku-mug", 1)], "NL").await?;
+    let order = system.terminal(&id).await?;
+    assert_eq!(order["status"], "completed");
+    assert_eq!(order["total_minor"], 2 * 1500 + 900);
+    assert_eq!(order["currency"], "EUR");
+    assert_eq!(order["reason"], serde_json::Value::Null);
+    let types = event_types(&order);
+    for expected in ["OrderPlaced", "InventoryReserved", "PaymentCaptured", "ShipmentScheduled", "NotificationSent", "OrderCompleted"] {
+        assert!(types.contains(&expected.to_owned()), "{expected} missing from {types:?}");
+    }
+    assert_eq!(types.first().map(String::as_str), Some("OrderPlaced"));
+    assert_eq!(types.last().map(String::as_str), Some("OrderCompleted"));
+    system.stop().await
+}
+
+both_backends!(an_order_for_a_sold_out_item_is_cancelled_as_out_of_stock);
+async fn an_order_for_a_sold_out_item_is_cancelled_as_out_of_stock(backend: Backend) -> anyhow::Result<()> {
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let id = system.place_ok("cust-rich", &[("sku-tee", 1), ("sku-soldout", 1)], "NL").await?;
+    let order = system.terminal(&id).await?;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["reason"], "out_of_stock");
+    let types = event_types(&order);
+    assert!(types.contains(&"InventoryRejected".to_owned()));
+    assert!(!types.contains(&"PaymentCaptured".to_owned()));
+    let unknown = system.place_ok("cust-rich", &[("sku-nope", 1)], "NL").await?;
+    assert_eq!(system.terminal(&unknown).await?["reason"], "unknown_sku");
+    system.stop().await
+}
+
+both_backends!(a_payment_the_customer_cannot_afford_is_declined_and_the_stock_released);
+async fn a_payment_the_customer_cannot_afford_is_declined_and_the_stock_released(backend: Backend) -> anyhow::Result<()> {
+    let system = TestSystem::start(backend, Options::default()).await?;
+    // cust-poor has 1000 cents; two T-shirts cost 3000.
+    let id = system.place_ok("cust-poor", &[("sku-tee", 2)], "NL").await?;
+    let order = system.terminal(&id).await?;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["reason"], "payment_declined");
+    let types = event_types(&order);
+    assert!(types.contains(&"PaymentDeclined".to_owned()));
+    assert!(types.contains(&"InventoryReleased".to_owned()), "stock released before the cancellation: {types:?}");
+    let released = types.iter().position(|t| t == "InventoryReleased");
+    let cancelled = types.iter().position(|t| t == "OrderCancelled");
+    assert!(released < cancelled, "cancelled only after the compensation was observed: {types:?}");
+    let unknown = system.place_ok("cust-nobody", &[("sku-tee", 1)], "NL").await?;
+    assert_eq!(system.terminal(&unknown).await?["reason"], "unknown_customer");
+    system.stop().await
+}
+
+both_backends!(a_shipment_to_an_unserved_country_fails_and_the_payment_is_refunded);
+async fn a_shipment_to_an_unserved_country_fails_and_the_payment_is_refunded(backend: Backend) -> anyhow::Result<()> {
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let id = system.place_ok("cust-rich", &[("sku-mug", 1)], "JP").await?;
+    let order = system.terminal(&id).await?;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["reason"], "destination_not_served");
+    let types = event_types(&order);
+    for expected in ["PaymentCaptured", "ShipmentFailed", "PaymentRefunded", "InventoryReleased", "OrderCancelled"] {
+        assert!(types.contains(&expected.to_owned()), "{expected} missing from {types:?}");
+    }
+    system.stop().await
+}
+
+both_backends!(a_saga_past_its_deadline_is_cancelled_and_a_late_capture_is_refunded);
+async fn a_saga_past_its_deadline_is_cancelled_and_a_late_capture_is_refunded(backend: Backend) -> anyhow::Result<()> {
+    // Payments take longer than the whole saga may: the capture lands after the cancellation.
+    let options = Options { saga_deadline: Duration::from_secs(2), payment_latency: Duration::from_secs(4) };
+    let system = TestSystem::start(backend, options).await?;
+    let id = system.place_ok("cust-rich", &[("sku-tee", 1)], "NL").await?;
+    let order = system.terminal(&id).await?;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["reason"], "deadline_exceeded");
+    // The late capture is refunded and the reservation released, after the cancellation.
+    let order = eventually(common::WAIT, "late compensations observed", || async {
+        let (_, order) = system.get(&id).await.ok()?;
+        let types = event_types(&order);
+        (types.contains(&"PaymentRefunded".to_owned()) && types.contains(&"InventoryReleased".to_owned()))
+            .then_some(order)
+    })
+    .await?;
+    let types = event_types(&order);
+    let cancelled = types.iter().position(|t| t == "OrderCancelled").unwrap_or(usize::MAX);
+    let captured = types.iter().position(|t| t == "PaymentCaptured").unwrap_or(0);
+    assert!(captured > cancelled, "the capture completed after the cancellation: {types:?}");
+    assert_eq!(order["status"], "cancelled", "late steps never change the outcome");
+    system.stop().await
+}
+
+both_backends!(ten_concurrent_orders_for_five_posters_complete_exactly_five);
+async fn ten_concurrent_orders_for_five_posters_complete_exactly_five(backend: Backend) -> anyhow::Result<()> {
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let placing = (0..10).map(|_| system.place_ok("cust-rich", &[("sku-poster", 1)], "DE"));
+    let ids = futures::future::try_join_all(placing).await?;
+    let mut completed = 0;
+    let mut out_of_stock = 0;
+    for id in &ids {
+        let order = system.terminal(id).await?;
+        match (order["status"].as_str(), order["reason"].as_str()) {
+            (Some("completed"), _) => completed += 1,
+            (Some("cancelled"), Some("out_of_stock")) => out_of_stock += 1,
+            other => anyhow::bail!("unexpected outcome {other:?} for {id}"),
+        }
+    }
+    assert_eq!((completed, out_of_stock), (5, 5));
+    system.stop().await
+}
+
+both_backends!(an_idempotency_key_replays_the_same_order_and_rejects_a_different_body);
+async fn an_idempotency_key_replays_the_same_order_and_rejects_a_different_body(backend: Backend) -> anyhow::Result<()> {
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let body = order_body("cust-rich", &[("sku-tee", 1)], "FR");
+    let post = |body: serde_json::Value| {
+        system.http.post(system.url("/orders")).header("Idempotency-Key", "checkout-42").json(&body).send()
+    };
+    let first = post(body.clone()).await?;
+    assert_eq!(first.status(), 202);
+    let location = first.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let first: serde_json::Value = first.json().await?;
+    let again = post(body.clone()).await?;
+    assert_eq!(again.status(), 202);
+    let again: serde_json::Value = again.json().await?;
+    assert_eq!(again["id"], first["id"], "same key and body: same order");
+    assert_eq!(location, Some(format!("/orders/{}", first["id"].as_str().unwrap_or_default())));
+    let conflict = post(order_body("cust-rich", &[("sku-tee", 2)], "FR")).await?;
+    assert_eq!(conflict.status(), 422);
+    assert_eq!(
+        conflict.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let (_, list) = {
+        let r = system.http.get(system.url("/orders?customer_id=cust-rich")).send().await?;
+        (r.status(), r.json::<serde_json::Value>().await?)
+    };
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "one order, not two");
+    system.stop().await
+}
+
+both_backends!(every_api_error_class_is_a_problem_document);
+async fn every_api_error_class_is_a_problem_document(backend: Backend) -> anyhow::Result<()> {
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (system.http.post(system.url("/orders")).header("content-type", "application/json").body("{oops"), 400),
+        (system.http.post(system.url("/orders")).body(order_body("c", &[("s", 1)], "NL").to_string()), 415),
+        (system.http.post(system.url("/orders")).json(&json!({"customer_id": "c", "items": [], "ship_to": {"country": "NL"}})), 422),
+        (system.http.post(system.url("/orders")).json(&order_body("c", &[("s", 0)], "NL")), 422),
+        (system.http.post(system.url("/orders")).json(&order_body("c", &[("s", 1001)], "NL")), 422),
+        (system.http.post(system.url("/orders")).json(&order_body("c", &[("s", 1)], "NLD")), 422),
+        (system.http.post(system.url("/orders")).json(&json!({"items": [{"sku": "s", "quantity": 1}], "ship_to": {"country": "NL"}})), 422),
+        (
+            system.http.post(system.url("/orders")).header("content-type", "application/json").body(format!(
+                "{{\"customer_id\": \"{}\", \"items\": [{{\"sku\": \"s\", \"quantity\": 1}}], \"ship_to\": {{\"country\": \"NL\"}}}}",
+                "x".repeat(70 * 1024)
+            )),
+            422,
+        ),
+        (system.http.get(system.url(&format!("/orders/{}", uuid::Uuid::now_v7()))), 404),
+        (system.http.get(system.url("/orders?limit=5000")), 422),
+    ];
+    for (request, expected) in cases {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body: serde_json::Value = response.json().await?;
+        assert_eq!(status, expected, "{body}");
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+        assert_eq!(body["status"], expected);
+    }
+    let openapi: serde_json::Value = system.http.get(system.url("/openapi.json")).send().await?.json().await?;
+    assert!(openapi["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(system.http.get(system.url(path)).send().await?.status(), 200, "{path}");
+    }
+    system.stop().await
+}
