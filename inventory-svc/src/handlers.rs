@@ -56,7 +56,8 @@ impl Handler for InventoryHandler {
         let decided = match ctx.message.event_type.as_str() {
             event_type::ORDER_PLACED => {
                 let placed: OrderPlaced = ctx.message.decode()?;
-                let (reservation, skus) = self.load(ctx.tx, placed.order_id, placed.items.iter().map(|l| &l.sku)).await?;
+                let (reservation, skus) =
+                    self.load(ctx.tx, placed.order_id, placed.items.iter().map(|l| &l.sku)).await?;
                 let decision = domain::reserve(
                     placed.order_id,
                     &placed.customer_id,
@@ -83,8 +84,8 @@ impl Handler for InventoryHandler {
             event_type::SHIPMENT_SCHEDULED => {
                 let e: ShipmentScheduled = ctx.message.decode()?;
                 let (reservation, skus) = self.load_held(ctx.tx, e.order_id).await?;
-                let decision =
-                    domain::mark_shipped(e.order_id, &reservation.state, &states(&skus)).map_err(HandlerError::permanent)?;
+                let decision = domain::mark_shipped(e.order_id, &reservation.state, &states(&skus))
+                    .map_err(HandlerError::permanent)?;
                 (e.order_id, reservation, skus, decision)
             }
             // Other events on our topics are not ours to act on.
@@ -129,7 +130,12 @@ impl InventoryHandler {
         Ok((reservation, skus))
     }
 
-    async fn release(&self, tx: &mut Tx, order_id: Uuid, trigger: CompensationTrigger) -> Result<Decided, HandlerError> {
+    async fn release(
+        &self,
+        tx: &mut Tx,
+        order_id: Uuid,
+        trigger: CompensationTrigger,
+    ) -> Result<Decided, HandlerError> {
         let (reservation, skus) = self.load_held(tx, order_id).await?;
         let decision =
             domain::release(order_id, trigger, &reservation.state, &states(&skus)).map_err(HandlerError::permanent)?;

@@ -28,7 +28,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self { service: ServiceConfig::from_env(service::INVENTORY, 8081)?, seed: load_seed(env_opt("INVENTORY_SEED_FILE"))? })
+        Ok(Self {
+            service: ServiceConfig::from_env(service::INVENTORY, 8081)?,
+            seed: load_seed(env_opt("INVENTORY_SEED_FILE"))?,
+        })
     }
 
     pub fn new(service: ServiceConfig) -> anyhow::Result<Self> {

@@ -127,8 +127,8 @@ impl NotificationEvent {
     }
 }
 
-/// What has been told to one order's customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What has been told to one order's customer (serializable for the event store's snapshots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Notifications {
     confirmation_recorded: bool,
     cancellation_recorded: bool,

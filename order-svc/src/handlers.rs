@@ -28,7 +28,8 @@ impl From<AppendError> for HandlerError {
 impl Handler for OrderHandler {
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let message = ctx.message;
-        let fact = OrderEvent::from_payload(&message.event_type, message.data.clone()).map_err(HandlerError::permanent)?;
+        let fact =
+            OrderEvent::from_payload(&message.event_type, message.data.clone()).map_err(HandlerError::permanent)?;
         if fact.is_decided_by_order_svc() {
             return Ok(()); // our own decisions are not on the topics we consume
         }

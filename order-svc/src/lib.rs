@@ -64,7 +64,8 @@ impl App {
     /// Connect, migrate, and bind the API listener (port 0 picks a free port).
     pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         metrics::describe();
-        let ctx = ServiceContext::connect(config.service.clone(), &[migrations()], Upcaster::default(), shutdown).await?;
+        let ctx =
+            ServiceContext::connect(config.service.clone(), &[migrations()], Upcaster::default(), shutdown).await?;
         let orders = Orders {
             db: ctx.db.clone(),
             store: ctx.store.clone(),
@@ -96,9 +97,8 @@ impl App {
         let handler = Arc::new(OrderHandler { store: ctx.store.clone(), topics: topics.clone() });
         let consumer = ctx.consumer(subscriptions, handler);
         let router = http::with_problem_fallbacks(http::routes(orders.clone()).merge(ops_router(&ctx)));
-        let router = router.layer(axum::middleware::from_fn(|req, next| {
-            shared::ops::track_http(service::ORDER, req, next)
-        }));
+        let router =
+            router.layer(axum::middleware::from_fn(|req, next| shared::ops::track_http(service::ORDER, req, next)));
 
         let (http_stop, consumer_stop, scan_stop) = (shutdown.clone(), shutdown.clone(), shutdown.clone());
         let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![

@@ -138,9 +138,8 @@ pub async fn upsert_view(tx: &mut Tx, state: &OrderState) -> Result<(), sqlx::Er
 pub async fn rebuild_projection(db: &Db, store: &EventStore) -> anyhow::Result<usize> {
     let mut tx = db.begin().await?;
     on_tx!(&mut tx, |conn| sqlx::query("DELETE FROM order_view").execute(conn).await.map(|r| r.rows_affected()))?;
-    let ids: Vec<String> = on_tx!(&mut tx, |conn| {
-        sqlx::query_scalar("SELECT DISTINCT stream_id FROM events").fetch_all(conn).await
-    })?;
+    let ids: Vec<String> =
+        on_tx!(&mut tx, |conn| sqlx::query_scalar("SELECT DISTINCT stream_id FROM events").fetch_all(conn).await)?;
     let mut rebuilt = 0;
     for id in ids {
         let Ok(order_id) = Uuid::parse_str(&id) else { continue };
@@ -168,7 +167,12 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid
 }
 
 impl Orders {
-    async fn place_in_tx(&self, tx: &mut Tx, cmd: PlaceOrder, idem: Option<&IdempotencyRequest>) -> Result<Placed, RepoError> {
+    async fn place_in_tx(
+        &self,
+        tx: &mut Tx,
+        cmd: PlaceOrder,
+        idem: Option<&IdempotencyRequest>,
+    ) -> Result<Placed, RepoError> {
         if let Some(idem) = idem {
             let inserted = on_tx!(&mut *tx, |conn| {
                 sqlx::query(
@@ -196,7 +200,8 @@ impl Orders {
                     return Err(RepoError::IdempotencyConflict);
                 }
                 let state = load(&self.store, tx, order_id).await.map_err(RepoError::Internal)?;
-                let state = state.ok_or_else(|| internal(anyhow::anyhow!("idempotency key points at a missing order")))?;
+                let state =
+                    state.ok_or_else(|| internal(anyhow::anyhow!("idempotency key points at a missing order")))?;
                 return Ok(Placed { view: OrderView::from(&state), replayed: true });
             }
         }

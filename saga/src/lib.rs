@@ -124,9 +124,11 @@ impl Embedded {
         }
 
         let order = order_svc::App::build(order_config, shutdown).await?;
-        let inventory = inventory_svc::App::build(inventory_svc::Config::new(cfg(service::INVENTORY, 1))?, shutdown).await?;
+        let inventory =
+            inventory_svc::App::build(inventory_svc::Config::new(cfg(service::INVENTORY, 1))?, shutdown).await?;
         let payment = payment_svc::App::build(payment_config, shutdown).await?;
-        let shipping = shipping_svc::App::build(shipping_svc::Config::new(cfg(service::SHIPPING, 3))?, shutdown).await?;
+        let shipping =
+            shipping_svc::App::build(shipping_svc::Config::new(cfg(service::SHIPPING, 3))?, shutdown).await?;
         let notification = notification_svc::App::build(notification_config, shutdown).await?;
         let endpoints = Endpoints {
             api: order.local_addr()?,

@@ -83,7 +83,12 @@ async fn invariants_hold_after_a_burst_of_mixed_orders(backend: Backend) -> anyh
         assert!(state.available >= 0, "{}: available {}", product.sku, state.available);
         assert_eq!(state.available + state.reserved + state.shipped, product.stock, "{} conserved", product.sku);
         assert_eq!(state.reserved, 0, "{}: nothing left reserved", product.sku);
-        assert_eq!(state.shipped, shipped_by_sku.get(product.sku.as_str()).copied().unwrap_or(0), "{} shipped", product.sku);
+        assert_eq!(
+            state.shipped,
+            shipped_by_sku.get(product.sku.as_str()).copied().unwrap_or(0),
+            "{} shipped",
+            product.sku
+        );
     }
     drop(tx);
 

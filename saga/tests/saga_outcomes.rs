@@ -19,7 +19,14 @@ async fn a_rich_customer_ordering_in_stock_items_to_a_served_country_completes(b
     assert_eq!(order["currency"], "EUR");
     assert_eq!(order["reason"], serde_json::Value::Null);
     let types = event_types(&order);
-    for expected in ["OrderPlaced", "InventoryReserved", "PaymentCaptured", "ShipmentScheduled", "NotificationSent", "OrderCompleted"] {
+    for expected in [
+        "OrderPlaced",
+        "InventoryReserved",
+        "PaymentCaptured",
+        "ShipmentScheduled",
+        "NotificationSent",
+        "OrderCompleted",
+    ] {
         assert!(types.contains(&expected.to_owned()), "{expected} missing from {types:?}");
     }
     assert_eq!(types.first().map(String::as_str), Some("OrderPlaced"));
@@ -43,7 +50,9 @@ async fn an_order_for_a_sold_out_item_is_cancelled_as_out_of_stock(backend: Back
 }
 
 both_backends!(a_payment_the_customer_cannot_afford_is_declined_and_the_stock_released);
-async fn a_payment_the_customer_cannot_afford_is_declined_and_the_stock_released(backend: Backend) -> anyhow::Result<()> {
+async fn a_payment_the_customer_cannot_afford_is_declined_and_the_stock_released(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let system = TestSystem::start(backend, Options::default()).await?;
     // cust-poor has 1000 cents; two T-shirts cost 3000.
     let id = system.place_ok("cust-poor", &[("sku-tee", 2)], "NL").await?;
@@ -120,7 +129,9 @@ async fn ten_concurrent_orders_for_five_posters_complete_exactly_five(backend: B
 }
 
 both_backends!(an_idempotency_key_replays_the_same_order_and_rejects_a_different_body);
-async fn an_idempotency_key_replays_the_same_order_and_rejects_a_different_body(backend: Backend) -> anyhow::Result<()> {
+async fn an_idempotency_key_replays_the_same_order_and_rejects_a_different_body(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let system = TestSystem::start(backend, Options::default()).await?;
     let body = order_body("cust-rich", &[("sku-tee", 1)], "FR");
     let post = |body: serde_json::Value| {
@@ -137,10 +148,7 @@ async fn an_idempotency_key_replays_the_same_order_and_rejects_a_different_body(
     assert_eq!(location, Some(format!("/orders/{}", first["id"].as_str().unwrap_or_default())));
     let conflict = post(order_body("cust-rich", &[("sku-tee", 2)], "FR")).await?;
     assert_eq!(conflict.status(), 422);
-    assert_eq!(
-        conflict.headers().get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
+    assert_eq!(conflict.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
     let (_, list) = {
         let r = system.http.get(system.url("/orders?customer_id=cust-rich")).send().await?;
         (r.status(), r.json::<serde_json::Value>().await?)

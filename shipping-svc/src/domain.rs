@@ -14,7 +14,8 @@
 //! to their streams in one transaction, and publishes its [`PublicEvent`].
 //!
 //! Domain events serialize with an internal `"type"` tag equal to their `event_type()`, so a
-//! stored payload decodes on its own with `serde_json::from_value`.
+//! stored payload decodes on its own with `serde_json::from_value`. States serialize too, for
+//! the event store's snapshots.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -196,7 +197,7 @@ impl NetworkSeed {
 }
 
 /// A carrier in the network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Carrier {
     pub name: CarrierName,
     pub countries: BTreeSet<CountryCode>,
@@ -221,7 +222,7 @@ impl NetworkEvent {
 }
 
 /// The carriers shipping-svc can book, in preference order (registration order).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Network {
     carriers: Vec<Carrier>,
 }
@@ -348,7 +349,7 @@ impl CarrierDayEvent {
 }
 
 /// How many slots of one carrier's day are booked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CarrierDay {
     booked: u32,
 }
@@ -374,7 +375,7 @@ pub type CarrierDays = BTreeMap<CarrierDayId, CarrierDay>;
 // ---- shipments ----
 
 /// Where and when an order ships.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Booking {
     pub shipment_id: Uuid,
     pub carrier: CarrierName,
@@ -417,7 +418,7 @@ impl ShipmentEvent {
 }
 
 /// What has been decided for one order's shipment.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Shipment {
     #[default]
     Undecided,

@@ -207,7 +207,10 @@ pub fn order_body(customer: &str, items: &[(&str, u32)], country: &str) -> Value
 }
 
 pub fn event_types(order: &Value) -> Vec<String> {
-    order["events"].as_array().map(|a| a.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    order["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 /// Wait until the sink saw a notice for every order (cancellation notices are sent after the

@@ -1,0 +1,135 @@
+//! Saga messages → notification decisions → delivery to the sinks → one transaction (events +
+//! outbox).
+//!
+//! - `ShipmentScheduled`: confirm the order, unless it was confirmed already or its
+//!   cancellation was noted first.
+//! - `OrderCancelled`: note the cancellation and send the notice, unless it was sent already.
+//!
+//! A notification owed is delivered before anything is appended, so the events table is not
+//! held while a webhook answers (the consumer's own transaction is open all along: on SQLite
+//! that is the database's write lock). Once delivered, the decision's events and the delivery
+//! record are appended together and `NotificationSent` goes to the outbox.
+//!
+//! A delivery that fails for good (the webhook refused it, or the retry budget ran out) is a
+//! permanent handler error: the consumer rolls the transaction back and dead-letters the
+//! message. The cancellation the decision noted is rolled back with it; a redrive decides
+//! again from the same state and notes it then. Delivery is at least once: a crash between
+//! delivering and committing delivers again on redelivery, with the same dedupe key.
+
+use chrono::{DateTime, Utc};
+use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::contracts::{NotificationKind, OrderCancelled, ShipmentScheduled, event_type};
+use shared::db::Tx;
+use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::topics::Topics;
+use uuid::Uuid;
+
+use crate::domain::{self, Decision, NotificationEvent, Notifications, Recorded};
+use crate::sinks::Sinks;
+
+impl Aggregate for Notifications {
+    type Event = NotificationEvent;
+    fn event_type(event: &NotificationEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &NotificationEvent) {
+        *self = Notifications::apply(*self, event);
+    }
+}
+
+/// A notification that reached every sink, as recorded in the order's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub kind: NotificationKind,
+    /// The sinks' dedupe key.
+    pub notification_id: Uuid,
+    pub sinks: Vec<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The notification-svc message handler.
+#[derive(Debug, Clone)]
+pub struct NotificationHandler {
+    pub store: EventStore,
+    pub topics: Topics,
+    pub sinks: Sinks,
+}
+
+impl Handler for NotificationHandler {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        let (order_id, mut state, decision) = match ctx.message.event_type.as_str() {
+            event_type::SHIPMENT_SCHEDULED => {
+                let shipment: ShipmentScheduled = ctx.message.decode()?;
+                let state = self.load(ctx.tx, shipment.order_id).await?;
+                let decision = domain::confirm(&state.state, &shipment);
+                (shipment.order_id, state, decision)
+            }
+            event_type::ORDER_CANCELLED => {
+                let cancelled: OrderCancelled = ctx.message.decode()?;
+                let state = self.load(ctx.tx, cancelled.order_id).await?;
+                let decision = domain::cancel_notice(&state.state, &cancelled);
+                (cancelled.order_id, state, decision)
+            }
+            // Other events on our topics are not ours to act on.
+            _ => return Ok(()),
+        };
+        self.commit(ctx, order_id, &mut state, decision).await
+    }
+}
+
+impl NotificationHandler {
+    async fn load(&self, tx: &mut Tx, order_id: Uuid) -> Result<Loaded<Notifications>, HandlerError> {
+        Ok(self.store.load::<Notifications>(tx, &Notifications::stream_id(order_id)).await?)
+    }
+
+    async fn commit(
+        &self,
+        ctx: &mut MessageContext<'_>,
+        order_id: Uuid,
+        state: &mut Loaded<Notifications>,
+        decision: Decision,
+    ) -> Result<(), HandlerError> {
+        if decision.is_empty() {
+            return Ok(());
+        }
+        let recorded = match &decision.delivery {
+            Some(notification) => {
+                let sinks = self.sinks.deliver_all(notification).await.map_err(|err| {
+                    HandlerError::Permanent(anyhow::Error::new(err).context(format!(
+                        "failed to deliver the {} notification {}",
+                        notification.kind.as_str(),
+                        notification.notification_id
+                    )))
+                })?;
+                // Recorded against the state as loaded, before the decision's own events.
+                domain::record_delivery(&state.state, notification, sinks)
+            }
+            None => Recorded::default(),
+        };
+        let events: Vec<NotificationEvent> = decision.events.into_iter().chain(recorded.events).collect();
+        let metadata = ctx.event_metadata();
+        self.store.save(ctx.tx, &Notifications::stream_id(order_id), state, &events, &metadata).await?;
+        if let Some(sent) = recorded.public {
+            ctx.publish(&self.topics.notifications, event_type::NOTIFICATION_SENT, &sent).await?;
+        }
+        Ok(())
+    }
+
+    /// What has been told to an order's customer (for tests and operators).
+    pub async fn notifications(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Notifications> {
+        Ok(self.store.load::<Notifications>(tx, &Notifications::stream_id(order_id)).await?.state)
+    }
+
+    /// The deliveries recorded for an order, oldest first (for tests and operators).
+    pub async fn deliveries(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Vec<Delivery>> {
+        let mut deliveries = Vec::new();
+        for recorded in self.store.read_stream(tx, &Notifications::stream_id(order_id), 0).await? {
+            if let NotificationEvent::DeliveryRecorded { kind, notification_id, sinks } =
+                serde_json::from_value(recorded.payload)?
+            {
+                deliveries.push(Delivery { kind, notification_id, sinks, recorded_at: recorded.recorded_at });
+            }
+        }
+        Ok(deliveries)
+    }
+}

@@ -1,0 +1,178 @@
+//! Saga messages → payment decisions → one transaction (events per stream + outbox).
+//!
+//! - `InventoryReserved`: charge the priced total to the customer's account
+//!   (`PaymentCaptured`), or decline it (`PaymentDeclined`: unknown customer, insufficient
+//!   funds, or the fault profile). A reservation arriving after the order's cancellation was
+//!   noted is not charged.
+//! - `ShipmentFailed`, `OrderCancelled`: refund a captured payment (`PaymentRefunded`); a
+//!   cancellation seen before any capture is noted so a late reservation is not charged.
+//!
+//! No double charge under concurrency: the payment and the account are appended at the
+//! versions they were read at, so a concurrent decision on either loses the race and is
+//! retried against the fresh state.
+
+use serde::{Deserialize, Serialize};
+use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::contracts::{CompensationTrigger, InventoryReserved, OrderCancelled, ShipmentFailed, event_type};
+use shared::db::Tx;
+use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::topics::{Topics, service};
+use uuid::Uuid;
+
+use crate::domain::{
+    self, AccountEvent, AccountState, AccountsSeed, FaultProfile, PaymentDecision, PaymentEvent, PaymentState,
+    PublicEvent, account, payment,
+};
+
+impl Aggregate for PaymentState {
+    type Event = PaymentEvent;
+    fn event_type(event: &PaymentEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &PaymentEvent) {
+        PaymentState::apply(self, event);
+    }
+}
+
+/// A customer's account stream as an aggregate: `None` until `AccountOpened`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Account(pub Option<AccountState>);
+
+impl Aggregate for Account {
+    type Event = AccountEvent;
+    fn event_type(event: &AccountEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &AccountEvent) {
+        self.0 = account::evolve(self.0, event);
+    }
+}
+
+/// The payment-svc message handler.
+#[derive(Debug, Clone)]
+pub struct PaymentHandler {
+    pub store: EventStore,
+    pub topics: Topics,
+    /// Declines and latency layered on top of the real rules (none by default).
+    pub fault: FaultProfile,
+}
+
+impl Handler for PaymentHandler {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        let (order_id, mut payment, customer, decision) = match ctx.message.event_type.as_str() {
+            event_type::INVENTORY_RESERVED => {
+                let reserved: InventoryReserved = ctx.message.decode()?;
+                // A slow payment provider: the wait comes before the decision, so the decision
+                // sees whatever was committed meanwhile (a cancellation, a concurrent charge).
+                let latency = self.fault.latency();
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                let payment = self.load_payment(ctx.tx, reserved.order_id).await?;
+                let account = self.load_account(ctx.tx, &reserved.customer_id).await?;
+                let fault = self.fault.decision_for(reserved.order_id);
+                let decision = domain::capture(&reserved, &payment.state, account.state.0.as_ref(), fault)
+                    .map_err(HandlerError::permanent)?;
+                (reserved.order_id, payment, Some((reserved.customer_id, account)), decision)
+            }
+            event_type::SHIPMENT_FAILED => {
+                let e: ShipmentFailed = ctx.message.decode()?;
+                self.refund(ctx.tx, e.order_id, CompensationTrigger::ShipmentFailed).await?
+            }
+            event_type::ORDER_CANCELLED => {
+                let e: OrderCancelled = ctx.message.decode()?;
+                self.refund(ctx.tx, e.order_id, CompensationTrigger::OrderCancelled).await?
+            }
+            // Other events on our topics are not ours to act on.
+            _ => return Ok(()),
+        };
+        self.commit(ctx, order_id, &mut payment, customer, decision).await
+    }
+}
+
+/// What a decision was taken on: the order, its payment, the account it touches (if any).
+type Decided = (Uuid, Loaded<PaymentState>, Option<(String, Loaded<Account>)>, PaymentDecision);
+
+impl PaymentHandler {
+    async fn load_payment(&self, tx: &mut Tx, order_id: Uuid) -> Result<Loaded<PaymentState>, HandlerError> {
+        Ok(self.store.load::<PaymentState>(tx, &payment::stream_id(order_id)).await?)
+    }
+
+    async fn load_account(&self, tx: &mut Tx, customer_id: &str) -> Result<Loaded<Account>, HandlerError> {
+        Ok(self.store.load::<Account>(tx, &account::stream_id(customer_id)).await?)
+    }
+
+    async fn refund(&self, tx: &mut Tx, order_id: Uuid, trigger: CompensationTrigger) -> Result<Decided, HandlerError> {
+        let payment = self.load_payment(tx, order_id).await?;
+        // The refund goes back to the account the payment was decided for.
+        let customer = match payment.state.customer_id().map(str::to_owned) {
+            Some(customer_id) => {
+                let account = self.load_account(tx, &customer_id).await?;
+                Some((customer_id, account))
+            }
+            None => None,
+        };
+        let account = customer.as_ref().and_then(|(_, a)| a.state.0);
+        let decision =
+            domain::refund(order_id, trigger, &payment.state, account.as_ref()).map_err(HandlerError::permanent)?;
+        Ok((order_id, payment, customer, decision))
+    }
+
+    async fn commit(
+        &self,
+        ctx: &mut MessageContext<'_>,
+        order_id: Uuid,
+        payment: &mut Loaded<PaymentState>,
+        customer: Option<(String, Loaded<Account>)>,
+        decision: PaymentDecision,
+    ) -> Result<(), HandlerError> {
+        if decision.is_empty() {
+            return Ok(());
+        }
+        let metadata = ctx.event_metadata();
+        self.store.save(ctx.tx, &payment::stream_id(order_id), payment, &decision.payment, &metadata).await?;
+        if !decision.account.is_empty() {
+            let Some((customer_id, mut account)) = customer else {
+                return Err(HandlerError::permanent(anyhow::anyhow!(
+                    "decision for order {order_id} touched an account that was not loaded"
+                )));
+            };
+            self.store
+                .save(ctx.tx, &account::stream_id(&customer_id), &mut account, &decision.account, &metadata)
+                .await?;
+        }
+        if let Some(public) = decision.publish {
+            if matches!(public, PublicEvent::Refunded(_)) {
+                shared::metrics::compensation(service::PAYMENT, "payment_refunded");
+            }
+            let payload = public.payload().map_err(HandlerError::permanent)?;
+            ctx.publish(&self.topics.payments, public.event_type(), &payload).await?;
+        }
+        Ok(())
+    }
+
+    /// Open the seed's accounts that are not open yet (re-running it on every start is safe:
+    /// an open account keeps the balance orders have since moved).
+    pub async fn seed(&self, tx: &mut Tx, seed: &AccountsSeed) -> anyhow::Result<()> {
+        let metadata = serde_json::json!({"source": "seed"});
+        for seeded in &seed.accounts {
+            let stream = account::stream_id(&seeded.customer_id);
+            let mut loaded = self.store.load::<Account>(tx, &stream).await?;
+            let events = seeded
+                .decide(loaded.state.0.as_ref())
+                .map_err(|e| anyhow::anyhow!("seed {}: {e}", seeded.customer_id))?;
+            self.store.save(tx, &stream, &mut loaded, &events, &metadata).await?;
+        }
+        Ok(())
+    }
+
+    /// A customer's account, `None` if it was never opened (for tests and operators).
+    pub async fn account(&self, tx: &mut Tx, customer_id: &str) -> anyhow::Result<Option<AccountState>> {
+        Ok(self.store.load::<Account>(tx, &account::stream_id(customer_id)).await?.state.0)
+    }
+
+    /// What payment decided for an order (for tests and operators).
+    pub async fn payment(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<PaymentState> {
+        Ok(self.store.load::<PaymentState>(tx, &payment::stream_id(order_id)).await?.state)
+    }
+}

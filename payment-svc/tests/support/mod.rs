@@ -1,0 +1,216 @@
+//! Driving one service from the outside: publish envelopes to its input topics as the
+//! upstream services would, read what it publishes, and wait until it has consumed everything
+//! and its outbox is drained. Every test owns its broker (random topic prefix) and database.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use serde::Serialize;
+use shared::config::ServiceConfig;
+use shared::db::Db;
+use shared::envelope::{Envelope, header_map};
+use shared::testing::{TestBroker, TestDb, eventually};
+use uuid::Uuid;
+
+/// The longest a test waits for any one outcome.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Run one async test body on both backends.
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() -> anyhow::Result<()> {
+                super::$name(shared::db::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() -> anyhow::Result<()> {
+                super::$name(shared::db::Backend::Sqlite).await
+            }
+        }
+    };
+}
+pub(crate) use both_backends;
+
+/// A service configuration on the test's database and broker, listening on a free port.
+pub fn service_config(service: &'static str, db: &TestDb, bus: &Bus) -> ServiceConfig {
+    let mut config = ServiceConfig::defaults(service, 0);
+    config.database_url = db.url.clone();
+    config.kafka = bus.broker.kafka.clone();
+    config.topics = bus.broker.topics.clone();
+    config
+}
+
+/// A root message from `source` about `order_id`, as that service would publish it.
+pub fn envelope<T: Serialize>(event_type: &str, source: &str, order_id: Uuid, payload: &T) -> anyhow::Result<Envelope> {
+    Ok(Envelope::new(event_type, 1, source, order_id.to_string(), payload)?)
+}
+
+/// The broker seen from outside the service under test.
+pub struct Bus {
+    pub broker: TestBroker,
+    producer: FutureProducer,
+    /// The service's consumer group, whose committed offsets say what it has consumed.
+    group: String,
+    /// A group member that never joins: only reads the group's committed offsets.
+    offsets: Arc<BaseConsumer>,
+}
+
+impl Bus {
+    pub fn new(service: &str) -> anyhow::Result<Self> {
+        let broker = TestBroker::new(2)?;
+        let producer = broker.kafka.producer()?;
+        let offsets = Arc::new(broker.kafka.consumer_config(service).create::<BaseConsumer>()?);
+        Ok(Self { broker, producer, group: service.to_owned(), offsets })
+    }
+
+    /// Publish `envelope` to `topic`, keyed by its subject (the order id), with its headers.
+    pub async fn publish(&self, topic: &str, envelope: &Envelope) -> anyhow::Result<()> {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in envelope.headers() {
+            headers = headers.insert(Header { key: &k, value: Some(&v) });
+        }
+        let payload = envelope.payload_bytes();
+        self.producer
+            .send(
+                FutureRecord::to(topic).key(&envelope.subject).payload(&payload).headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("failed to publish {} to {topic}", envelope.event_type))?;
+        Ok(())
+    }
+
+    /// A reader of everything on `topic`, from the beginning.
+    pub fn reader(&self, topic: &str) -> anyhow::Result<Reader> {
+        let consumer: BaseConsumer =
+            self.broker.kafka.consumer_config(&format!("reader-{}", Uuid::new_v4())).create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.broker.kafka.partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(Reader {
+            consumer,
+            topic: topic.to_owned(),
+            partitions: self.broker.kafka.partitions,
+            seen: Mutex::new(Seen::default()),
+        })
+    }
+
+    /// Wait until the service has consumed every message on `inputs` (its group's committed
+    /// offsets reached the end of each partition: offsets follow the transaction, so all of
+    /// them were applied) and published everything that committed (`db`'s outbox is empty).
+    pub async fn settled(&self, db: &Db, inputs: &[&str]) -> anyhow::Result<()> {
+        let topics: Vec<String> = inputs.iter().map(|t| (*t).to_owned()).collect();
+        eventually(WAIT, &format!("{} to consume {inputs:?}", self.group), || {
+            let offsets = self.offsets.clone();
+            let topics = topics.clone();
+            let partitions = self.broker.kafka.partitions;
+            async move {
+                let consumed = tokio::task::spawn_blocking(move || consumed_all(&offsets, &topics, partitions));
+                consumed.await.ok()?.ok()?.then_some(())
+            }
+        })
+        .await?;
+        eventually(WAIT, "the outbox to drain", || async {
+            (shared::outbox::backlog(db).await.ok()? == 0).then_some(())
+        })
+        .await
+    }
+}
+
+fn consumed_all(offsets: &BaseConsumer, topics: &[String], partitions: i32) -> anyhow::Result<bool> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+    }
+    let committed = offsets.committed_offsets(tpl, Duration::from_secs(5))?;
+    for element in committed.elements() {
+        let (_, high) = offsets.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5))?;
+        let done = match element.offset() {
+            Offset::Offset(at) => at >= high,
+            _ => high == 0,
+        };
+        if !done {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A message read back: the envelope and every header (dead letters carry their origin there).
+pub type Record = (Envelope, Vec<(String, String)>);
+
+/// Everything published on one topic so far, in arrival order.
+pub struct Reader {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: i32,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    records: Vec<Record>,
+    /// Partition → the offset after the last message read.
+    next: HashMap<i32, i64>,
+}
+
+impl Reader {
+    /// Every message read so far plus those that arrived since (never blocks).
+    pub fn records(&self) -> anyhow::Result<Vec<Record>> {
+        let mut seen = self.seen.lock().map_err(|_| anyhow::anyhow!("reader poisoned"))?;
+        while let Some(message) = self.consumer.poll(Duration::ZERO) {
+            let message = message?;
+            seen.next.insert(message.partition(), message.offset() + 1);
+            seen.records.push((Envelope::from_message(&message)?, header_map(&message)));
+        }
+        Ok(seen.records.clone())
+    }
+
+    /// Wait until everything on the topic now has been read (after [`Bus::settled`], that is
+    /// everything the service will have published).
+    pub async fn caught_up(&self) -> anyhow::Result<()> {
+        let ends = (0..self.partitions)
+            .map(|p| Ok((p, self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(5))?.1)))
+            .collect::<anyhow::Result<Vec<(i32, i64)>>>()?;
+        eventually(WAIT, &format!("reading {} to its end", self.topic), || async {
+            self.records().ok()?;
+            let seen = self.seen.lock().ok()?;
+            ends.iter().all(|(p, end)| seen.next.get(p).copied().unwrap_or(0) >= *end).then_some(())
+        })
+        .await
+    }
+
+    /// Every envelope read so far plus those that arrived since (never blocks).
+    pub fn all(&self) -> anyhow::Result<Vec<Envelope>> {
+        Ok(self.records()?.into_iter().map(|(envelope, _)| envelope).collect())
+    }
+
+    /// The messages about one order.
+    pub fn about(&self, order_id: Uuid) -> anyhow::Result<Vec<Envelope>> {
+        let key = order_id.to_string();
+        Ok(self.all()?.into_iter().filter(|e| e.subject == key).collect())
+    }
+
+    /// Wait until at least `n` messages about `order_id` arrived; returns all of them.
+    pub async fn wait_for(&self, order_id: Uuid, n: usize) -> anyhow::Result<Vec<Envelope>> {
+        eventually(WAIT, &format!("{n} message(s) about order {order_id}"), || async move {
+            let found = self.about(order_id).ok()?;
+            (found.len() >= n).then_some(found)
+        })
+        .await
+    }
+}

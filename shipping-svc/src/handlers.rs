@@ -1,0 +1,174 @@
+//! Saga messages → shipping decisions → one transaction (events per stream + outbox).
+//!
+//! - `PaymentCaptured`: book the first carrier day with room for the destination
+//!   (`ShipmentScheduled`), or fail with a reason (`ShipmentFailed`). A payment arriving after
+//!   the order's cancellation was noted is not shipped.
+//! - `OrderCancelled`: cancel a scheduled shipment and free its slot (`ShipmentCancelled`), or
+//!   note the cancellation so a late payment is not shipped.
+//!
+//! No overbooking under concurrency: the booked carrier day is appended at the version it was
+//! read at, so a concurrent booking of the same day loses the race and is retried.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::contracts::{OrderCancelled, PaymentCaptured, event_type};
+use shared::db::Tx;
+use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::topics::{Topics, service};
+use uuid::Uuid;
+
+use crate::domain::{
+    self, CarrierDay, CarrierDayEvent, CarrierDayId, CarrierDays, Decision, Network, NetworkEvent, NetworkSeed,
+    PublicEvent, ScheduleShipment, Shipment, ShipmentEvent,
+};
+
+impl Aggregate for Network {
+    type Event = NetworkEvent;
+    fn event_type(event: &NetworkEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &NetworkEvent) {
+        *self = Network::apply(std::mem::take(self), event);
+    }
+}
+
+impl Aggregate for CarrierDay {
+    type Event = CarrierDayEvent;
+    fn event_type(event: &CarrierDayEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &CarrierDayEvent) {
+        *self = CarrierDay::apply(*self, event);
+    }
+}
+
+impl Aggregate for Shipment {
+    type Event = ShipmentEvent;
+    fn event_type(event: &ShipmentEvent) -> &'static str {
+        event.event_type()
+    }
+    fn apply(&mut self, event: &ShipmentEvent) {
+        *self = Shipment::apply(std::mem::take(self), event);
+    }
+}
+
+/// The shipping-svc message handler.
+#[derive(Debug, Clone)]
+pub struct ShippingHandler {
+    pub store: EventStore,
+    pub topics: Topics,
+}
+
+/// The carrier days a decision was taken on, as loaded.
+type Days = BTreeMap<CarrierDayId, Loaded<CarrierDay>>;
+
+impl Handler for ShippingHandler {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        let (order_id, mut shipment, mut days, decision) = match ctx.message.event_type.as_str() {
+            event_type::PAYMENT_CAPTURED => {
+                let paid: PaymentCaptured = ctx.message.decode()?;
+                let shipment = self.load_shipment(ctx.tx, paid.order_id).await?;
+                let command = ScheduleShipment::from_payment(&paid, Utc::now().date_naive());
+                // A shipment already decided (or cancelled) needs no look at the network.
+                let (network, days) = if matches!(shipment.state, Shipment::Undecided) {
+                    let network = self.store.load::<Network>(ctx.tx, Network::STREAM_ID).await?.state;
+                    let slots = command.candidate_slots(&network);
+                    (network, self.load_days(ctx.tx, slots).await?)
+                } else {
+                    (Network::default(), Days::new())
+                };
+                let states: CarrierDays = days.iter().map(|(id, day)| (id.clone(), day.state)).collect();
+                let decision =
+                    domain::schedule(&shipment.state, &command, &network, &states).map_err(HandlerError::permanent)?;
+                (paid.order_id, shipment, days, decision)
+            }
+            event_type::ORDER_CANCELLED => {
+                let cancelled: OrderCancelled = ctx.message.decode()?;
+                let shipment = self.load_shipment(ctx.tx, cancelled.order_id).await?;
+                let decision = domain::cancel(&shipment.state, cancelled.order_id);
+                // Freeing a slot needs only its stream's version.
+                let slots = decision.slot.iter().map(|change| change.slot.clone()).collect();
+                let days = self.load_days(ctx.tx, slots).await?;
+                (cancelled.order_id, shipment, days, decision)
+            }
+            // Other events on our topics are not ours to act on.
+            _ => return Ok(()),
+        };
+        self.commit(ctx, order_id, &mut shipment, &mut days, decision).await
+    }
+}
+
+impl ShippingHandler {
+    async fn load_shipment(&self, tx: &mut Tx, order_id: Uuid) -> Result<Loaded<Shipment>, HandlerError> {
+        Ok(self.store.load::<Shipment>(tx, &Shipment::stream_id(order_id)).await?)
+    }
+
+    async fn load_days(&self, tx: &mut Tx, slots: Vec<CarrierDayId>) -> Result<Days, HandlerError> {
+        let mut days = Days::new();
+        for slot in slots {
+            let day = self.store.load::<CarrierDay>(tx, &slot.stream_id()).await?;
+            days.insert(slot, day);
+        }
+        Ok(days)
+    }
+
+    async fn commit(
+        &self,
+        ctx: &mut MessageContext<'_>,
+        order_id: Uuid,
+        shipment: &mut Loaded<Shipment>,
+        days: &mut Days,
+        decision: Decision,
+    ) -> Result<(), HandlerError> {
+        if decision.is_empty() {
+            return Ok(());
+        }
+        let metadata = ctx.event_metadata();
+        if let Some(change) = &decision.slot {
+            let day = days.get_mut(&change.slot).ok_or_else(|| {
+                HandlerError::permanent(anyhow::anyhow!(
+                    "decision touched carrier day {} that was not loaded",
+                    change.slot
+                ))
+            })?;
+            self.store
+                .save(ctx.tx, &change.slot.stream_id(), day, std::slice::from_ref(&change.event), &metadata)
+                .await?;
+        }
+        self.store.save(ctx.tx, &Shipment::stream_id(order_id), shipment, &decision.shipment, &metadata).await?;
+        if let Some(public) = decision.public {
+            if matches!(public, PublicEvent::Cancelled(_)) {
+                shared::metrics::compensation(service::SHIPPING, "shipment_cancelled");
+            }
+            ctx.publish(&self.topics.shipping, public.event_type(), &public).await?;
+        }
+        Ok(())
+    }
+
+    /// Register the seed's carriers the network does not know yet (re-running it on every
+    /// start is safe, and keeps an admin's changes).
+    pub async fn seed(&self, tx: &mut Tx, seed: &NetworkSeed) -> anyhow::Result<()> {
+        let mut network = self.store.load::<Network>(tx, Network::STREAM_ID).await?;
+        let events = domain::seed_network(&network.state, seed).context("invalid network seed")?;
+        self.store.save(tx, Network::STREAM_ID, &mut network, &events, &serde_json::json!({"source": "seed"})).await?;
+        Ok(())
+    }
+
+    /// The carrier network (for tests and operators).
+    pub async fn network(&self, tx: &mut Tx) -> anyhow::Result<Network> {
+        Ok(self.store.load::<Network>(tx, Network::STREAM_ID).await?.state)
+    }
+
+    /// What was decided for an order's shipment (for tests and operators).
+    pub async fn shipment(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Shipment> {
+        Ok(self.store.load::<Shipment>(tx, &Shipment::stream_id(order_id)).await?.state)
+    }
+
+    /// How booked one carrier's day is (for tests and operators).
+    pub async fn carrier_day(&self, tx: &mut Tx, day: &CarrierDayId) -> anyhow::Result<CarrierDay> {
+        Ok(self.store.load::<CarrierDay>(tx, &day.stream_id()).await?.state)
+    }
+}
