@@ -2,18 +2,16 @@
 //! transaction with the projection and the outbox.
 
 use shared::consumer::{Handler, HandlerError, MessageContext};
-use shared::event_store::{EventStore, StoreError};
-use shared::topics::Topics;
+use shared::event_store::StoreError;
 use uuid::Uuid;
 
 use crate::domain::{self, OrderEvent};
-use crate::store::{self, AppendError};
+use crate::store::{self, AppendError, OrderStreams};
 
 /// The order-svc message handler: folds every upstream fact into its order.
 #[derive(Debug, Clone)]
 pub struct OrderHandler {
-    pub store: EventStore,
-    pub topics: Topics,
+    pub streams: OrderStreams,
 }
 
 impl From<AppendError> for HandlerError {
@@ -40,26 +38,21 @@ impl Handler for OrderHandler {
                 message.subject
             )));
         }
-        let state = store::load(&self.store, ctx.tx, order_id).await.map_err(HandlerError::Transient)?;
+        let state = self.streams.load(ctx.tx, order_id).await.map_err(HandlerError::Transient)?;
         let Some(current) = state.as_ref() else {
             return Err(HandlerError::permanent(anyhow::anyhow!("no order {order_id}")));
         };
         let events = domain::observe(current, fact).map_err(HandlerError::permanent)?;
         let metadata = ctx.event_metadata();
-        store::append(&self.store, &self.topics, ctx.tx, order_id, state, &events, Some(message), metadata).await?;
+        self.streams.append(ctx.tx, order_id, state, &events, Some(message), metadata).await?;
         Ok(())
     }
 }
 
 /// Cancel one overdue order, if it still is (another replica may have done it).
-pub async fn expire_one(
-    db: &shared::db::Db,
-    event_store: &EventStore,
-    topics: &Topics,
-    order_id: Uuid,
-) -> anyhow::Result<bool> {
+pub async fn expire_one(db: &shared::db::Db, streams: &OrderStreams, order_id: Uuid) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
-    let Some(state) = store::load(event_store, &mut tx, order_id).await? else {
+    let Some(state) = streams.load(&mut tx, order_id).await? else {
         return Ok(false);
     };
     let events = domain::expire(&state, chrono::Utc::now());
@@ -70,7 +63,7 @@ pub async fn expire_one(
         return Ok(false);
     }
     let metadata = serde_json::json!({"cause": "saga_deadline"});
-    match store::append(event_store, topics, &mut tx, order_id, Some(state), &events, None, metadata).await {
+    match streams.append(&mut tx, order_id, Some(state), &events, None, metadata).await {
         Ok(_) => {}
         Err(AppendError::Store(StoreError::Conflict { .. })) => return Ok(false),
         Err(e) => return Err(e.into()),

@@ -68,8 +68,7 @@ impl App {
             ServiceContext::connect(config.service.clone(), &[migrations()], Upcaster::default(), shutdown).await?;
         let orders = Orders {
             db: ctx.db.clone(),
-            store: ctx.store.clone(),
-            topics: ctx.config.topics.clone(),
+            streams: store::OrderStreams { store: ctx.store.clone(), topics: ctx.config.topics.clone() },
             outbox_signal: ctx.outbox_signal.clone(),
             saga_deadline: chrono::TimeDelta::from_std(config.saga_deadline).context("saga deadline out of range")?,
         };
@@ -94,7 +93,7 @@ impl App {
             (topics.shipping.clone(), service::SHIPPING.to_owned()),
             (topics.notifications.clone(), service::NOTIFICATION.to_owned()),
         ];
-        let handler = Arc::new(OrderHandler { store: ctx.store.clone(), topics: topics.clone() });
+        let handler = Arc::new(OrderHandler { streams: orders.streams.clone() });
         let consumer = ctx.consumer(subscriptions, handler);
         let router = http::with_problem_fallbacks(http::routes(orders.clone()).merge(ops_router(&ctx)));
         let router =
@@ -125,7 +124,7 @@ async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: Cancella
             }
         };
         for order_id in overdue {
-            match handlers::expire_one(&orders.db, &orders.store, &orders.topics, order_id).await {
+            match handlers::expire_one(&orders.db, &orders.streams, order_id).await {
                 Ok(true) => {
                     orders.outbox_signal.notify();
                     tracing::info!(order.id = %order_id, "saga deadline passed, order cancelled");

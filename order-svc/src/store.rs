@@ -24,8 +24,7 @@ use crate::http::{
 #[derive(Debug, Clone)]
 pub struct Orders {
     pub db: Db,
-    pub store: EventStore,
-    pub topics: Topics,
+    pub streams: OrderStreams,
     pub outbox_signal: OutboxSignal,
     pub saga_deadline: chrono::TimeDelta,
 }
@@ -42,52 +41,66 @@ pub async fn load(store: &EventStore, tx: &mut Tx, order_id: Uuid) -> Result<Opt
     Ok(state)
 }
 
-/// Append `events` to the order's stream (read at `state.version()`, or new), update the
-/// projection, and put the events order-svc decides (OrderPlaced, OrderCompleted,
-/// OrderCancelled) in the outbox. `cause` links published events to the message that led to
-/// them. Returns the new state.
-pub async fn append(
-    store: &EventStore,
-    topics: &Topics,
-    tx: &mut Tx,
-    order_id: Uuid,
-    state: Option<OrderState>,
-    events: &[OrderEvent],
-    cause: Option<&Envelope>,
-    metadata: serde_json::Value,
-) -> Result<Option<OrderState>, AppendError> {
-    if events.is_empty() {
-        return Ok(state);
+/// Where order streams are stored and their decisions published.
+#[derive(Debug, Clone)]
+pub struct OrderStreams {
+    pub store: EventStore,
+    pub topics: Topics,
+}
+
+impl OrderStreams {
+    pub async fn load(&self, tx: &mut Tx, order_id: Uuid) -> Result<Option<OrderState>, anyhow::Error> {
+        load(&self.store, tx, order_id).await
     }
-    let expected = state.as_ref().map_or(0, |s| s.version() as i64);
-    let mut new_events = Vec::with_capacity(events.len());
-    for e in events {
-        let payload = e.to_payload().map_err(|e| AppendError::Other(e.into()))?;
-        new_events.push(NewEvent::new(e.event_type(), 1, &payload)?.with_metadata(metadata.clone()));
-    }
-    store.append(tx, &order_id.to_string(), expected, &new_events).await?;
-    let now = Utc::now();
-    let mut state = state;
-    for e in events {
-        state = domain::evolve(state, e, now);
-        if !e.is_decided_by_order_svc() {
-            continue;
+
+    /// Append `events` to the order's stream (read at `state.version()`, or new), update the
+    /// projection, and put the events order-svc decides (OrderPlaced, OrderCompleted,
+    /// OrderCancelled) in the outbox. `cause` links published events to the message that led to
+    /// them. Returns the new state.
+    pub async fn append(
+        &self,
+        tx: &mut Tx,
+        order_id: Uuid,
+        state: Option<OrderState>,
+        events: &[OrderEvent],
+        cause: Option<&Envelope>,
+        metadata: serde_json::Value,
+    ) -> Result<Option<OrderState>, AppendError> {
+        if events.is_empty() {
+            return Ok(state);
         }
-        let payload = e.to_payload().map_err(|e| AppendError::Other(e.into()))?;
-        let envelope = match cause {
-            Some(cause) => Envelope::caused_by(cause, e.event_type(), 1, service::ORDER, &payload),
-            None => Envelope::new(e.event_type(), 1, service::ORDER, order_id.to_string(), &payload),
+        let expected = state.as_ref().map_or(0, |s| s.version() as i64);
+        let mut new_events = Vec::with_capacity(events.len());
+        for e in events {
+            let payload = e.to_payload().map_err(|e| AppendError::Other(e.into()))?;
+            new_events.push(NewEvent::new(e.event_type(), 1, &payload)?.with_metadata(metadata.clone()));
         }
-        .map_err(|e| AppendError::Other(e.into()))?;
-        enqueue(tx, &OutboxMessage::from_envelope(&topics.orders, &envelope)).await.map_err(StoreError::from)?;
-        if let Some(ended) = state.as_ref() {
-            record_outcome(e, ended);
+        self.store.append(tx, &order_id.to_string(), expected, &new_events).await?;
+        let now = Utc::now();
+        let mut state = state;
+        for e in events {
+            state = domain::evolve(state, e, now);
+            if !e.is_decided_by_order_svc() {
+                continue;
+            }
+            let payload = e.to_payload().map_err(|e| AppendError::Other(e.into()))?;
+            let envelope = match cause {
+                Some(cause) => Envelope::caused_by(cause, e.event_type(), 1, service::ORDER, &payload),
+                None => Envelope::new(e.event_type(), 1, service::ORDER, order_id.to_string(), &payload),
+            }
+            .map_err(|e| AppendError::Other(e.into()))?;
+            enqueue(tx, &OutboxMessage::from_envelope(&self.topics.orders, &envelope))
+                .await
+                .map_err(StoreError::from)?;
+            if let Some(ended) = state.as_ref() {
+                record_outcome(e, ended);
+            }
         }
+        if let Some(s) = &state {
+            upsert_view(tx, s).await.map_err(StoreError::from)?;
+        }
+        Ok(state)
     }
-    if let Some(s) = &state {
-        upsert_view(tx, s).await.map_err(StoreError::from)?;
-    }
-    Ok(state)
 }
 
 fn record_outcome(event: &OrderEvent, state: &OrderState) {
@@ -199,7 +212,7 @@ impl Orders {
                 if fingerprint != idem.body_fingerprint {
                     return Err(RepoError::IdempotencyConflict);
                 }
-                let state = load(&self.store, tx, order_id).await.map_err(RepoError::Internal)?;
+                let state = self.streams.load(tx, order_id).await.map_err(RepoError::Internal)?;
                 let state =
                     state.ok_or_else(|| internal(anyhow::anyhow!("idempotency key points at a missing order")))?;
                 return Ok(Placed { view: OrderView::from(&state), replayed: true });
@@ -207,7 +220,9 @@ impl Orders {
         }
         let order_id = Uuid::now_v7();
         let events = domain::place(cmd, order_id, Utc::now(), self.saga_deadline);
-        let state = append(&self.store, &self.topics, tx, order_id, None, &events, None, serde_json::json!({}))
+        let state = self
+            .streams
+            .append(tx, order_id, None, &events, None, serde_json::json!({}))
             .await
             .map_err(|e| internal(anyhow::Error::new(e)))?
             .ok_or_else(|| internal(anyhow::anyhow!("placing produced no order")))?;
@@ -245,7 +260,7 @@ impl OrderRepository for Orders {
 
     async fn get(&self, id: Uuid) -> Result<Option<OrderView>, RepoError> {
         let mut tx = self.db.begin_read().await.map_err(internal)?;
-        let state = load(&self.store, &mut tx, id).await.map_err(RepoError::Internal)?;
+        let state = self.streams.load(&mut tx, id).await.map_err(RepoError::Internal)?;
         tx.rollback().await.ok();
         Ok(state.as_ref().map(OrderView::from))
     }
