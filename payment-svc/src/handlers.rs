@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use shared::consumer::{Handler, HandlerError, MessageContext};
 use shared::contracts::{CompensationTrigger, InventoryReserved, OrderCancelled, ShipmentFailed, event_type};
 use shared::db::Tx;
+use shared::envelope::Envelope;
 use shared::event_store::{Aggregate, EventStore, Loaded};
 use shared::topics::{Topics, service};
 use uuid::Uuid;
@@ -58,16 +59,19 @@ pub struct PaymentHandler {
 }
 
 impl Handler for PaymentHandler {
+    /// A slow payment provider: the wait happens before the transaction opens (so it holds no
+    /// lock), and the decision after it sees whatever was committed meanwhile.
+    async fn before_transaction(&self, message: &Envelope) {
+        let latency = self.fault.latency();
+        if message.event_type == event_type::INVENTORY_RESERVED && !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
+
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let (order_id, mut payment, customer, decision) = match ctx.message.event_type.as_str() {
             event_type::INVENTORY_RESERVED => {
                 let reserved: InventoryReserved = ctx.message.decode()?;
-                // A slow payment provider: the wait comes before the decision, so the decision
-                // sees whatever was committed meanwhile (a cancellation, a concurrent charge).
-                let latency = self.fault.latency();
-                if !latency.is_zero() {
-                    tokio::time::sleep(latency).await;
-                }
                 let payment = self.load_payment(ctx.tx, reserved.order_id).await?;
                 let account = self.load_account(ctx.tx, &reserved.customer_id).await?;
                 let fault = self.fault.decision_for(reserved.order_id);

@@ -83,6 +83,10 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // Each saga hop is one fetch: a short wait keeps hops fast on brokers that answer
+            // a fetch only when its wait expires (the mock cluster); real Kafka answers as soon
+            // as data arrives either way.
+            .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000")

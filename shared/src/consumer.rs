@@ -143,6 +143,13 @@ impl MessageContext<'_> {
 
 /// A service's message handler.
 pub trait Handler: Send + Sync + 'static {
+    /// Work that must not hold a database transaction open (a slow external call whose result
+    /// the decision does not need). Runs before each attempt; the default does nothing.
+    fn before_transaction(&self, _message: &Envelope) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Decide and record the message's effects inside the open transaction.
     fn handle(&self, ctx: &mut MessageContext<'_>) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
@@ -271,7 +278,13 @@ impl<H: Handler> ConsumerLoop<H> {
 
             match self.process(&message, &shutdown).await {
                 Outcome::Done => {
-                    if let Err(err) = consumer.commit_message(&message, CommitMode::Async) {
+                    // Store the offset of what was processed, then commit the stored offsets.
+                    // Only stored offsets are ever committed, so the final synchronous commit
+                    // at shutdown never covers a message that was received but not processed.
+                    let committed = consumer
+                        .store_offset_from_message(&message)
+                        .and_then(|()| consumer.commit_consumer_state(CommitMode::Async));
+                    if let Err(err) = committed {
                         // The next commit covers it; a redelivery is skipped by the inbox.
                         tracing::warn!(service = self.service, error = %err, "offset commit failed");
                     }
@@ -285,9 +298,11 @@ impl<H: Handler> ConsumerLoop<H> {
         };
         let consumer_for_close = consumer.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(err) = consumer_for_close.commit_consumer_state(CommitMode::Sync) {
-                // Nothing stored since the last commit is the usual case here.
-                tracing::debug!(error = %err, "final offset commit");
+            match consumer_for_close.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                // Nothing stored since the last commit: every offset is committed already.
+                Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(err) => tracing::warn!(error = %err, "final offset commit failed"),
             }
             consumer_for_close.unsubscribe();
         })
@@ -391,6 +406,7 @@ impl<H: Handler> ConsumerLoop<H> {
 
     /// One transaction: inbox record, handler, commit.
     async fn attempt(&self, message_id: Uuid, envelope: &Envelope) -> Result<Applied, HandlerError> {
+        self.handler.before_transaction(envelope).await;
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
         if !record_in_inbox(&mut tx, self.service, message_id).await? {
             tx.rollback().await.ok();

@@ -516,3 +516,40 @@ async fn consumer_retries_a_transient_failure_until_it_succeeds(backend: Backend
     assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
     Ok(())
 }
+
+/// The mock broker keeps about 5 MiB per partition. A consumer group that starts after older
+/// records were dropped must say so (error log + metric), not skip them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_reports_offsets_dropped_before_it_read_them() -> anyhow::Result<()> {
+    let metrics = shared::metrics::install();
+    let broker = TestBroker::new(1)?;
+    let down = TestDb::new(Backend::Sqlite, &[]).await?;
+    let producer = broker.kafka.producer()?;
+    let pad = "x".repeat(100 * 1024);
+    for i in 0..80 {
+        let e = Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, "k", &json!({"seq": i, "pad": pad}))?;
+        publish(&producer, &broker.topics.orders, &e).await?;
+    }
+    let probe: BaseConsumer = broker.kafka.consumer_config("probe").create()?;
+    let (low, high) = probe.fetch_watermarks(&broker.topics.orders, 0, Duration::from_secs(5))?;
+    assert_eq!(high, 80);
+    assert!(low > 0, "the broker dropped the oldest records (low watermark {low})");
+
+    let up = Upstream { t: TestDb::new(Backend::Sqlite, &[]).await?, broker, signal: OutboxSignal::default() };
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop(&up, &down, Arc::new(Recorder::default()), None).run(stop.clone()));
+    eventually(WAIT, "the retained records applied", || async {
+        (applied(&down.db).await.ok()?.len() as i64 == high - low).then_some(())
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+
+    let rendered = metrics.render();
+    let line = rendered
+        .lines()
+        .find(|l| l.starts_with(shared::metrics::OFFSET_GAP) && l.contains(up.broker.topics.orders.as_str()))
+        .unwrap_or_default();
+    assert!(line.ends_with(&format!(" {low}")), "skipped offsets counted: {line:?}");
+    Ok(())
+}
