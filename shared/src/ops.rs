@@ -86,6 +86,10 @@ pub async fn serve(
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    // Tests and supervisors that start a service on port 0 read the address from this line.
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(addr = %addr, "listening");
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

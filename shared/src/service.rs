@@ -175,3 +175,21 @@ pub fn ops_router(ctx: &ServiceContext) -> axum::Router {
     crate::ops::router(ctx.readiness(), crate::metrics::install())
         .layer(axum::middleware::from_fn(move |req, next| crate::ops::track_http(service, req, next)))
 }
+
+/// The `main` of a standalone service process: telemetry from `config`, SIGINT/SIGTERM as the
+/// shutdown signal, `run` until it returns, then the tracer flushed.
+pub async fn run_process<F, Fut>(config: &ServiceConfig, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = crate::telemetry::init(config.service, config.otlp_endpoint.as_deref(), config.log_format)?;
+    tracing::info!(service = config.service, config = ?config, "starting");
+    let shutdown = crate::shutdown::on_signal();
+    let result = run(shutdown).await;
+    if let Err(err) = &result {
+        tracing::error!(service = config.service, error = format!("{err:#}"), "exiting with an error");
+    }
+    telemetry.shutdown();
+    result
+}

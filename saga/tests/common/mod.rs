@@ -3,6 +3,9 @@
 //! a small API client.
 #![allow(dead_code)]
 
+pub mod invariants;
+pub mod processes;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -50,7 +53,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    async fn start() -> anyhow::Result<(Self, SocketAddr)> {
+    pub async fn start() -> anyhow::Result<(Self, SocketAddr)> {
         let sink = Sink::default();
         let recorded = sink.deliveries.clone();
         let app = axum::Router::new().route(
@@ -213,16 +216,15 @@ pub fn event_types(order: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Wait until the sink saw a notice for every order (cancellation notices are sent after the
-/// terminal state is visible), then return the keys per (order, kind).
+/// Wait until the sink saw the notice every terminal order calls for, then return the keys per
+/// (order, kind).
 pub async fn eventually_notified(
-    system: &TestSystem,
-    ids: &[String],
-    orders: &[Value],
+    sink: &Sink,
+    orders: &[(String, Value)],
 ) -> anyhow::Result<HashMap<(String, String), std::collections::HashSet<String>>> {
     eventually(WAIT, "a notice for every order", || async {
-        let keys = system.sink.keys_by_order();
-        let all = ids.iter().zip(orders).all(|(id, o)| {
+        let keys = sink.keys_by_order();
+        let all = orders.iter().all(|(id, o)| {
             let kind = if o["status"] == "completed" { "confirmation" } else { "cancellation" };
             keys.contains_key(&(id.clone(), kind.to_owned()))
         });

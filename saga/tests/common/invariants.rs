@@ -1,0 +1,143 @@
+//! ARCHITECTURE.md section 2 as reusable checks over a finished run: the orders as the API
+//! reports them, the inventory and payment databases, and what the notification sink saw.
+
+use std::collections::{HashMap, HashSet};
+
+use inventory_svc::domain::{CatalogueSeed, SkuState};
+use serde_json::Value;
+use shared::db::Db;
+use shared::event_store::EventStore;
+
+/// The order mix used by burst tests: mostly completing orders plus every failure outcome.
+/// Returns (customer, items, country, expected outcome).
+pub fn order_for(i: usize) -> (&'static str, Vec<(&'static str, u32)>, &'static str, &'static str) {
+    match i % 10 {
+        0 => ("cust-rich", vec![("sku-soldout", 1)], "NL", "out_of_stock"),
+        1 => ("cust-poor", vec![("sku-tee", 3)], "DE", "payment_declined"),
+        2 => ("cust-rich", vec![("sku-mug", 1)], "JP", "destination_not_served"),
+        3 => ("cust-rich", vec![("sku-poster", 1)], "FR", "poster"),
+        4 => ("cust-nobody", vec![("sku-tee", 1)], "US", "unknown_customer"),
+        _ => ("cust-rich", vec![("sku-tee", 1 + (i % 3) as u32), ("sku-mug", 1)], "NL", "completed"),
+    }
+}
+
+/// What a run produced, for the checks.
+pub struct Run<'a> {
+    /// (order id, order as GET /orders/{id} returned it once terminal), in placement order,
+    /// the i-th placed with `order_for(i)`.
+    pub orders: &'a [(String, Value)],
+    pub inventory: &'a Db,
+    pub payment: &'a Db,
+    /// (order id, kind) → distinct Idempotency-Keys the webhook sink saw.
+    pub notices: &'a HashMap<(String, String), HashSet<String>>,
+}
+
+/// Every invariant; panics with a precise message on the first violation.
+pub async fn check(run: &Run<'_>) -> anyhow::Result<()> {
+    outcomes_match_inputs(run);
+    stock_is_conserved(run).await?;
+    money_is_conserved(run).await?;
+    one_notice_per_order(run);
+    Ok(())
+}
+
+/// Invariant 1: Every accepted order is terminal, with the outcome its inputs call for, and no more
+/// posters were sold than were in stock.
+pub fn outcomes_match_inputs(run: &Run<'_>) {
+    for (i, (id, order)) in run.orders.iter().enumerate() {
+        assert!(order["status"] == "completed" || order["status"] == "cancelled", "{id} not terminal: {order}");
+        match order_for(i).3 {
+            "completed" => assert_eq!(order["status"], "completed", "{order}"),
+            "poster" => assert!(order["status"] == "completed" || order["reason"] == "out_of_stock", "{order}"),
+            reason => assert_eq!(order["reason"], reason, "{order}"),
+        }
+    }
+    let posters_sold =
+        run.orders.iter().enumerate().filter(|(i, (_, o))| i % 10 == 3 && o["status"] == "completed").count();
+    let posters_ordered = run.orders.iter().enumerate().filter(|(i, _)| i % 10 == 3).count();
+    assert_eq!(posters_sold, posters_ordered.min(5), "exactly the posters in stock were sold");
+}
+
+/// Invariant 2: Per SKU: initial = available + reserved + shipped, available ≥ 0, nothing left reserved,
+/// and shipped = what completed orders bought.
+pub async fn stock_is_conserved(run: &Run<'_>) -> anyhow::Result<()> {
+    let mut shipped_by_sku: HashMap<&str, i64> = HashMap::new();
+    for (i, (_, order)) in run.orders.iter().enumerate() {
+        if order["status"] == "completed" {
+            for (sku, q) in order_for(i).1 {
+                *shipped_by_sku.entry(sku).or_default() += i64::from(q);
+            }
+        }
+    }
+    let store = EventStore::default();
+    let mut tx = run.inventory.begin_read().await?;
+    for product in CatalogueSeed::demo().products {
+        let state = store.load::<SkuState>(&mut tx, &inventory_svc::domain::sku::stream_id(&product.sku)).await?.state;
+        assert!(state.available >= 0, "{}: available {}", product.sku, state.available);
+        assert_eq!(state.available + state.reserved + state.shipped, product.stock, "{} conserved", product.sku);
+        assert_eq!(state.reserved, 0, "{}: nothing left reserved", product.sku);
+        let expected = shipped_by_sku.get(product.sku.as_str()).copied().unwrap_or(0);
+        assert_eq!(state.shipped, expected, "{} shipped", product.sku);
+    }
+    tx.rollback().await?;
+    Ok(())
+}
+
+/// Invariant 3: Per order: captured − refunded = total if completed, else 0; at most one capture and one
+/// refund. The rich customer's account moved by exactly its completed orders.
+pub async fn money_is_conserved(run: &Run<'_>) -> anyhow::Result<()> {
+    let mut tx = run.payment.begin_read().await?;
+    let events = EventStore::default().read_all(&mut tx, 0, i64::MAX).await?;
+    tx.rollback().await?;
+    let mut captured: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut refunded: HashMap<String, Vec<i64>> = HashMap::new();
+    for e in events.iter().filter(|e| e.stream_id.starts_with("payment-")) {
+        let order = e.stream_id.trim_start_matches("payment-").to_owned();
+        let amount = e.payload["amount_minor"].as_i64().unwrap_or_default();
+        match e.event_type.as_str() {
+            "Captured" => captured.entry(order).or_default().push(amount),
+            "Refunded" => refunded.entry(order).or_default().push(amount),
+            _ => {}
+        }
+    }
+    for (id, order) in run.orders {
+        let c = captured.get(id).cloned().unwrap_or_default();
+        let r = refunded.get(id).cloned().unwrap_or_default();
+        assert!(c.len() <= 1 && r.len() <= 1, "{id}: captured {c:?}, refunded {r:?}");
+        let net: i64 = c.iter().sum::<i64>() - r.iter().sum::<i64>();
+        let expected = if order["status"] == "completed" { order["total_minor"].as_i64().unwrap_or(-1) } else { 0 };
+        assert_eq!(net, expected, "{id}: money conserved for {}", order["status"]);
+    }
+    let charged: i64 = events
+        .iter()
+        .filter(|e| e.stream_id == "account-cust-rich")
+        .map(|e| match e.event_type.as_str() {
+            "Charged" => e.payload["amount_minor"].as_i64().unwrap_or_default(),
+            "Refunded" => -e.payload["amount_minor"].as_i64().unwrap_or_default(),
+            _ => 0,
+        })
+        .sum();
+    let completed_total: i64 = run
+        .orders
+        .iter()
+        .filter(|(_, o)| o["status"] == "completed" && o["customer_id"] == "cust-rich")
+        .map(|(_, o)| o["total_minor"].as_i64().unwrap_or_default())
+        .sum();
+    assert_eq!(charged, completed_total, "cust-rich paid exactly for its completed orders");
+    Ok(())
+}
+
+/// Invariant 4: Exactly one confirmation per completed order and one cancellation notice per cancelled
+/// order at the sink's dedupe key, and never the other kind.
+pub fn one_notice_per_order(run: &Run<'_>) {
+    for (id, order) in run.orders {
+        let (kind, other) = if order["status"] == "completed" {
+            ("confirmation", "cancellation")
+        } else {
+            ("cancellation", "confirmation")
+        };
+        let keys = run.notices.get(&(id.clone(), kind.to_owned())).cloned().unwrap_or_default();
+        assert_eq!(keys.len(), 1, "{id}: {kind} keys {keys:?}");
+        assert!(!run.notices.contains_key(&(id.clone(), other.to_owned())), "{id}: unexpected {other}");
+    }
+}

@@ -1,0 +1,128 @@
+//! The production topology as OS processes: our mock-cluster broker binary and the five
+//! service binaries, each configured only through its environment, as in production.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// A binary of this workspace, built by `cargo test --workspace` next to the test executables.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|deps| deps.parent()).context("unexpected test executable location")?;
+    let path = dir.join(name);
+    anyhow::ensure!(path.exists(), "{} is missing: build it with `cargo build --workspace --bins`", path.display());
+    Ok(path)
+}
+
+/// A child process whose log lines are collected.
+pub struct Process {
+    pub name: String,
+    pub child: Child,
+    pub addr: Option<SocketAddr>,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Start `binary` with `env` and wait (up to `timeout`) for its "listening" log line.
+    pub async fn service(
+        name: &str,
+        binary_name: &str,
+        env: &[(&str, String)],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(binary(binary_name)?);
+        command
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().with_context(|| format!("failed to start {name}"))?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<SocketAddr>(2);
+        if let Some(stdout) = child.stdout.take() {
+            pump(stdout, logs.clone(), addr_tx.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            pump(stderr, logs.clone(), addr_tx);
+        }
+        let addr = tokio::time::timeout(timeout, addr_rx.recv())
+            .await
+            .with_context(|| format!("{name} did not start listening within {timeout:?}"))?
+            .with_context(|| format!("{name} exited before listening"))?;
+        Ok(Self { name: name.to_owned(), child, addr: Some(addr), logs })
+    }
+
+    /// Send SIGTERM and wait for the exit; returns how long it took and whether it succeeded.
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<(Duration, bool)> {
+        let pid = self.child.id().context("process already reaped")?;
+        let started = Instant::now();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        let exit = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .with_context(|| format!("{} did not exit within {timeout:?} of SIGTERM", self.name))??;
+        Ok((started.elapsed(), exit.success()))
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// Collect a child's output lines, and report its "listening" address.
+fn pump<R>(reader: R, logs: Arc<Mutex<Vec<String>>>, addr_tx: tokio::sync::mpsc::Sender<SocketAddr>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = listening_addr(&line) {
+                let _ = addr_tx.send(addr).await;
+            }
+            if let Ok(mut logs) = logs.lock() {
+                logs.push(line);
+            }
+        }
+    });
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["message"] == "listening").then(|| v["addr"].as_str()?.parse().ok()).flatten()
+}
+
+/// Our mock-cluster broker as its own process.
+pub struct BrokerProcess {
+    pub child: Child,
+    pub bootstrap: String,
+    _dir: super::TempDir,
+}
+
+impl BrokerProcess {
+    pub async fn start(env: &HashMap<&str, String>) -> anyhow::Result<Self> {
+        let dir = super::TempDir(std::env::temp_dir().join(format!("saga-broker-{}", uuid::Uuid::new_v4().simple())));
+        std::fs::create_dir_all(&dir.0)?;
+        let address_file = dir.0.join("address");
+        let child = Command::new(binary("mock-broker")?)
+            .arg("--address-file")
+            .arg(&address_file)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("failed to start mock-broker")?;
+        let bootstrap = shared::testing::eventually(Duration::from_secs(30), "the broker's address file", || async {
+            std::fs::read_to_string(&address_file).ok()
+        })
+        .await?;
+        Ok(Self { child, bootstrap, _dir: dir })
+    }
+}
