@@ -2,6 +2,9 @@
 //!
 //! Creates the saga topics and prints `bootstrap.servers` on stdout (and to `--address-file`
 //! if given), then runs until SIGINT/SIGTERM. The mock cluster binds a random port.
+//!
+//! Fault injection for outage tests: SIGUSR1 takes the broker down (connections are refused,
+//! data is kept), SIGUSR2 brings it back up.
 
 use anyhow::Context as _;
 use shared::broker::EmbeddedBroker;
@@ -17,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
             "--address-file" => address_file = Some(args.next().context("--address-file needs a path")?),
             "-h" | "--help" => {
                 println!(
-                    "mock-broker [--address-file PATH]\n\nStarts librdkafka's mock cluster with the saga topics and prints its bootstrap servers.\nEnvironment: KAFKA_PARTITIONS (default 8), TOPIC_PREFIX, BROKER_ADDRESS_FILE."
+                    "mock-broker [--address-file PATH]\n\nStarts librdkafka's mock cluster with the saga topics and prints its bootstrap servers.\nEnvironment: KAFKA_PARTITIONS (default 8), TOPIC_PREFIX, BROKER_ADDRESS_FILE.\nSignals: SIGUSR1 takes the broker down, SIGUSR2 brings it up, SIGINT/SIGTERM stop it."
                 );
                 return Ok(());
             }
@@ -34,7 +37,22 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(&tmp, broker.bootstrap_servers()).context("failed to write the address file")?;
         std::fs::rename(&tmp, &path).context("failed to publish the address file")?;
     }
-    shared::shutdown::on_signal().cancelled().await;
+    let shutdown = shared::shutdown::on_signal();
+    let mut down = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut up = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = down.recv() => {
+                broker.broker_down()?;
+                eprintln!("broker down");
+            }
+            _ = up.recv() => {
+                broker.broker_up()?;
+                eprintln!("broker up");
+            }
+        }
+    }
     drop(broker);
     Ok(())
 }
