@@ -29,6 +29,85 @@ pub struct ServiceContext {
     pub producer: FutureProducer,
 }
 
+/// Retry `attempt` with capped backoff until it succeeds or `shutdown`; after the first
+/// failure, serve a "starting" ops endpoint on the service's address.
+async fn retry<T, F, Fut>(
+    config: &ServiceConfig,
+    what: &str,
+    shutdown: &CancellationToken,
+    starting: &mut Option<Starting>,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(err) => {
+                tracing::warn!(
+                    service = config.service,
+                    database = %redact_url(&config.database_url),
+                    brokers = %config.kafka.brokers,
+                    error = format!("{err:#}"),
+                    "{what}, retrying"
+                );
+                if starting.is_none() {
+                    *starting = Starting::serve(config).await;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => anyhow::bail!("shut down while starting ({what})"),
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The ops endpoint of a service that is still connecting: alive, not ready.
+struct Starting {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Starting {
+    async fn serve(config: &ServiceConfig) -> Option<Self> {
+        let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(addr = %config.http_addr, error = %err, "cannot serve the starting endpoint");
+                return None;
+            }
+        };
+        let metrics = crate::metrics::install();
+        let router = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "starting"})) }))
+            .route(
+                "/readyz",
+                axum::routing::get(|| async {
+                    let body =
+                        serde_json::json!({"status": "not_ready", "reason": "starting: dependencies unreachable"});
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+                }),
+            )
+            .route("/metrics", axum::routing::get(move || std::future::ready(metrics.render())));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::ops::serve(listener, router, stop.clone()));
+        Some(Self { stop, task })
+    }
+}
+
+/// Stop the starting endpoint (so the service can bind its real one), passing `result` on.
+async fn stop_starting<T>(starting: Option<Starting>, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Some(s) = starting {
+        s.stop.cancel();
+        let _ = s.task.await;
+    }
+    result
+}
+
 impl ServiceContext {
     /// Connect and migrate, retrying with backoff while the database is unreachable (until
     /// `shutdown`), and create the topics this service owns when allowed.
@@ -38,50 +117,35 @@ impl ServiceContext {
         upcaster: Upcaster,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let db = loop {
-            match Db::connect(&config.database_url, &config.db).await {
-                Ok(db) => break db,
-                Err(err) => {
-                    tracing::warn!(
-                        service = config.service,
-                        database = %redact_url(&config.database_url),
-                        error = format!("{err:#}"),
-                        "database unreachable, retrying"
-                    );
-                    tokio::select! {
-                        () = shutdown.cancelled() => anyhow::bail!("shut down before the database was reachable"),
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                }
+        // While dependencies are unreachable, answer /healthz and say "not ready" on /readyz
+        // instead of crashing in a restart loop.
+        let mut starting = None;
+        let db = retry(&config, "database unreachable", shutdown, &mut starting, || async {
+            let db = Db::connect(&config.database_url, &config.db).await?;
+            db.migrate(&shared_migrations()).await?;
+            for m in migrations {
+                db.migrate(m).await?;
             }
+            Ok(db)
+        })
+        .await;
+        let db = match db {
+            Ok(db) => db,
+            Err(err) => return stop_starting(starting, Err(err)).await,
         };
-        db.migrate(&shared_migrations()).await?;
-        for m in migrations {
-            db.migrate(m).await?;
-        }
         if config.kafka.create_topics {
             let mut owned: Vec<String> =
                 config.topics.owned_by(config.service).map(str::to_owned).into_iter().collect();
             owned.push(config.topics.dead_letter(config.service));
-            backoff.reset();
-            loop {
-                match config.kafka.create_topics(&owned).await {
-                    Ok(()) => break,
-                    Err(err) => {
-                        tracing::warn!(
-                            service = config.service,
-                            error = format!("{err:#}"),
-                            "cannot create topics yet, retrying"
-                        );
-                        tokio::select! {
-                            () = shutdown.cancelled() => anyhow::bail!("shut down before topics were created"),
-                            () = tokio::time::sleep(backoff.next_delay()) => {}
-                        }
-                    }
-                }
+            let created = retry(&config, "cannot create topics yet", shutdown, &mut starting, || {
+                config.kafka.create_topics(&owned)
+            })
+            .await;
+            if let Err(err) = created {
+                return stop_starting(starting, Err(err)).await;
             }
         }
+        stop_starting(starting, Ok(())).await?;
         let producer = config.kafka.producer()?;
         Ok(Self { config, db, store: EventStore::new(upcaster), outbox_signal: OutboxSignal::default(), producer })
     }
