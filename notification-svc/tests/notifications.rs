@@ -2,8 +2,6 @@
 //! out to the sinks and `NotificationSent` on the broker, on both database backends. Where a
 //! test needs the webhook, it runs one on loopback that refuses customer `cust-refused`.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,15 +15,16 @@ use notification_svc::handlers::Delivery;
 use notification_svc::sinks::RetryPolicy;
 use notification_svc::{App, Config, NotificationHandler};
 use shared::CancellationToken;
+use shared::both_backends;
 use shared::consumer::dlq_header;
 use shared::contracts::{
     CancelReason, NotificationKind, NotificationSent, OrderCancelled, ShipTo, ShipmentScheduled, event_type,
 };
 use shared::db::Backend;
 use shared::envelope::Envelope;
+use shared::testing::{Bus, Reader, WAIT, envelope, service_config};
 use shared::testing::{TestDb, eventually};
 use shared::topics::service;
-use support::{Bus, Reader, WAIT, both_backends, envelope, service_config};
 use uuid::Uuid;
 
 /// The customer whose notifications the test webhook refuses with a 400.

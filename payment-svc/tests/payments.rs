@@ -2,22 +2,21 @@
 //! on both database backends. The demo accounts are seeded: `cust-poor` holds 1000,
 //! `cust-rich` 1 000 000 000.
 
-mod support;
-
 use std::sync::Arc;
 
 use payment_svc::domain::{AccountState, PaymentStatus, payment_id};
 use payment_svc::{App, Config, PaymentHandler};
 use shared::CancellationToken;
+use shared::both_backends;
 use shared::contracts::{
     CURRENCY, CancelReason, CompensationTrigger, InventoryReserved, OrderCancelled, PaymentCaptured, PaymentDeclined,
     PaymentRefunded, PricedLine, ShipTo, ShipmentFailed, event_type,
 };
 use shared::db::Backend;
 use shared::envelope::Envelope;
+use shared::testing::{Bus, Reader, WAIT, envelope, service_config};
 use shared::testing::{TestDb, eventually};
 use shared::topics::service;
-use support::{Bus, Reader, WAIT, both_backends, envelope, service_config};
 use uuid::Uuid;
 
 /// A running payment-svc with its own database and broker.

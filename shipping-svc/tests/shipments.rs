@@ -2,23 +2,22 @@
 //! on both database backends. The network is the demo one (postnl: NL, DE; ups: FR, US) plus,
 //! where a test says so, a carrier with no capacity at all.
 
-mod support;
-
 use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use shared::CancellationToken;
+use shared::both_backends;
 use shared::contracts::{
     CURRENCY, CancelReason, OrderCancelled, PaymentCaptured, ShipTo, ShipmentCancelled, ShipmentFailed,
     ShipmentScheduled, event_type,
 };
 use shared::db::Backend;
 use shared::envelope::Envelope;
+use shared::testing::{Bus, Reader, WAIT, envelope, service_config};
 use shared::testing::{TestDb, eventually};
 use shared::topics::service;
 use shipping_svc::domain::{CarrierDayId, CarrierName, FailureReason, NetworkSeed, Shipment, shipment_id};
 use shipping_svc::{App, Config, ShippingHandler};
-use support::{Bus, Reader, WAIT, both_backends, envelope, service_config};
 use uuid::Uuid;
 
 /// A running shipping-svc with its own database and broker.

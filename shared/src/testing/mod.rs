@@ -1,5 +1,10 @@
 //! Test support (feature `testing`): a fresh database per test on either backend, a fresh
-//! broker per test, and waiting for a condition with a deadline instead of sleeping.
+//! broker per test, waiting for a condition with a deadline instead of sleeping, and a
+//! [`Bus`] to drive one service from the outside.
+
+mod bus;
+
+pub use bus::{Bus, Reader, Record, WAIT, envelope, service_config};
 
 use std::future::Future;
 use std::path::PathBuf;

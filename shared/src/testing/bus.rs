@@ -2,28 +2,28 @@
 //! upstream services would, read what it publishes, and wait until it has consumed everything
 //! and its outbox is drained. Every test owns its broker (random topic prefix) and database.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::{TestBroker, TestDb, eventually};
+use crate::config::ServiceConfig;
+use crate::db::Db;
+use crate::envelope::{Envelope, header_map};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::Serialize;
-use shared::config::ServiceConfig;
-use shared::db::Db;
-use shared::envelope::{Envelope, header_map};
-use shared::testing::{TestBroker, TestDb, eventually};
 use uuid::Uuid;
 
 /// The longest a test waits for any one outcome.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Run one async test body on both backends.
+/// Run one async test body (`async fn name(backend: Backend) -> anyhow::Result<()>`) on both
+/// backends, as `name::postgres` and `name::sqlite`.
+#[macro_export]
 macro_rules! both_backends {
     ($name:ident) => {
         mod $name {
@@ -38,7 +38,6 @@ macro_rules! both_backends {
         }
     };
 }
-pub(crate) use both_backends;
 
 /// A service configuration on the test's database and broker, listening on a free port.
 pub fn service_config(service: &'static str, db: &TestDb, bus: &Bus) -> ServiceConfig {
@@ -123,7 +122,7 @@ impl Bus {
         })
         .await?;
         eventually(WAIT, "the outbox to drain", || async {
-            (shared::outbox::backlog(db).await.ok()? == 0).then_some(())
+            (crate::outbox::backlog(db).await.ok()? == 0).then_some(())
         })
         .await
     }
