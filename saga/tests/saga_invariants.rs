@@ -4,6 +4,8 @@
 
 mod common;
 
+use shared::both_backends;
+
 use common::invariants::{self, Run, order_for};
 use common::{Options, TestSystem};
 use shared::db::Backend;

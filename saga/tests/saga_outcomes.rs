@@ -2,6 +2,8 @@
 
 mod common;
 
+use shared::both_backends;
+
 use std::time::Duration;
 
 use common::{Options, TestSystem, event_types, order_body};

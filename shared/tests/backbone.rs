@@ -25,21 +25,7 @@ use shared::topics::service;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Run one async test body on both backends.
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() -> anyhow::Result<()> {
-                super::$name(shared::db::Backend::Postgres).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() -> anyhow::Result<()> {
-                super::$name(shared::db::Backend::Sqlite).await
-            }
-        }
-    };
-}
+use shared::both_backends;
 
 // ---------------------------------------------------------------- event store
 

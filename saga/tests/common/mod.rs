@@ -21,23 +21,6 @@ use shared::topics::service;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Run one async test body on both backends.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() -> anyhow::Result<()> {
-                super::$name(shared::db::Backend::Postgres).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() -> anyhow::Result<()> {
-                super::$name(shared::db::Backend::Sqlite).await
-            }
-        }
-    };
-}
-
 /// One notification delivery as the webhook saw it.
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -1,0 +1,189 @@
+"""Policy checks on docker/compose.yml beyond what `docker compose config` validates.
+
+Usage: check-compose.py RESOLVED_YAML REPO_ROOT BIN [BIN...]
+
+RESOLVED_YAML is `docker compose -f docker/compose.yml --profile '*' config` output (anchors
+merged, paths absolute, every profile's services present). BIN... are the binary targets of
+the Cargo workspace. Prints every violation and exits 1 if there is any; there is no
+allow-list here: an exception is written into compose.yml itself (x-healthcheck-exempt with a
+reason) where a reader sees it.
+"""
+
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+SAGA_SERVICES = ["order-svc", "inventory-svc", "payment-svc", "shipping-svc", "notification-svc"]
+DOCKERFILE = "docker/Dockerfile"
+
+
+def main() -> int:
+    resolved, root = Path(sys.argv[1]), Path(sys.argv[2])
+    workspace_bins = set(sys.argv[3:])
+    config = yaml.safe_load(resolved.read_text())
+    services: dict = config["services"]
+    errors: list[str] = []
+
+    def fail(service: str, message: str) -> None:
+        errors.append(f"{service}: {message}")
+
+    one_shot = {name for name, s in services.items() if s.get("restart", "no") == "no"}
+    exempt = {name for name, s in services.items() if str(s.get("x-healthcheck-exempt", "")).strip()}
+    healthy = {
+        name
+        for name, s in services.items()
+        if s.get("healthcheck") and not s["healthcheck"].get("disable") and s["healthcheck"].get("test", ["NONE"])[0] != "NONE"
+    }
+
+    for name, s in sorted(services.items()):
+        built = "build" in s
+
+        # Images are pinned: a tag that is not `latest`, or a digest. Built images too.
+        image = s.get("image", "")
+        tag = image.rsplit("/", 1)[-1]
+        if "@sha256:" not in image and (":" not in tag or tag.endswith(":latest")):
+            fail(name, f"image {image!r} is not pinned to a version tag")
+
+        # Every long-running service proves its health, or says in the file why it cannot.
+        if name not in one_shot:
+            if s.get("restart") not in ("unless-stopped", "always", "on-failure"):
+                fail(name, f"long-running service has restart {s.get('restart')!r}")
+            if name not in healthy and name not in exempt:
+                fail(name, "no healthcheck (add one, or x-healthcheck-exempt: <why>)")
+            if name in healthy and name in exempt:
+                fail(name, "has a healthcheck and x-healthcheck-exempt; drop the exemption")
+
+        # depends_on waits for the strongest condition the dependency offers.
+        for dep, spec in (s.get("depends_on") or {}).items():
+            if dep not in services:
+                fail(name, f"depends on unknown service {dep!r}")
+                continue
+            want = (
+                "service_completed_successfully"
+                if dep in one_shot
+                else "service_healthy" if dep in healthy else "service_started"
+            )
+            got = spec.get("condition")
+            if got != want:
+                fail(name, f"depends_on {dep}: condition {got!r}, expected {want!r}")
+            if spec.get("required") is False:
+                fail(name, f"depends_on {dep}: required: false")
+
+        # Bind mounts: the source exists (else Docker silently creates an empty directory)
+        # and is mounted read-only; state lives in named volumes.
+        for v in s.get("volumes") or []:
+            if v.get("type") == "bind":
+                if not Path(v["source"]).exists():
+                    fail(name, f"bind mount source {v['source']} does not exist")
+                if not v.get("read_only"):
+                    fail(name, f"bind mount {v['source']} -> {v['target']} is not read-only")
+
+        # A file the command names inside a bind mount (k6's script) exists on the host.
+        binds = [v for v in s.get("volumes") or [] if v.get("type") == "bind"]
+        for arg in s.get("command") or []:
+            for v in binds:
+                prefix = v["target"].rstrip("/") + "/"
+                if isinstance(arg, str) and arg.startswith(prefix):
+                    host = Path(v["source"]) / arg[len(prefix):]
+                    if Path(v["source"]).exists() and not host.is_file():
+                        fail(name, f"command names {arg}, but {host} does not exist")
+
+        # Published ports stay on the loopback interface.
+        for p in s.get("ports") or []:
+            if p.get("host_ip") != "127.0.0.1":
+                fail(name, f"port {p.get('published')}->{p.get('target')} is published on {p.get('host_ip') or 'all interfaces'}, not 127.0.0.1")
+
+        if built:
+            build = s["build"]
+            if Path(build.get("context", "")).resolve() != root.resolve() or build.get("dockerfile") != DOCKERFILE:
+                fail(name, f"builds from {build}, expected the repository root and {DOCKERFILE}")
+
+    errors += check_saga_services(services, root, workspace_bins)
+    errors += check_topics(services, root)
+
+    if "k6" in services and services["k6"].get("profiles") != ["load"]:
+        errors.append("k6: must run only under profiles: [load]")
+
+    for e in errors:
+        print(f"compose policy: {e}", file=sys.stderr)
+    print(f"compose policy: {len(services)} services checked, {len(errors)} violation(s)")
+    return 1 if errors else 0
+
+
+def check_saga_services(services: dict, root: Path, workspace_bins: set[str]) -> list[str]:
+    errors: list[str] = []
+    dockerfile = (root / DOCKERFILE).read_text()
+    m = re.search(r"for bin in ([a-z0-9 -]+); do", dockerfile)
+    image_bins = set(m.group(1).split()) if m else set()
+    if not image_bins:
+        errors.append(f"{DOCKERFILE}: cannot find the `for bin in ...` list of binaries")
+    elif image_bins != workspace_bins:
+        errors.append(
+            f"{DOCKERFILE} copies {sorted(image_bins)} but the workspace builds {sorted(workspace_bins)}"
+        )
+
+    init_sql = (root / "docker/postgres/init.sql").read_text()
+    databases = set(re.findall(r"^CREATE DATABASE (\w+)", init_sql, re.M))
+    roles = set(re.findall(r"^CREATE ROLE (\w+)", init_sql, re.M))
+    used_databases: dict[str, str] = {}
+
+    for name in SAGA_SERVICES:
+        s = services.get(name)
+        if s is None:
+            errors.append(f"{name}: missing from compose.yml")
+            continue
+        if "build" not in s:
+            errors.append(f"{name}: does not use the image built from {DOCKERFILE}")
+        command = s.get("command") or []
+        if command[:1] != [name] or name not in image_bins:
+            errors.append(f"{name}: command {command} does not run the {name} binary of the image")
+        if s.get("healthcheck", {}).get("test", [])[:2] != ["CMD", "healthcheck"]:
+            errors.append(f"{name}: healthcheck does not use the image's `healthcheck` probe")
+        env = s.get("environment") or {}
+        addr = env.get("HTTP_ADDR", "")
+        host, _, port = addr.rpartition(":")
+        if host != "0.0.0.0" or not port.isdigit():
+            errors.append(f"{name}: HTTP_ADDR={addr!r}, expected 0.0.0.0:<port> (reachable from other containers)")
+        published = {str(p.get("target")) for p in s.get("ports") or []}
+        if port and port not in published:
+            errors.append(f"{name}: HTTP_ADDR port {port} is not the published container port {sorted(published)}")
+        url = urlsplit(env.get("DATABASE_URL", ""))
+        database = url.path.lstrip("/")
+        if url.scheme != "postgres" or url.hostname != "postgres":
+            errors.append(f"{name}: DATABASE_URL does not point at the postgres service")
+        if database not in databases:
+            errors.append(f"{name}: database {database!r} is not created by docker/postgres/init.sql")
+        if url.username not in roles:
+            errors.append(f"{name}: role {url.username!r} is not created by docker/postgres/init.sql")
+        if database in used_databases:
+            errors.append(f"{name}: shares database {database!r} with {used_databases[database]}")
+        used_databases[database] = name
+        if env.get("KAFKA_BROKERS") != "kafka:9092":
+            errors.append(f"{name}: KAFKA_BROKERS={env.get('KAFKA_BROKERS')!r}, expected kafka:9092")
+    return errors
+
+
+def check_topics(services: dict, root: Path) -> list[str]:
+    """kafka-init creates exactly the topics shared/src/topics.rs names."""
+    source = (root / "shared/src/topics.rs").read_text()
+    event_topics = set(re.findall(r'format!\("\{prefix\}([a-z0-9._-]+)"\)', source))
+    service_names = set(re.findall(r'pub const [A-Z_]+: &str = "([a-z0-9-]+)";', source))
+    if len(event_topics) < 5 or len(service_names) < 5 or '{service}.dlq"' not in source:
+        return ["shared/src/topics.rs: cannot read the topic names (did their format change?)"]
+    expected = event_topics | {f"{s}.dlq" for s in service_names}
+    env = (services.get("kafka-init") or {}).get("environment") or {}
+    created = set(str(env.get("EVENT_TOPICS", "")).split()) | set(str(env.get("DLQ_TOPICS", "")).split())
+    errors = []
+    if created != expected:
+        errors.append(
+            f"kafka-init: creates {sorted(created)}; shared/src/topics.rs uses {sorted(expected)}"
+            f" (missing {sorted(expected - created)}, extra {sorted(created - expected)})"
+        )
+    return errors
+
+
+if __name__ == "__main__":
+    sys.exit(main())

