@@ -12,13 +12,39 @@ use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
-/// A binary of this workspace, built by `cargo test --workspace` next to the test executables.
+/// A binary of this workspace. `cargo test` builds only the binaries of the package under
+/// test, so the first call builds the service and broker binaries (a no-op when they are up
+/// to date) into the same target directory and profile as this test.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|deps| deps.parent()).context("unexpected test executable location")?;
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let dir =
+        BUILT.get_or_init(|| build_binaries().map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)?;
     let path = dir.join(name);
-    anyhow::ensure!(path.exists(), "{} is missing: build it with `cargo build --workspace --bins`", path.display());
+    anyhow::ensure!(path.exists(), "{} was not built", path.display());
     Ok(path)
+}
+
+fn build_binaries() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // <target>/<profile>/deps/<test executable>
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).context("unexpected test executable location")?;
+    let target_dir = profile_dir.parent().context("unexpected target directory layout")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--bins", "--target-dir"]).arg(target_dir);
+    for package in ["shared", "order-svc", "inventory-svc", "payment-svc", "shipping-svc", "notification-svc"] {
+        command.args(["-p", package]);
+    }
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        command.arg("--release");
+    }
+    let output = command.output().context("failed to run cargo build")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "building the service binaries failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(profile_dir.to_path_buf())
 }
 
 /// A child process whose log lines are collected.
