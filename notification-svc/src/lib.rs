@@ -4,14 +4,10 @@ pub mod domain;
 pub mod handlers;
 pub mod sinks;
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use shared::CancellationToken;
 use shared::config::ServiceConfig;
-use shared::event_store::Upcaster;
-use shared::service::{ServiceContext, run_worker};
-use shared::topics::service;
+use shared::service::{ServiceContext, Worker, WorkerSpec};
+use shared::topics::{Topics, service};
 
 pub use handlers::NotificationHandler;
 
@@ -38,38 +34,30 @@ impl Config {
     }
 }
 
-/// A built notification-svc, ready to run.
-pub struct App {
-    pub ctx: ServiceContext,
-    pub handler: Arc<NotificationHandler>,
-    listener: tokio::net::TcpListener,
-}
+/// notification-svc as a [`Worker`].
+#[derive(Debug)]
+pub struct Notification;
 
-impl App {
-    /// Connect, migrate, set up the sinks, and bind the HTTP listener (port 0 picks a free
-    /// port).
-    pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let sinks = sinks::Sinks::from_config(&config.notify).context("failed to set up the notification sinks")?;
-        let ctx = ServiceContext::connect(config.service, &[], Upcaster::default(), shutdown).await?;
-        let handler =
-            Arc::new(NotificationHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone(), sinks });
-        let listener = tokio::net::TcpListener::bind(ctx.config.http_addr)
-            .await
-            .with_context(|| format!("failed to bind {}", ctx.config.http_addr))?;
-        Ok(Self { ctx, handler, listener })
+/// A built notification-svc: `App::build(config, &shutdown)`, then `run_until_stopped`.
+pub type App = Worker<Notification>;
+
+impl WorkerSpec for Notification {
+    type Config = Config;
+    type Handler = NotificationHandler;
+
+    fn service_config(config: &Config) -> &ServiceConfig {
+        &config.service
     }
 
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let topics = &self.ctx.config.topics;
-        let subscriptions = vec![
+    fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
+        vec![
             (topics.shipping.clone(), service::SHIPPING.to_owned()),
             (topics.orders.clone(), service::ORDER.to_owned()),
-        ];
-        let consumer = self.ctx.consumer(subscriptions, self.handler.clone());
-        run_worker(self.ctx, self.listener, consumer, shutdown).await
+        ]
+    }
+
+    async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<NotificationHandler> {
+        let sinks = sinks::Sinks::from_config(&config.notify).context("failed to set up the notification sinks")?;
+        Ok(NotificationHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone(), sinks })
     }
 }

@@ -5,14 +5,10 @@
 pub mod domain;
 pub mod handlers;
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use shared::CancellationToken;
-use shared::config::{ServiceConfig, env_opt, env_or};
-use shared::event_store::Upcaster;
-use shared::service::{ServiceContext, run_worker};
-use shared::topics::service;
+use shared::config::{ServiceConfig, env_or, seed_text};
+use shared::service::{ServiceContext, Worker, WorkerSpec};
+use shared::topics::{Topics, service};
 
 pub use handlers::PaymentHandler;
 
@@ -36,62 +32,50 @@ impl Config {
             .context("invalid payment fault profile")?;
         Ok(Self {
             service: ServiceConfig::from_env(service::PAYMENT, 8082)?,
-            seed: load_seed(env_opt("PAYMENT_SEED_FILE"))?,
+            seed: parse_seed(&seed_text("PAYMENT_SEED_FILE", DEMO_ACCOUNTS)?)?,
             fault,
         })
     }
 
     /// The demo accounts and no faults.
     pub fn new(service: ServiceConfig) -> anyhow::Result<Self> {
-        Ok(Self { service, seed: load_seed(None)?, fault: domain::FaultProfile::none() })
+        Ok(Self { service, seed: parse_seed(DEMO_ACCOUNTS)?, fault: domain::FaultProfile::none() })
     }
 }
 
-fn load_seed(path: Option<String>) -> anyhow::Result<domain::AccountsSeed> {
-    let text = match path {
-        Some(path) => std::fs::read_to_string(&path).with_context(|| format!("failed to read seed file {path}"))?,
-        None => DEMO_ACCOUNTS.to_owned(),
-    };
-    domain::AccountsSeed::from_json(&text).context("invalid accounts seed")
+fn parse_seed(text: &str) -> anyhow::Result<domain::AccountsSeed> {
+    domain::AccountsSeed::from_json(text).context("invalid accounts seed")
 }
 
-/// A built payment-svc, ready to run.
-pub struct App {
-    pub ctx: ServiceContext,
-    pub handler: Arc<PaymentHandler>,
-    listener: tokio::net::TcpListener,
-}
+/// payment-svc as a [`Worker`].
+#[derive(Debug)]
+pub struct Payment;
 
-impl App {
-    /// Connect, migrate, seed, and bind the HTTP listener (port 0 picks a free port).
-    pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let ctx = ServiceContext::connect(config.service, &[], Upcaster::default(), shutdown).await?;
-        let handler = Arc::new(PaymentHandler {
-            store: ctx.store.clone(),
-            topics: ctx.config.topics.clone(),
-            fault: config.fault,
-        });
-        let mut tx = ctx.db.begin().await?;
-        handler.seed(&mut tx, &config.seed).await?;
-        tx.commit().await?;
-        let listener = tokio::net::TcpListener::bind(ctx.config.http_addr)
-            .await
-            .with_context(|| format!("failed to bind {}", ctx.config.http_addr))?;
-        Ok(Self { ctx, handler, listener })
+/// A built payment-svc: `App::build(config, &shutdown)`, then `run_until_stopped`.
+pub type App = Worker<Payment>;
+
+impl WorkerSpec for Payment {
+    type Config = Config;
+    type Handler = PaymentHandler;
+
+    fn service_config(config: &Config) -> &ServiceConfig {
+        &config.service
     }
 
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let topics = &self.ctx.config.topics;
-        let subscriptions = vec![
+    fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
+        vec![
             (topics.inventory.clone(), service::INVENTORY.to_owned()),
             (topics.shipping.clone(), service::SHIPPING.to_owned()),
             (topics.orders.clone(), service::ORDER.to_owned()),
-        ];
-        let consumer = self.ctx.consumer(subscriptions, self.handler.clone());
-        run_worker(self.ctx, self.listener, consumer, shutdown).await
+        ]
+    }
+
+    async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<PaymentHandler> {
+        let handler =
+            PaymentHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone(), fault: config.fault };
+        let mut tx = ctx.db.begin().await?;
+        handler.seed(&mut tx, &config.seed).await?;
+        tx.commit().await?;
+        Ok(handler)
     }
 }

@@ -33,6 +33,16 @@ pub fn env_opt(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// Seed data: the file named by `variable` when set, else the copy bundled with the service.
+pub fn seed_text(variable: &str, bundled: &str) -> anyhow::Result<String> {
+    match env_opt(variable) {
+        Some(path) => {
+            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("failed to read {variable}={path}: {e}"))
+        }
+        None => Ok(bundled.to_owned()),
+    }
+}
+
 /// A duration given in milliseconds.
 pub fn env_millis(name: &str, default: Duration) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(env_or(name, default.as_millis() as u64)?))

@@ -257,3 +257,52 @@ where
     telemetry.shutdown();
     result
 }
+
+/// What distinguishes one Kafka-only service from another; [`Worker`] does the rest.
+pub trait WorkerSpec: Send + Sync + 'static {
+    /// The service's configuration (embeds a [`ServiceConfig`]).
+    type Config: Send;
+    type Handler: Handler;
+
+    fn service_config(config: &Self::Config) -> &ServiceConfig;
+
+    /// The topics the service consumes, each with the only service allowed to publish on it.
+    fn subscriptions(topics: &crate::topics::Topics) -> Vec<(String, String)>;
+
+    /// Build the handler once connected (and load seed data, in its own transaction).
+    fn start(
+        ctx: &ServiceContext,
+        config: Self::Config,
+    ) -> impl std::future::Future<Output = anyhow::Result<Self::Handler>> + Send;
+}
+
+/// A built Kafka-only service (inventory, payment, shipping, notification), ready to run.
+pub struct Worker<S: WorkerSpec> {
+    pub ctx: ServiceContext,
+    pub handler: Arc<S::Handler>,
+    listener: tokio::net::TcpListener,
+}
+
+impl<S: WorkerSpec> Worker<S> {
+    /// Connect (retrying while dependencies are unreachable), migrate, start the handler, and
+    /// bind the ops listener (port 0 picks a free port).
+    pub async fn build(config: S::Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let service_config = S::service_config(&config).clone();
+        let ctx = ServiceContext::connect(service_config, &[], Upcaster::default(), shutdown).await?;
+        let handler = Arc::new(S::start(&ctx, config).await?);
+        let listener = tokio::net::TcpListener::bind(ctx.config.http_addr)
+            .await
+            .with_context(|| format!("failed to bind {}", ctx.config.http_addr))?;
+        Ok(Self { ctx, handler, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Consume, publish and serve /healthz, /readyz, /metrics until `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consumer = self.ctx.consumer(S::subscriptions(&self.ctx.config.topics), self.handler.clone());
+        run_worker(self.ctx, self.listener, consumer, shutdown).await
+    }
+}
