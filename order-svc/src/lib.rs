@@ -28,6 +28,12 @@ pub fn migrations() -> Migrations {
     Migrations::new(sqlx::migrate!("./migrations/postgres"), sqlx::migrate!("./migrations/sqlite"))
 }
 
+/// How order-svc reads old schema versions of its stored events (none so far). Everything that
+/// folds order-svc's event store outside the service (sagactl's rebuild) uses the same one.
+pub fn upcaster() -> Upcaster {
+    Upcaster::default()
+}
+
 /// order-svc configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -64,8 +70,7 @@ impl App {
     /// Connect, migrate, and bind the API listener (port 0 picks a free port).
     pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         metrics::describe();
-        let ctx =
-            ServiceContext::connect(config.service.clone(), &[migrations()], Upcaster::default(), shutdown).await?;
+        let ctx = ServiceContext::connect(config.service.clone(), &[migrations()], upcaster(), shutdown).await?;
         let orders = Orders {
             db: ctx.db.clone(),
             streams: store::OrderStreams { store: ctx.store.clone(), topics: ctx.config.topics.clone() },
@@ -116,6 +121,7 @@ async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: Cancella
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(interval) => {}
         }
+        record_open_orders(&orders).await;
         let overdue = match store::overdue(&orders.db, chrono::Utc::now(), 200).await {
             Ok(ids) => ids,
             Err(err) => {
@@ -133,5 +139,21 @@ async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: Cancella
                 Err(err) => tracing::warn!(order.id = %order_id, error = format!("{err:#}"), "failed to expire order"),
             }
         }
+    }
+}
+
+/// Publish the open-order gauges (the "stuck saga" alert watches them).
+async fn record_open_orders(orders: &Orders) {
+    let now = chrono::Utc::now();
+    match store::open_orders(&orders.db, now).await {
+        Ok((open, overdue, earliest_deadline)) => {
+            let deadline = orders.saga_deadline.to_std().unwrap_or_default();
+            // An order's deadline is its placement time plus the saga deadline.
+            let oldest_age = earliest_deadline
+                .map(|d| (now - (d - orders.saga_deadline)).to_std().unwrap_or_default())
+                .unwrap_or_default();
+            metrics::open_orders(open, overdue, oldest_age, deadline);
+        }
+        Err(err) => tracing::warn!(error = %err, "open order count failed"),
     }
 }

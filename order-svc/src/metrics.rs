@@ -3,16 +3,27 @@
 
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 pub const SAGA_OUTCOMES: &str = "saga_outcomes_total";
 pub const SAGA_DURATION: &str = "saga_duration_seconds";
 pub const ORDERS_PLACED: &str = "saga_orders_placed_total";
+pub const ORDERS_OPEN: &str = "saga_orders_open";
+pub const ORDERS_OVERDUE: &str = "saga_orders_overdue";
+pub const OLDEST_OPEN_AGE: &str = "saga_oldest_open_order_age_seconds";
+pub const DEADLINE: &str = "saga_deadline_seconds";
 
 pub fn describe() {
     describe_counter!(SAGA_OUTCOMES, "Sagas that reached a terminal state, by outcome and cancellation reason");
     describe_histogram!(SAGA_DURATION, Unit::Seconds, "End-to-end saga duration, from placement to the terminal event");
     describe_counter!(ORDERS_PLACED, "Orders accepted by the API");
+    describe_gauge!(ORDERS_OPEN, "Orders whose saga has not reached a terminal state (as of the last deadline scan)");
+    describe_gauge!(
+        ORDERS_OVERDUE,
+        "Orders past their saga deadline and still not terminal (as of the last deadline scan); the scanner cancels them, so this stays 0 unless it cannot"
+    );
+    describe_gauge!(OLDEST_OPEN_AGE, Unit::Seconds, "Age of the oldest order whose saga is not terminal (0 when none)");
+    describe_gauge!(DEADLINE, Unit::Seconds, "The configured saga deadline");
 }
 
 pub fn order_placed() {
@@ -23,4 +34,13 @@ pub fn order_placed() {
 pub fn saga_ended(outcome: &'static str, reason: &'static str, duration: Duration) {
     counter!(SAGA_OUTCOMES, "outcome" => outcome, "reason" => reason).increment(1);
     histogram!(SAGA_DURATION, "outcome" => outcome).record(duration.as_secs_f64());
+}
+
+/// What the deadline scanner saw: open (non-terminal) orders, those past their deadline, and
+/// the age of the oldest open one.
+pub fn open_orders(open: i64, overdue: i64, oldest_age: Duration, deadline: Duration) {
+    gauge!(ORDERS_OPEN).set(open as f64);
+    gauge!(ORDERS_OVERDUE).set(overdue as f64);
+    gauge!(OLDEST_OPEN_AGE).set(oldest_age.as_secs_f64());
+    gauge!(DEADLINE).set(deadline.as_secs_f64());
 }

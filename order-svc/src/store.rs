@@ -179,6 +179,25 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid
     })
 }
 
+/// Open (non-terminal) orders: how many, how many are past their deadline, and the earliest
+/// deadline among them.
+pub async fn open_orders(db: &Db, now: DateTime<Utc>) -> Result<(i64, i64, Option<DateTime<Utc>>), sqlx::Error> {
+    shared::on_db!(db, |pool| {
+        let (open, earliest): (i64, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(deadline_at) FROM order_view WHERE terminal = $1")
+                .bind(false)
+                .fetch_one(pool)
+                .await?;
+        let overdue: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM order_view WHERE terminal = $1 AND deadline_at < $2")
+                .bind(false)
+                .bind(now)
+                .fetch_one(pool)
+                .await?;
+        Ok((open, overdue, earliest))
+    })
+}
+
 impl Orders {
     async fn place_in_tx(
         &self,
@@ -212,6 +231,7 @@ impl Orders {
                 if fingerprint != idem.body_fingerprint {
                     return Err(RepoError::IdempotencyConflict);
                 }
+                tracing::Span::current().record("order.id", order_id.to_string());
                 let state = self.streams.load(tx, order_id).await.map_err(RepoError::Internal)?;
                 let state =
                     state.ok_or_else(|| internal(anyhow::anyhow!("idempotency key points at a missing order")))?;
@@ -219,6 +239,8 @@ impl Orders {
             }
         }
         let order_id = Uuid::now_v7();
+        // The spans below (event store, outbox) inherit it from here.
+        tracing::Span::current().record("order.id", order_id.to_string());
         let events = domain::place(cmd, order_id, Utc::now(), self.saga_deadline);
         let state = self
             .streams
@@ -246,7 +268,7 @@ fn internal(err: impl Into<anyhow::Error>) -> RepoError {
 }
 
 impl OrderRepository for Orders {
-    #[tracing::instrument(skip_all, fields(customer.id = %cmd.customer_id.as_str()))]
+    #[tracing::instrument(skip_all, fields(customer.id = %cmd.customer_id.as_str(), order.id = tracing::field::Empty))]
     async fn place(&self, cmd: PlaceOrder, idempotency: Option<IdempotencyRequest>) -> Result<Placed, RepoError> {
         let mut tx = self.db.begin().await.map_err(internal)?;
         let placed = self.place_in_tx(&mut tx, cmd, idempotency.as_ref()).await?;

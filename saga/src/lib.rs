@@ -103,6 +103,9 @@ impl Embedded {
     pub async fn build(config: EmbeddedConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data directory {}", config.data_dir.display()))?;
+        // The five services share this process's metrics recorder: each /metrics endpoint
+        // serves its own service's series (order-svc also those without a service label).
+        shared::metrics::serve_per_service(service::ORDER);
         let topics = Topics::default();
         let broker = EmbeddedBroker::start(&topics.all(), config.partitions)?;
         let mut kafka = KafkaConfig::new(broker.bootstrap_servers());

@@ -336,6 +336,12 @@ impl<H: Handler> ConsumerLoop<H> {
                 let error = match result {
                     Ok(Applied::Yes) => {
                         m::message_handled(self.service, &event_type, "ok", started.elapsed());
+                        tracing::debug!(
+                            outcome = "ok",
+                            attempts,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "message processed"
+                        );
                         if let (Some(hook), Ok(envelope)) = (&self.crash_hook, &decoded)
                             && hook(envelope)
                         {
@@ -345,6 +351,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     }
                     Ok(Applied::Duplicate) => {
                         m::message_handled(self.service, &event_type, "duplicate", started.elapsed());
+                        tracing::debug!(outcome = "duplicate", "message skipped: already processed");
                         return Outcome::Done;
                     }
                     Err(error) => error,
@@ -369,6 +376,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     match self.dead_letter(message, &error, attempts.max(1)).await {
                         Ok(()) => {
                             m::dead_lettered(self.service, &topic, &event_type);
+                            tracing::Span::current().record("otel.status_code", "error");
                             m::message_handled(self.service, &event_type, "dead_lettered", started.elapsed());
                             tracing::error!(error = %error, attempts, "message dead-lettered");
                             return Outcome::Done;

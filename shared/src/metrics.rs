@@ -3,6 +3,17 @@
 //!
 //! Labels are bounded: service names, event types from the contract, topics, partitions,
 //! route templates and status codes; never ids or raw paths.
+//!
+//! Process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_open_fds`, `process_threads`, `process_start_time_seconds`, ...) are collected on
+//! each scrape; `process_cpu_seconds_total` is exposed as a gauge for sub-second resolution
+//! (`rate()` works on it all the same).
+//!
+//! One process normally runs one service, and its `/metrics` serves everything it recorded.
+//! When several services share a process and its recorder (the embedded mode,
+//! [`serve_per_service`]), each service's `/metrics` serves the series labelled with its own
+//! `service`, and one of them also serves the series without a `service` label (process and
+//! saga metrics), so that a Prometheus scraping all five endpoints sees every series once.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,6 +39,105 @@ pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+static PER_SERVICE: OnceLock<&'static str> = OnceLock::new();
+
+/// Several services share this process's recorder: split the series between their `/metrics`
+/// endpoints by `service` label; `unlabelled_owner` also serves the series without one.
+/// Process-wide and permanent (the first call wins).
+pub fn serve_per_service(unlabelled_owner: &'static str) {
+    let _ = PER_SERVICE.set(unlabelled_owner);
+}
+
+/// The Prometheus text for a `/metrics` endpoint of `service` (or of the whole process when
+/// `None`), with the process metrics brought up to date.
+pub fn render(handle: &PrometheusHandle, service: Option<&str>) -> String {
+    PROCESS
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
+    let text = handle.render();
+    match (PER_SERVICE.get(), service) {
+        (Some(owner), Some(service)) => only_service(&text, service, *owner == service),
+        _ => text,
+    }
+}
+
+/// Keep the samples whose `service` label is `service` (and those without one when
+/// `with_unlabelled`), with the `# HELP`/`# TYPE` lines of the families that keep a sample.
+fn only_service(text: &str, service: &str, with_unlabelled: bool) -> String {
+    let mut out = String::with_capacity(text.len() / 4);
+    let mut header = String::new();
+    // True once a family's samples began: the next comment line starts a new family.
+    let mut in_samples = false;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            if in_samples {
+                header.clear();
+                in_samples = false;
+            }
+            header.push_str(line);
+            header.push('\n');
+        } else if line.trim().is_empty() {
+            header.clear();
+            in_samples = false;
+        } else {
+            in_samples = true;
+            let keep = match service_label(line) {
+                Some(value) => value == service,
+                None => with_unlabelled,
+            };
+            if keep {
+                out.push_str(&header);
+                header.clear();
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The value of the `service` label of one sample line, if it has one.
+fn service_label(sample: &str) -> Option<String> {
+    let open = sample.find('{')?;
+    let name_end = sample.find(' ').unwrap_or(sample.len());
+    if open > name_end {
+        return None;
+    }
+    let mut chars = sample[open + 1..].chars().peekable();
+    loop {
+        let mut name = String::new();
+        for c in chars.by_ref() {
+            if c == '=' {
+                break;
+            }
+            name.push(c);
+        }
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => value.push(chars.next()?),
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        if name.trim() == "service" {
+            return Some(value);
+        }
+        match chars.next()? {
+            ',' if chars.peek() == Some(&'}') => return None,
+            ',' => continue,
+            _ => return None,
+        }
+    }
+}
 
 /// Install the process-wide recorder (once; later calls return the same handle).
 pub fn install() -> PrometheusHandle {
@@ -122,4 +232,43 @@ pub fn http_request(service: &'static str, route: &str, method: &str, status: u1
     ];
     counter!(HTTP_REQUESTS, &labels).increment(1);
     histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# HELP saga_x_total X\n# TYPE saga_x_total counter\n\
+saga_x_total{service=\"order-svc\",type=\"A\"} 1\n\
+saga_x_total{type=\"a,service=\\\"inventory-svc\\\"\",service=\"inventory-svc\"} 2\n\
+\n# TYPE process_threads gauge\nprocess_threads 9\n\
+\n# HELP saga_outcomes_total Outcomes\n# TYPE saga_outcomes_total counter\n\
+saga_outcomes_total{outcome=\"completed\",reason=\"none\"} 3\n";
+
+    #[test]
+    fn the_service_label_is_read_past_escaped_quotes_and_commas() {
+        assert_eq!(service_label("m{service=\"a\"} 1").as_deref(), Some("a"));
+        assert_eq!(service_label("m{type=\"x,service=\\\"b\\\"\",service=\"c\"} 1").as_deref(), Some("c"));
+        assert_eq!(service_label("m{type=\"x\"} 1"), None);
+        assert_eq!(service_label("m 1"), None);
+    }
+
+    #[test]
+    fn each_service_endpoint_serves_its_own_series_and_one_serves_the_unlabelled() {
+        let inventory = only_service(TEXT, "inventory-svc", false);
+        assert_eq!(
+            inventory,
+            "# HELP saga_x_total X\n# TYPE saga_x_total counter\n\
+saga_x_total{type=\"a,service=\\\"inventory-svc\\\"\",service=\"inventory-svc\"} 2\n"
+        );
+        let order = only_service(TEXT, "order-svc", true);
+        assert!(order.contains("saga_x_total{service=\"order-svc\",type=\"A\"} 1"));
+        assert!(order.contains("# TYPE process_threads gauge\nprocess_threads 9"));
+        assert!(
+            order.contains(
+                "# HELP saga_outcomes_total Outcomes\n# TYPE saga_outcomes_total counter\nsaga_outcomes_total"
+            )
+        );
+        assert!(!order.contains("inventory-svc\"} 2"));
+    }
 }

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::producer::{FutureProducer, Producer as _};
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::db::Db;
 
@@ -61,13 +62,27 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn render_metrics(State(state): State<OpsState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
-        .into_response()
+async fn render_metrics(State(state): State<OpsState>, served_by: Option<axum::Extension<ServedBy>>) -> Response {
+    let body = crate::metrics::render(&state.metrics, served_by.map(|axum::Extension(ServedBy(service))| service));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-/// Middleware recording request count and latency by route template (never the raw path).
-pub async fn track_http(service: &'static str, request: Request, next: Next) -> Response {
+/// Which service's router a request came in through (set by [`track_http`]).
+#[derive(Debug, Clone, Copy)]
+struct ServedBy(&'static str);
+
+/// Routes that are polled by machines: no span for them (a scrape every few seconds would
+/// bury the order traces), only metrics.
+const UNTRACED_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Middleware recording request count and latency by route template (never the raw path), and
+/// serving each request in an HTTP server span (see [`crate::telemetry::http_server_span`]).
+/// Applied twice (a service router merged into another one), it acts once.
+pub async fn track_http(service: &'static str, mut request: Request, next: Next) -> Response {
+    if request.extensions().get::<ServedBy>().is_some() {
+        return next.run(request).await;
+    }
+    request.extensions_mut().insert(ServedBy(service));
     let started = Instant::now();
     let route = request
         .extensions()
@@ -75,7 +90,19 @@ pub async fn track_http(service: &'static str, request: Request, next: Next) -> 
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
+    let response = if UNTRACED_ROUTES.contains(&route.as_str()) {
+        next.run(request).await
+    } else {
+        let span = crate::telemetry::http_server_span(service, &method, &route, request.headers());
+        let response = next.run(request).instrument(span.clone()).await;
+        let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+        span.in_scope(|| tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request handled"));
+        response
+    };
     crate::metrics::http_request(service, &route, &method, response.status().as_u16(), started.elapsed());
     response
 }

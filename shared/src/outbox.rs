@@ -24,12 +24,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use sqlx::types::Json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::db::{Db, Tx};
 use crate::envelope::Envelope;
 use crate::metrics as m;
 use crate::on_tx;
+use crate::telemetry;
 
 /// A message to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +69,7 @@ impl OutboxSignal {
 }
 
 /// Write a message to the outbox inside the caller's transaction.
-#[tracing::instrument(skip_all, fields(topic = %message.topic, key = %message.key))]
+#[tracing::instrument(skip_all, fields(messaging.destination.name = %message.topic, order.id = %message.key))]
 pub async fn enqueue(tx: &mut Tx, message: &OutboxMessage) -> Result<(), sqlx::Error> {
     on_tx!(tx, |conn| {
         sqlx::query("INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -220,15 +222,26 @@ impl Relay {
             m::outbox_backlog(self.service, 0);
             return Ok(0);
         }
-        let sends = rows.iter().map(|row| {
-            let mut headers = OwnedHeaders::new_with_capacity(row.headers.len());
-            for (k, v) in &row.headers {
+        // Each row is sent in a producer span under the context that enqueued it; the span's
+        // own context replaces the row's `traceparent`, so consumers continue under it.
+        let spans_and_headers: Vec<_> =
+            rows.iter().map(|row| telemetry::producer_span(self.service, &row.topic, &row.key, &row.headers)).collect();
+        let sends = rows.iter().zip(&spans_and_headers).map(|(row, (span, row_headers))| {
+            let mut headers = OwnedHeaders::new_with_capacity(row_headers.len());
+            for (k, v) in row_headers {
                 headers = headers.insert(Header { key: k, value: Some(v) });
             }
             let record = FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers);
-            self.producer.send(record, self.options.send_timeout)
+            self.producer.send(record, self.options.send_timeout).instrument(span.clone())
         });
         let results = join_all(sends).await;
+        for ((span, _), result) in spans_and_headers.iter().zip(&results) {
+            match result {
+                Ok(delivery) => telemetry::record_send_result(span, Ok((delivery.partition, delivery.offset))),
+                Err((err, _)) => telemetry::record_send_result(span, Err(err)),
+            }
+        }
+        drop(spans_and_headers);
         if let Some(hook) = &self.crash_hook
             && hook(results.len())
         {

@@ -1,9 +1,18 @@
 //! Logs and traces.
 //!
-//! Logs are JSON lines through `tracing` (or human-readable with `LOG_FORMAT=pretty`), filtered
+//! Logs are JSON lines ([`JsonLines`]: every line written inside a span carries `trace_id`,
+//! `span_id`, `order.id` and `service`), or human-readable with `LOG_FORMAT=pretty`, filtered
 //! by `RUST_LOG`. Spans always carry an OpenTelemetry context, so the W3C trace context can be
 //! propagated through Kafka headers even when nothing is exported; with an OTLP endpoint
 //! configured, spans are batched and exported over gRPC.
+//!
+//! One order is one trace: the API's `POST /orders` span ([`http_server_span`]) is its root;
+//! a message's `traceparent` is taken from the span that produced it when it is enqueued in
+//! the outbox, the relay sends it in a producer span ([`producer_span`]) under that context
+//! and puts its own context in the Kafka headers, and each consumer processes it in a consumer
+//! span ([`consumer_span`]) under the producer span. Every span has `order.id` and `service`
+//! (inherited by spans that do not declare them, see [`ContextLayer`]); in the embedded mode
+//! the five services share one process and one resource, and `service` tells them apart.
 
 use std::collections::HashMap;
 
@@ -17,10 +26,17 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::message::Message;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+pub use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::envelope::{Envelope, header};
+
+mod context;
+mod log_format;
+
+pub use context::{ContextLayer, ORDER_ID, SERVICE, SpanInfo};
+pub use log_format::JsonLines;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +64,13 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
+    /// Export the spans that ended so far now, instead of at the next batch.
+    pub fn flush(&self) {
+        if let Err(err) = self.provider.force_flush() {
+            eprintln!("tracer flush: {err}");
+        }
+    }
+
     pub fn shutdown(&self) {
         if let Err(err) = self.provider.shutdown() {
             eprintln!("tracer shutdown: {err}");
@@ -55,12 +78,56 @@ impl TelemetryGuard {
     }
 }
 
+/// How to set up telemetry for a process.
+pub struct Options {
+    /// The OpenTelemetry resource's `service.name`.
+    pub service_name: String,
+    /// OTLP gRPC endpoint; `None` = spans are kept for propagation only, not exported.
+    pub otlp_endpoint: Option<String>,
+    pub log_format: LogFormat,
+    /// Where log lines go (standard output by default; tests capture them).
+    pub log_writer: BoxMakeWriter,
+    /// A `RUST_LOG`-style filter; `None` = `RUST_LOG`, or the default below.
+    pub log_filter: Option<String>,
+}
+
+impl Options {
+    pub fn new(service_name: &str, otlp_endpoint: Option<&str>, log_format: LogFormat) -> Self {
+        Self {
+            service_name: service_name.to_owned(),
+            otlp_endpoint: otlp_endpoint.map(str::to_owned),
+            log_format,
+            log_writer: BoxMakeWriter::new(std::io::stdout),
+            log_filter: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("service_name", &self.service_name)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .finish_non_exhaustive()
+    }
+}
+
+const DEFAULT_FILTER: &str = "info,sqlx=warn,rdkafka=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn";
+
 /// Install the global subscriber. Call once per process.
 pub fn init(service_name: &str, otlp_endpoint: Option<&str>, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
+    init_with(Options::new(service_name, otlp_endpoint, format))
+}
+
+/// Install the global subscriber with every option. Call once per process (inside a Tokio
+/// runtime when exporting: the OTLP client lives on it).
+pub fn init_with(options: Options) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
+    let resource = Resource::builder().with_service_name(options.service_name.clone()).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    if let Some(endpoint) = otlp_endpoint {
+    if let Some(endpoint) = &options.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
@@ -69,24 +136,23 @@ pub fn init(service_name: &str, otlp_endpoint: Option<&str>, format: LogFormat) 
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
-    let tracer = provider.tracer(service_name.to_owned());
+    let tracer = provider.tracer(options.service_name.clone());
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn,h2=warn,tower=warn,hyper=warn"));
+    let filter = match &options.log_filter {
+        Some(directives) => EnvFilter::try_new(directives).context("invalid log filter")?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)),
+    };
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let result = match format {
+    // The context layer goes after the OpenTelemetry layer: it reads that layer's span data.
+    let registry = tracing_subscriber::registry().with(filter).with(otel).with(ContextLayer::default());
+    let result = match options.log_format {
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
+            .with(tracing_subscriber::fmt::layer().event_format(JsonLines).with_writer(options.log_writer))
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact()).try_init(),
+        LogFormat::Pretty => {
+            registry.with(tracing_subscriber::fmt::layer().compact().with_writer(options.log_writer)).try_init()
+        }
     };
     result.context("a global tracing subscriber is already installed")?;
     Ok(TelemetryGuard { provider })
@@ -115,7 +181,8 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestat
 }
 
 /// The span a consumer processes one message in, following the OpenTelemetry messaging
-/// semantic conventions, as a child of the producer's trace.
+/// semantic conventions, as a child of the span that published it (whose context travels in
+/// the message's `traceparent`).
 pub fn consumer_span<M: Message>(
     service: &'static str,
     group: &str,
@@ -125,23 +192,116 @@ pub fn consumer_span<M: Message>(
     let topic = message.topic();
     let span = tracing::info_span!(
         "process",
-        otel.name = format!("{topic} process"),
+        otel.name = format!("process {topic}"),
         otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
         service,
         messaging.system = "kafka",
         messaging.operation.type = "process",
         messaging.operation.name = "process",
         messaging.destination.name = topic,
-        messaging.destination.partition.id = message.partition(),
+        messaging.destination.partition.id = message.partition().to_string(),
         messaging.kafka.offset = message.offset(),
+        messaging.kafka.message.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
         messaging.consumer.group.name = group,
         messaging.message.id = envelope.map(|e| e.id.to_string()),
-        event.type = envelope.map(|e| e.event_type.clone()),
+        messaging.message.conversation_id = envelope.map(|e| e.correlation_id.to_string()),
+        cloudevents.event_type = envelope.map(|e| e.event_type.clone()),
+        cloudevents.event_source = envelope.map(|e| e.source.clone()),
         order.id = envelope.map(|e| e.subject.clone()),
     );
     if let Some(e) = envelope {
         continue_trace(&span, e.traceparent.as_deref(), e.tracestate.as_deref());
     }
+    span
+}
+
+/// The span the outbox relay sends one message in (messaging semantic conventions, operation
+/// `send`), as a child of the context that produced the message: the `traceparent` stored with
+/// the outbox row. Returns the span and the headers to send, whose `traceparent` is now this
+/// span's, so consumers continue the trace under it. Record the broker's answer with
+/// [`record_send_result`].
+pub fn producer_span(
+    service: &'static str,
+    topic: &str,
+    key: &str,
+    headers: &[(String, String)],
+) -> (tracing::Span, Vec<(String, String)>) {
+    let header = |name: &str| headers.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let span = tracing::info_span!(
+        "send",
+        otel.name = format!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        service,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = topic,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        messaging.kafka.message.key = key,
+        messaging.message.id = header(header::ID),
+        messaging.message.conversation_id = header(header::CORRELATION_ID),
+        cloudevents.event_type = header(header::TYPE),
+        cloudevents.event_source = header(header::SOURCE),
+        order.id = Some(key).filter(|k| !k.is_empty()),
+    );
+    continue_trace(&span, header(header::TRACEPARENT), header(header::TRACESTATE));
+    let cx = span.context();
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut MapCarrier(&mut carrier));
+    let mut out: Vec<(String, String)> =
+        headers.iter().filter(|(k, _)| k != header::TRACEPARENT && k != header::TRACESTATE).cloned().collect();
+    if let Some(tp) = carrier.remove(header::TRACEPARENT) {
+        out.push((header::TRACEPARENT.to_owned(), tp));
+    }
+    if let Some(ts) = carrier.remove(header::TRACESTATE).filter(|s| !s.is_empty()) {
+        out.push((header::TRACESTATE.to_owned(), ts));
+    }
+    (span, out)
+}
+
+/// Record where the broker put a sent message, or why it did not take it.
+pub fn record_send_result(span: &tracing::Span, result: Result<(i32, i64), &dyn std::fmt::Display>) {
+    match result {
+        Ok((partition, offset)) => {
+            span.record("messaging.destination.partition.id", partition.to_string());
+            span.record("messaging.kafka.offset", offset);
+        }
+        Err(err) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", "kafka_error");
+            // The relay logs the failed round once; this line is for following one message.
+            let _enter = span.enter();
+            tracing::debug!(error = %err, "broker did not acknowledge the message");
+        }
+    }
+}
+
+/// The span an HTTP request is served in (HTTP semantic conventions), continuing the caller's
+/// trace when the request carries a `traceparent`. `order.id` is recorded by the handler once
+/// known (`tracing::Span::current().record("order.id", ...)`).
+pub fn http_server_span(
+    service: &'static str,
+    method: &str,
+    route: &str,
+    headers: &axum::http::HeaderMap,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        service,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        order.id = tracing::field::Empty,
+    );
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    continue_trace(&span, value(header::TRACEPARENT), value(header::TRACESTATE));
     span
 }
 

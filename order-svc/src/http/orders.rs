@@ -388,6 +388,7 @@ pub async fn place_order<R: OrderRepository>(
         .map(|key| IdempotencyRequest { key, body_fingerprint: fingerprint(&cmd) });
 
     let placed = repo.place(cmd, idempotency).await?;
+    tracing::Span::current().record("order.id", placed.view.id.to_string());
 
     let location =
         HeaderValue::try_from(format!("/orders/{}", placed.view.id)).map_err(|err| AppError::Internal(err.into()))?;
@@ -415,6 +416,7 @@ pub async fn get_order<R: OrderRepository>(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderView>, AppError> {
     let id = id.ok().and_then(|Path(raw)| Uuid::try_parse(&raw).ok()).ok_or(AppError::OrderNotFound)?;
+    tracing::Span::current().record("order.id", id.to_string());
     let view = repo.get(id).await?.ok_or(AppError::OrderNotFound)?;
     Ok(Json(view))
 }

@@ -1,0 +1,54 @@
+//! sagactl, the saga's operator CLI: trace an order across every topic, replay topic ranges (to
+//! stdout, another topic, or a projection rebuild), list/show/redrive dead letters, show
+//! consumer lag, tail events, and generate load. `main.rs` only parses and calls [`run`].
+
+pub mod cli;
+pub mod dlq;
+pub mod kafka;
+pub mod lag;
+pub mod load;
+pub mod output;
+pub mod progress;
+pub mod rebuild;
+pub mod record;
+pub mod replay;
+pub mod saga;
+pub mod tail;
+pub mod timespec;
+pub mod trace;
+pub mod verdict;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+use kafka::Kafka;
+use output::OutputFormat;
+use progress::Progress;
+
+/// What every command gets: how to reach Kafka, the output format, and whether to draw progress.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub kafka: Kafka,
+    pub output: OutputFormat,
+    pub progress: Progress,
+}
+
+/// Run one command; `Ok` carries the exit code (a report may exit non-zero, e.g. a rebuild that
+/// found differences), `Err` is a failure to print.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    let ctx = Ctx {
+        kafka: Kafka::new(&g.brokers, &g.topic_prefix, g.kafka_timeout),
+        output: g.output,
+        progress: Progress::new(g.no_progress),
+    };
+    match cli.command {
+        Command::Trace(args) => trace::run(&ctx, args).await,
+        Command::Replay(args) => replay::run(&ctx, args).await,
+        Command::Rebuild(args) => rebuild::run(&ctx, args).await,
+        Command::Dlq { command } => dlq::run(&ctx, command).await,
+        Command::Lag(args) => lag::run(&ctx, args).await,
+        Command::Tail(args) => tail::run(&ctx, args).await,
+        Command::Load(args) => load::run(&ctx, args).await,
+    }
+}

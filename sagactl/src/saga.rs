@@ -1,0 +1,65 @@
+//! The saga's shape as an operator sees it: which service publishes each event type, and which
+//! topics each service's consumer group reads (as each service's `run_until_stopped` subscribes;
+//! `lag` shows a group's lag on these even before the group committed anything).
+
+use shared::contracts::event_type as ev;
+use shared::topics::{Topics, service};
+
+/// The service that publishes `event_type`.
+pub fn publisher(event_type: &str) -> Option<&'static str> {
+    Some(match event_type {
+        ev::ORDER_PLACED | ev::ORDER_COMPLETED | ev::ORDER_CANCELLED => service::ORDER,
+        ev::INVENTORY_RESERVED | ev::INVENTORY_REJECTED | ev::INVENTORY_RELEASED => service::INVENTORY,
+        ev::PAYMENT_CAPTURED | ev::PAYMENT_DECLINED | ev::PAYMENT_REFUNDED => service::PAYMENT,
+        ev::SHIPMENT_SCHEDULED | ev::SHIPMENT_FAILED | ev::SHIPMENT_CANCELLED => service::SHIPPING,
+        ev::NOTIFICATION_SENT => service::NOTIFICATION,
+        _ => return None,
+    })
+}
+
+/// The topics a service's consumer group subscribes to.
+pub fn subscriptions(group: &str, topics: &Topics) -> Option<Vec<String>> {
+    let list: Vec<&String> = match group {
+        service::ORDER => vec![&topics.inventory, &topics.payments, &topics.shipping, &topics.notifications],
+        service::INVENTORY => vec![&topics.orders, &topics.payments, &topics.shipping],
+        service::PAYMENT => vec![&topics.inventory, &topics.shipping, &topics.orders],
+        service::SHIPPING => vec![&topics.payments, &topics.orders],
+        service::NOTIFICATION => vec![&topics.shipping, &topics.orders],
+        _ => return None,
+    };
+    Some(list.into_iter().cloned().collect())
+}
+
+/// The consuming service of a dead-letter topic (`<prefix><service>.dlq`).
+pub fn dead_letter_owner(topic: &str, topics: &Topics) -> Option<&'static str> {
+    service::ALL.into_iter().find(|s| topics.dead_letter(s) == topic).filter(|_| !topic.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_type_has_its_publisher() {
+        for t in ev::ALL {
+            assert!(publisher(t).is_some(), "{t}");
+        }
+        assert_eq!(publisher("Nope"), None);
+    }
+
+    #[test]
+    fn every_service_group_reads_the_topics_of_the_events_it_reacts_to() {
+        let topics = Topics::with_prefix("p.");
+        for s in service::ALL {
+            let subscribed = subscriptions(s, &topics).expect("a service group");
+            assert!(!subscribed.is_empty());
+            assert!(
+                !subscribed.contains(&topics.owned_by(s).unwrap_or_default().to_owned()),
+                "{s} reads its own topic"
+            );
+        }
+        assert_eq!(subscriptions("someone-else", &topics), None);
+        assert_eq!(dead_letter_owner("p.payment-svc.dlq", &topics), Some(service::PAYMENT));
+        assert_eq!(dead_letter_owner("payment-svc.dlq", &topics), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! sagactl against running sagas: each test starts its own system (its own broker and
+//! databases), drives real saga traffic through the API, and runs the sagactl binary as an
+//! operator would.
+
+mod harness;
+
+mod dlq;
+mod errors;
+mod lag;
+mod load;
+mod rebuild;
+mod replay;
+mod trace;
