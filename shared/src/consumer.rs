@@ -20,8 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -30,6 +29,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -167,6 +167,15 @@ impl Default for ConsumerOptions {
     }
 }
 
+/// How often stored offsets are committed again (see the consumer loop).
+const RECOMMIT_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a stopping consumer keeps trying to commit what it processed while its group
+/// rebalances, and how long it then waits to leave the group: bounded so that a stop (with
+/// the relay's drain after it) stays within a supervisor's grace period of 10 s.
+pub const FINAL_COMMIT_WITHIN: Duration = Duration::from_secs(4);
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
+
 /// Test-only fault injection: return true to simulate a crash right after the database
 /// commit, before the offset commit (the loop stops as if the process died).
 pub type CrashHook = Arc<dyn Fn(&Envelope) -> bool + Send + Sync>;
@@ -200,11 +209,20 @@ enum Outcome {
     Crashed,
 }
 
-/// Records lag from librdkafka statistics and notices rebalances.
+/// Records lag from librdkafka statistics and notices which partitions rebalances take away.
 pub struct LoopContext {
     service: &'static str,
     group: String,
-    rebalances: Arc<AtomicU64>,
+    revoked: Arc<Mutex<Revoked>>,
+}
+
+/// Partitions taken from this consumer since the loop last looked: what it knows of their
+/// positions is stale (another member may have consumed them meanwhile).
+#[derive(Default)]
+struct Revoked {
+    partitions: Vec<(String, i32)>,
+    /// The assignment was lost or the rebalance failed: forget every position.
+    all: bool,
 }
 
 impl ClientContext for LoopContext {
@@ -221,15 +239,20 @@ impl ClientContext for LoopContext {
 
 impl ConsumerContext for LoopContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.rebalances.fetch_add(1, Ordering::SeqCst);
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions assigned")
             }
             Rebalance::Revoke(tpl) => {
+                if let Ok(mut revoked) = self.revoked.lock() {
+                    revoked.partitions.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                }
                 tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions revoked")
             }
             Rebalance::Error(e) => {
+                if let Ok(mut revoked) = self.revoked.lock() {
+                    revoked.all = true;
+                }
                 tracing::warn!(service = self.service, error = %e, "rebalance error")
             }
         }
@@ -239,8 +262,8 @@ impl ConsumerContext for LoopContext {
 impl<H: Handler> ConsumerLoop<H> {
     /// Subscribe and process messages until `shutdown` (or the crash hook) stops it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
-        let rebalances = Arc::new(AtomicU64::new(0));
-        let context = LoopContext { service: self.service, group: self.group.clone(), rebalances: rebalances.clone() };
+        let revoked = Arc::new(Mutex::new(Revoked::default()));
+        let context = LoopContext { service: self.service, group: self.group.clone(), revoked: revoked.clone() };
         let consumer: Arc<StreamConsumer<LoopContext>> = Arc::new(
             self.kafka
                 .consumer_config(&self.group)
@@ -252,10 +275,22 @@ impl<H: Handler> ConsumerLoop<H> {
         tracing::info!(service = self.service, group = %self.group, topics = ?topic_names, "consumer started");
 
         let mut positions = Positions::default();
-        let mut seen_rebalances = 0;
+        // Commits the broker refused (while the group rebalances) are not retried: commit the
+        // stored offsets again now and then, so that the group's offsets catch up with what was
+        // processed even when no further message arrives.
+        let mut recommit = tokio::time::interval(RECOMMIT_EVERY);
+        recommit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopped = loop {
+            // `recv` is cancel-safe: a message is either returned or left in the queue.
             let received = tokio::select! {
                 () = shutdown.cancelled() => break Stopped::Shutdown,
+                _ = recommit.tick() => {
+                    match consumer.commit_consumer_state(CommitMode::Async) {
+                        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                        Err(err) => tracing::debug!(service = self.service, error = %err, "offset recommit failed"),
+                    }
+                    continue;
+                }
                 received = consumer.recv() => received,
             };
             let message = match received {
@@ -269,10 +304,8 @@ impl<H: Handler> ConsumerLoop<H> {
                     }
                 }
             };
-            let generation = rebalances.load(Ordering::SeqCst);
-            if generation != seen_rebalances {
-                seen_rebalances = generation;
-                positions.clear();
+            if let Ok(mut revoked) = revoked.lock() {
+                positions.forget(std::mem::take(&mut *revoked));
             }
             positions.check(&consumer, self.service, &self.group, &message).await;
 
@@ -296,19 +329,47 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
             }
         };
-        let consumer_for_close = consumer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            match consumer_for_close.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {}
-                // Nothing stored since the last commit: every offset is committed already.
-                Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-                Err(err) => tracing::warn!(error = %err, "final offset commit failed"),
-            }
-            consumer_for_close.unsubscribe();
-        })
-        .await;
+        self.final_commit(&consumer).await;
+        // Leave the group. Closing the consumer waits on the group protocol (a rebalance in
+        // progress can hold it for seconds), so it is bounded: the process must still stop in
+        // time. If it runs out, the group notices the member gone after its session timeout.
+        let closing = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        if tokio::time::timeout(CLOSE_WITHIN, closing).await.is_err() {
+            tracing::warn!(service = self.service, group = %self.group, "leaving the consumer group timed out");
+        }
         tracing::info!(service = self.service, group = %self.group, "consumer stopped");
         Ok(stopped)
+    }
+
+    /// Commit the offsets of everything processed, before leaving the group. While the group
+    /// rebalances (another replica just left or joined, e.g. when replicas stop together) the
+    /// broker refuses commits until this member has rejoined, which needs the consumer served:
+    /// keep serving it — a message it delivers meanwhile is dropped unprocessed, so its offset
+    /// is neither stored nor committed — and commit again, within [`FINAL_COMMIT_WITHIN`].
+    async fn final_commit(&self, consumer: &Arc<StreamConsumer<LoopContext>>) {
+        let deadline = Instant::now() + FINAL_COMMIT_WITHIN;
+        loop {
+            let committing = consumer.clone();
+            let committed = tokio::task::spawn_blocking(move || committing.commit_consumer_state(CommitMode::Sync))
+                .await
+                .unwrap_or_else(|_| Err(KafkaError::Canceled));
+            match committed {
+                // NoOffset: nothing stored since the last commit, every offset is committed.
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
+                Err(KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration,
+                )) if Instant::now() < deadline => {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+                }
+                Err(err) => {
+                    tracing::warn!(service = self.service, error = %err, "final offset commit failed");
+                    return;
+                }
+            }
+        }
     }
 
     async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Outcome {
@@ -453,7 +514,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut tx = self.db.begin().await.context("failed to begin dead-letter transaction")?;
         // Dedupe the dead-lettering of this delivery (not of the message id, so that a
         // redriven copy is processed normally).
-        let marker = Uuid::new_v5(&position_id(message.topic(), message.partition(), message.offset()), b"dead-letter");
+        let marker = dead_letter_marker(message.topic(), message.partition(), message.offset());
         if record_in_inbox(&mut tx, self.service, marker).await.map_err(|e| anyhow::anyhow!("{e}"))? {
             enqueue(&mut tx, &row).await.context("failed to enqueue dead letter")?;
         }
@@ -480,6 +541,13 @@ async fn record_in_inbox(tx: &mut Tx, consumer: &str, message_id: Uuid) -> Resul
             .map(|r| r.rows_affected())
     })?;
     Ok(result == 1)
+}
+
+/// The inbox entry that records the dead-lettering of the delivery at `topic`/`partition`/
+/// `offset` (so that the message counts as handled, and a redelivery is not dead-lettered
+/// twice).
+pub fn dead_letter_marker(topic: &str, partition: i32, offset: i64) -> Uuid {
+    Uuid::new_v5(&position_id(topic, partition, offset), b"dead-letter")
 }
 
 /// A stable id for a message that has none of its own (undecodable).
@@ -515,9 +583,19 @@ struct Positions {
 }
 
 impl Positions {
-    fn clear(&mut self) {
-        self.next.clear();
-        self.checked.clear();
+    /// Stop tracking partitions this consumer lost. Partitions it kept through a rebalance
+    /// stay tracked: their committed offset may lag behind what it processed (commits are
+    /// refused during the rebalance), so checking them against it would report skips that did
+    /// not happen.
+    fn forget(&mut self, revoked: Revoked) {
+        if revoked.all {
+            self.next.clear();
+            self.checked.clear();
+        }
+        for key in &revoked.partitions {
+            self.next.remove(key);
+            self.checked.remove(key);
+        }
     }
 
     async fn check(

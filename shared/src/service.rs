@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ServiceConfig, redact_url};
 use crate::consumer::{ConsumerLoop, Handler};
 use crate::db::{Db, Migrations, shared_migrations};
-use crate::event_store::{EventStore, Upcaster};
+use crate::event_store::{EventStore, StoreError, Upcaster};
 use crate::ops::Readiness;
 use crate::outbox::{Backoff, OutboxSignal, Relay};
 use std::sync::Arc;
@@ -148,6 +148,34 @@ impl ServiceContext {
         stop_starting(starting, Ok(())).await?;
         let producer = config.kafka.producer()?;
         Ok(Self { config, db, store: EventStore::new(upcaster), outbox_signal: OutboxSignal::default(), producer })
+    }
+
+    /// Write reference data at start-up (a seed, which opens and commits its own transaction),
+    /// again when it lost an optimistic-concurrency race: replicas starting together seed the
+    /// same streams, and a seed is idempotent, so the retry finds the other replica's events
+    /// and appends nothing.
+    pub async fn seed<F, Fut>(&self, mut step: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match step().await {
+                Err(err)
+                    if attempt < 5
+                        && err.chain().any(|c| matches!(c.downcast_ref(), Some(StoreError::Conflict { .. }))) =>
+                {
+                    tracing::info!(
+                        service = self.config.service,
+                        attempt,
+                        "another replica seeded concurrently, seeding again"
+                    );
+                }
+                other => return other.context("failed to seed"),
+            }
+        }
     }
 
     pub fn readiness(&self) -> Readiness {

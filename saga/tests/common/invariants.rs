@@ -141,3 +141,94 @@ pub fn one_notice_per_order(run: &Run<'_>) {
         assert!(!run.notices.contains_key(&(id.clone(), other.to_owned())), "{id}: unexpected {other}");
     }
 }
+
+/// A run's numbers for the fault suite's summary line, computed from the data (the views, the
+/// payment store, the sink), not assumed.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub sent: usize,
+    pub completed: usize,
+    pub cancelled: usize,
+    /// Accepted orders that are neither completed nor cancelled.
+    pub lost: usize,
+    /// Orders charged (captured) more than once.
+    pub doubled_charges: usize,
+    /// Orders refunded more than once.
+    pub doubled_refunds: usize,
+    /// (order, kind) pairs that reached the sink under more than one dedupe key.
+    pub doubled_notifications: usize,
+    pub stock_ok: bool,
+    pub money_ok: bool,
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = |ok: bool| if ok { "ok" } else { "VIOLATED" };
+        write!(
+            f,
+            "sent={} completed={} cancelled={} lost={} doubled_charges={} doubled_refunds={} \
+             doubled_notifications={} stock={} money={}",
+            self.sent,
+            self.completed,
+            self.cancelled,
+            self.lost,
+            self.doubled_charges,
+            self.doubled_refunds,
+            self.doubled_notifications,
+            verdict(self.stock_ok),
+            verdict(self.money_ok),
+        )
+    }
+}
+
+/// Count what the summary line reports. Stock and money are judged by the same checks as
+/// [`check`], caught instead of panicking so that the line can be printed before failing.
+pub async fn tally(run: &Run<'_>) -> anyhow::Result<Tally> {
+    use futures::FutureExt as _;
+    use std::panic::AssertUnwindSafe;
+
+    let status = |o: &Value| o["status"].as_str().unwrap_or_default().to_owned();
+    let mut t = Tally { sent: run.orders.len(), ..Tally::default() };
+    for (_, order) in run.orders {
+        match status(order).as_str() {
+            "completed" => t.completed += 1,
+            "cancelled" => t.cancelled += 1,
+            _ => t.lost += 1,
+        }
+    }
+
+    let mut tx = run.payment.begin_read().await?;
+    let events = EventStore::default().read_all(&mut tx, 0, i64::MAX).await?;
+    tx.rollback().await?;
+    // Per order: captures on its payment stream and charges on any account stream (and the
+    // same for refunds); a double effect shows in either.
+    let mut charges: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut refunds: HashMap<String, (usize, usize)> = HashMap::new();
+    for e in &events {
+        if let Some(order) = e.stream_id.strip_prefix("payment-") {
+            match e.event_type.as_str() {
+                "Captured" => charges.entry(order.to_owned()).or_default().0 += 1,
+                "Refunded" => refunds.entry(order.to_owned()).or_default().0 += 1,
+                _ => {}
+            }
+        } else if e.stream_id.starts_with("account-") {
+            let order = e.payload["order_id"].as_str().unwrap_or_default().to_owned();
+            match e.event_type.as_str() {
+                "Charged" => charges.entry(order).or_default().1 += 1,
+                "Refunded" => refunds.entry(order).or_default().1 += 1,
+                _ => {}
+            }
+        }
+    }
+    let doubled = |counts: &HashMap<String, (usize, usize)>| {
+        run.orders.iter().filter(|(id, _)| counts.get(id).is_some_and(|(a, b)| (*a).max(*b) > 1)).count()
+    };
+    t.doubled_charges = doubled(&charges);
+    t.doubled_refunds = doubled(&refunds);
+    let ids: HashSet<&String> = run.orders.iter().map(|(id, _)| id).collect();
+    t.doubled_notifications = run.notices.iter().filter(|((id, _), keys)| ids.contains(id) && keys.len() > 1).count();
+
+    t.stock_ok = matches!(AssertUnwindSafe(stock_is_conserved(run)).catch_unwind().await, Ok(Ok(())));
+    t.money_ok = matches!(AssertUnwindSafe(money_is_conserved(run)).catch_unwind().await, Ok(Ok(())));
+    Ok(t)
+}

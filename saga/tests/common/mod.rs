@@ -4,7 +4,11 @@
 #![allow(dead_code)]
 
 pub mod invariants;
+pub mod kafka;
+pub mod load;
 pub mod processes;
+pub mod proxy;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

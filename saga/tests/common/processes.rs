@@ -78,28 +78,52 @@ impl Process {
         if let Some(stderr) = child.stderr.take() {
             pump(stderr, logs.clone(), addr_tx);
         }
+        let last_lines = |logs: &Arc<Mutex<Vec<String>>>| {
+            let logs = logs.lock().map(|l| l.clone()).unwrap_or_default();
+            logs[logs.len().saturating_sub(5)..].join("\n")
+        };
         let addr = tokio::time::timeout(timeout, addr_rx.recv())
             .await
-            .with_context(|| format!("{name} did not start listening within {timeout:?}"))?
-            .with_context(|| format!("{name} exited before listening"))?;
+            .with_context(|| format!("{name} did not start listening within {timeout:?}:\n{}", last_lines(&logs)))?
+            .with_context(|| format!("{name} exited before listening:\n{}", last_lines(&logs)))?;
         Ok(Self { name: name.to_owned(), child, addr: Some(addr), logs })
     }
 
     /// Send SIGTERM and wait for the exit; returns how long it took and whether it succeeded.
     pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<(Duration, bool)> {
-        let pid = self.child.id().context("process already reaped")?;
         let started = Instant::now();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
-        let exit = tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .with_context(|| format!("{} did not exit within {timeout:?} of SIGTERM", self.name))??;
+        signal(&self.child, "TERM")?;
+        let exit = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(exit) => exit?,
+            Err(_) => {
+                let logs = self.log_lines();
+                let tail = logs[logs.len().saturating_sub(40)..].join("\n");
+                anyhow::bail!("{} did not exit within {timeout:?} of SIGTERM; its last lines:\n{tail}", self.name)
+            }
+        };
         Ok((started.elapsed(), exit.success()))
+    }
+
+    /// SIGKILL (kill -9): no chance to drain, flush or commit. Waits for the exit.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().with_context(|| format!("failed to kill -9 {}", self.name))?;
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .with_context(|| format!("{} did not die after SIGKILL", self.name))??;
+        Ok(())
     }
 
     pub fn log_lines(&self) -> Vec<String> {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
+}
+
+/// Send `signal` (a `kill` name such as `USR1`) to a child process by its id.
+pub fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
+    let pid = child.id().context("process already reaped")?;
+    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
 }
 
 /// Collect a child's output lines, and report its "listening" address.
@@ -150,5 +174,15 @@ impl BrokerProcess {
         })
         .await?;
         Ok(Self { child, bootstrap, _dir: dir })
+    }
+
+    /// Take the broker down: connections are refused, data is kept (SIGUSR1).
+    pub fn down(&self) -> anyhow::Result<()> {
+        signal(&self.child, "USR1")
+    }
+
+    /// Bring the broker back up (SIGUSR2).
+    pub fn up(&self) -> anyhow::Result<()> {
+        signal(&self.child, "USR2")
     }
 }

@@ -1,0 +1,661 @@
+//! The fault suite (issue 4, items 4 and 6): the production topology — the broker as its own
+//! process, a PostgreSQL database per service, two replicas of every service as OS processes —
+//! under a steady stream of orders, with one fault per case:
+//!
+//! 1. `kill9`: kill -9 of every service at random moments, each followed by a restart;
+//! 2. `broker_outage`: the broker down for 20 s; the outbox backlog grows, then drains;
+//! 3. `database_outage`: PostgreSQL unreachable for 20 s (a proxy cuts and refuses
+//!    connections); consumers pause, commit nothing early and recover by themselves;
+//! 4. `redelivery`: each service's input topics replayed from offset 0 into its group;
+//! 5. `poison`: malformed and unknown-type messages on every input topic go to the
+//!    dead-letter topics and are counted, and the saga stream goes on;
+//! 6. `rebalance`: a replica of every service added, then removed, mid-stream;
+//! 7. `sigterm`: SIGTERM to a replica of every service mid-stream: it exits cleanly within
+//!    10 s, leaving no message half-processed.
+//!
+//! Each case owns its topology and its orders, and ends by asserting every invariant of
+//! ARCHITECTURE.md section 2 after recovery and printing one summary line:
+//! `case=<name> sent=N completed=N cancelled=N lost=N doubled_charges=N doubled_refunds=N
+//! doubled_notifications=N stock=ok money=ok` (+ what the case measured), computed from the
+//! data. Cases run one at a time (they would starve each other of CPU).
+//!
+//! `FAULT_SUITE_PROFILE=short` (default, for CI) or `long` (more orders and kills);
+//! `FAULT_SUITE_SEED` repeats a run's random choices (the seed is printed).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use common::WAIT;
+use common::kafka;
+use common::load::OrderStream;
+use common::topology::{Options, Replica, Topology, report};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use shared::contracts::event_type;
+use shared::envelope::header;
+use shared::metrics as m;
+use shared::testing::eventually;
+use shared::topics::service;
+
+/// How long, after the last fault, every accepted order has to become terminal.
+const SETTLE: Duration = Duration::from_secs(180);
+/// The issue's outage length.
+const OUTAGE: Duration = Duration::from_secs(20);
+
+/// The suite's length.
+#[derive(Debug)]
+struct Profile {
+    name: String,
+    /// Orders a second in the steady stream.
+    rate: f64,
+    /// Orders accepted before a case injects its fault.
+    warmup: usize,
+    /// kill -9 per service.
+    kills_per_service: usize,
+    /// Time between one service's kills, in milliseconds (uniform).
+    kill_gap_ms: (u64, u64),
+    /// Orders accepted after a fault healed, before the stream stops.
+    after: usize,
+    seed: u64,
+}
+
+fn profile() -> &'static Profile {
+    static PROFILE: OnceLock<Profile> = OnceLock::new();
+    PROFILE.get_or_init(|| {
+        let name = std::env::var("FAULT_SUITE_PROFILE").unwrap_or_else(|_| "short".to_owned());
+        let seed = std::env::var("FAULT_SUITE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        });
+        let profile = match name.as_str() {
+            "long" => Profile {
+                name,
+                rate: 8.0,
+                warmup: 40,
+                kills_per_service: 30,
+                kill_gap_ms: (500, 4000),
+                after: 120,
+                seed,
+            },
+            _ => Profile {
+                name: "short".to_owned(),
+                rate: 4.0,
+                warmup: 12,
+                kills_per_service: 10,
+                kill_gap_ms: (600, 2200),
+                after: 20,
+                seed,
+            },
+        };
+        report(&format!(
+            "fault-suite profile={} seed={} (FAULT_SUITE_PROFILE, FAULT_SUITE_SEED)\n",
+            profile.name, profile.seed
+        ));
+        profile
+    })
+}
+
+/// A case's random choices: from the suite's seed and the case's name.
+fn rng(case: &str) -> StdRng {
+    let salt = case.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    StdRng::seed_from_u64(profile().seed ^ salt)
+}
+
+/// One case at a time.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
+/// Start the order stream and wait until the warm-up orders went all the way through the
+/// saga: every group has joined and works before a fault is injected.
+async fn steady_stream(t: &Topology) -> anyhow::Result<OrderStream> {
+    let p = profile();
+    let stream = OrderStream::start(t.http.clone(), t.apis.clone(), p.rate);
+    stream.until_accepted(p.warmup, WAIT).await?;
+    let warmup: Vec<String> = stream.accepted_ids().into_values().take(p.warmup).collect();
+    let settled = t.settle(&warmup, WAIT).await?;
+    anyhow::ensure!(settled.lost.is_empty(), "the warm-up orders did not finish: {:?}", settled.lost);
+    Ok(stream)
+}
+
+/// Keep the stream going for the profile's `after` more orders, then stop it and wait until
+/// every accepted order is terminal.
+async fn finish(t: &Topology, stream: OrderStream) -> anyhow::Result<common::topology::Settled> {
+    let target = stream.accepted() + profile().after;
+    stream.until_accepted(target, SETTLE).await?;
+    let ids = stream.stop().await?;
+    t.settle(&ids, SETTLE).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_of_every_service_at_random_moments_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let p = profile();
+    let mut t = Topology::start(Options::default()).await?;
+    let stream = steady_stream(&t).await?;
+
+    // One killer per service, all at once: kill -9 a random replica at a random moment, then
+    // restart it with the same environment and database.
+    let mut killers = Vec::new();
+    for (n, name) in service::ALL.into_iter().enumerate() {
+        let replicas = t.replicas.remove(name).context("replicas")?;
+        let mut rng = rng(&format!("kill9/{n}"));
+        let (kills, gap) = (p.kills_per_service, p.kill_gap_ms);
+        killers.push(tokio::spawn(async move {
+            let mut replicas: Vec<Replica> = replicas;
+            let mut survived = 0;
+            for _ in 0..kills {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(gap.0..=gap.1))).await;
+                let victim = rng.random_range(0..replicas.len());
+                replicas[victim].kill9().await?;
+                replicas[victim].start().await?;
+                survived += 1;
+            }
+            Ok::<_, anyhow::Error>((name, replicas, survived))
+        }));
+    }
+    let mut survived = BTreeMap::new();
+    for killer in killers {
+        let (name, replicas, kills) = killer.await??;
+        t.replicas.insert(name, replicas);
+        survived.insert(name, kills);
+    }
+
+    let settled = finish(&t, stream).await?;
+    let kills: Vec<String> = service::ALL.iter().map(|s| format!("{s}:{}", survived[s])).collect();
+    t.verdict("kill9", &settled, &format!("kills_survived={}", kills.join(","))).await?;
+    anyhow::ensure!(survived.values().all(|k| *k >= p.kills_per_service), "too few kills: {survived:?}");
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_outage_grows_the_outbox_backlog_which_drains_once_the_broker_is_back() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let t = Topology::start(Options::default()).await?;
+    let stream = steady_stream(&t).await?;
+    let orders_db = &t.dbs[service::ORDER].db;
+
+    // Act: the broker refuses connections for 20 s while orders keep coming.
+    t.broker.down()?;
+    let down_at = Instant::now();
+    let accepted_at_outage = stream.accepted();
+    let mut peak = 0;
+    while down_at.elapsed() < OUTAGE {
+        peak = peak.max(shared::outbox::backlog(orders_db).await?);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let backlog_at_end = shared::outbox::backlog(orders_db).await?;
+    let accepted_during = stream.accepted() - accepted_at_outage;
+    t.broker.up()?;
+
+    // Assert: orders were accepted during the outage and their OrderPlaced rows piled up in
+    // the outbox (nothing can be acknowledged by a broker that is down) …
+    anyhow::ensure!(accepted_during > 0, "no order was accepted while the broker was down");
+    anyhow::ensure!(
+        backlog_at_end as usize >= accepted_during.saturating_sub(2),
+        "the outbox backlog ({backlog_at_end}) did not grow with the orders accepted during the outage ({accepted_during})"
+    );
+    peak = peak.max(backlog_at_end);
+    // … and the backlog drains once the broker is back, without a restart.
+    let drain_started = Instant::now();
+    eventually(SETTLE, "the order-svc outbox backlog to drain", || async {
+        (shared::outbox::backlog(orders_db).await.ok()? < backlog_at_end / 4 + 1).then_some(())
+    })
+    .await?;
+    let settled = finish(&t, stream).await?;
+    for name in service::ALL {
+        let db = &t.dbs[name].db;
+        eventually(WAIT, &format!("{name}'s outbox backlog to reach 0"), || async {
+            (shared::outbox::backlog(db).await.ok()? == 0).then_some(())
+        })
+        .await?;
+    }
+    let extra = format!(
+        "accepted_during_outage={accepted_during} outbox_backlog_peak={peak} outbox_backlog_after=0 drained_in={:.1}s",
+        drain_started.elapsed().as_secs_f64()
+    );
+    t.verdict("broker_outage", &settled, &extra).await?;
+    t.stop().await
+}
+
+/// How a group's committed offsets relate to what its service recorded as processed (the
+/// inbox) right now.
+struct GroupVsInbox {
+    /// Messages below the committed offsets (each must be in the inbox).
+    committed: usize,
+    /// Messages at or past the committed offsets that are in the inbox: processed, offset not
+    /// committed (redelivered later and skipped). None may be left by a group whose members
+    /// all stopped gracefully.
+    processed_uncommitted: Vec<(String, i32, i64)>,
+}
+
+/// Check that every message below a group's committed offsets is recorded in the service's
+/// inbox — the group never committed past a message whose effects were not durable — and
+/// report which processed messages are not committed.
+async fn group_vs_inbox(t: &Topology, name: &str) -> anyhow::Result<GroupVsInbox> {
+    let topics = t.inputs(name);
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let committed = kafka::committed(t.bootstrap(), name, &topics).await?;
+    let ends = kafka::ends(t.bootstrap(), &topics).await?;
+    // The inbox only grows: read it after the offsets.
+    let inbox = t.inbox(name).await?;
+    let records = kafka::read(t.bootstrap(), &topics, Some(&ends)).await?;
+    let mut out = GroupVsInbox { committed: 0, processed_uncommitted: Vec::new() };
+    for r in &records {
+        let id = r.header(header::ID).and_then(|id| uuid::Uuid::parse_str(id).ok());
+        let in_inbox = id.is_some_and(|id| inbox.contains(&id));
+        if r.offset < committed.get(&(r.topic.clone(), r.partition)).copied().unwrap_or(0) {
+            anyhow::ensure!(
+                in_inbox,
+                "{name} committed past {}/{}@{} (message {id:?}) whose effects are not in its inbox",
+                r.topic,
+                r.partition,
+                r.offset
+            );
+            out.committed += 1;
+        } else if in_inbox {
+            out.processed_uncommitted.push((r.topic.clone(), r.partition, r.offset));
+        }
+    }
+    Ok(out)
+}
+
+async fn all_committed(t: &Topology) -> anyhow::Result<HashMap<&'static str, kafka::Offsets>> {
+    let mut out = HashMap::new();
+    for name in service::ALL {
+        let topics = t.inputs(name);
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        out.insert(name, kafka::committed(t.bootstrap(), name, &topics).await?);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_outage_pauses_consumers_without_committing_and_they_recover_alone() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let t = Topology::start(Options { db_proxy: true, ..Options::default() }).await?;
+    let proxy = t.proxy.as_ref().context("proxy")?;
+    let stream = steady_stream(&t).await?;
+
+    // Act: every connection to PostgreSQL is cut, and new ones refused, for 20 s …
+    proxy.down().await?;
+    let down_at = Instant::now();
+    // … while every input topic holds messages to process: a redelivered copy of each event
+    // topic's latest message (the inbox must skip it once the database is back).
+    let producer = kafka::producer(t.bootstrap())?;
+    for topic in t.topics.event_topics() {
+        let records = kafka::read(t.bootstrap(), &[topic], None).await?;
+        let last = records.iter().max_by_key(|r| r.offset).context("an empty event topic")?;
+        let headers: Vec<(&str, &str)> = last.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let key = String::from_utf8_lossy(last.key.as_deref().unwrap_or_default()).into_owned();
+        kafka::produce(&producer, topic, &key, &headers, last.payload.as_deref().unwrap_or_default()).await?;
+    }
+    // An offset commit sent just before the cut may still land: look once it had time to.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let frozen = all_committed(&t).await?;
+    let mut waiting = 0;
+    for name in service::ALL {
+        let topics = t.inputs(name);
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let ends = kafka::ends(t.bootstrap(), &topics).await?;
+        let behind: i64 = ends.iter().map(|(tp, end)| end - frozen[name].get(tp).copied().unwrap_or(0)).sum();
+        anyhow::ensure!(behind > 0, "{name} has nothing left to process: the outage would prove nothing");
+        waiting += behind;
+    }
+    let mut covered = 0;
+    for name in service::ALL {
+        covered += group_vs_inbox(&t, name).await?.committed;
+    }
+    tokio::time::sleep(OUTAGE.saturating_sub(down_at.elapsed())).await;
+    let before_up = all_committed(&t).await?;
+    let accepted_during = stream.accepted();
+    proxy.up().await?;
+    let outage = down_at.elapsed();
+
+    // Assert: nothing was committed while nothing could be processed …
+    for name in service::ALL {
+        anyhow::ensure!(frozen[name] == before_up[name], "{name} committed offsets during the database outage");
+    }
+    // … and the services recover by themselves: orders are accepted and offsets move again.
+    stream.until_accepted(accepted_during + 1, WAIT).await?;
+    eventually(WAIT, "consumer groups to move on after the outage", || async {
+        let now = all_committed(&t).await.ok()?;
+        service::ALL.iter().all(|s| now[s] != before_up[s]).then_some(())
+    })
+    .await?;
+    let settled = finish(&t, stream).await?;
+    for name in service::ALL {
+        covered += group_vs_inbox(&t, name).await?.committed;
+    }
+    let extra = format!(
+        "outage={:.1}s messages_waiting_during_outage={waiting} offsets_frozen=ok committed_messages_in_inbox={covered}",
+        outage.as_secs_f64()
+    );
+    t.verdict("database_outage", &settled, &extra).await?;
+    t.stop().await
+}
+
+/// Stop every replica of `name`, commit offset 0 on every partition of its input topics in its
+/// group, start the replicas again, and wait until the group caught up. Returns how many
+/// messages the group had processed before (all replayed) and how many the replicas then
+/// recognised as duplicates.
+async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> anyhow::Result<(i64, i64)> {
+    let topics = t.inputs(name);
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    // Arrange: the group has no members left. They stop together, as when a deployment is
+    // scaled to zero, and each commits what it processed.
+    let stops =
+        futures::future::try_join_all(replicas.iter_mut().map(|r| r.terminate(Duration::from_secs(10)))).await?;
+    for (took, clean, p) in stops {
+        anyhow::ensure!(clean, "{} failed to stop: {:?}", p.name, p.log_lines().last());
+        anyhow::ensure!(took < Duration::from_secs(10), "{} took {took:?} to stop", p.name);
+    }
+    let before = kafka::committed(t.bootstrap(), name, &topics).await?;
+    let processed: i64 = before.values().sum();
+    anyhow::ensure!(processed > 0, "{name} had processed nothing: the replay would prove nothing");
+    // Graceful stops committed everything they processed: nothing is left half-processed.
+    let stopped = group_vs_inbox(t, name).await?;
+    anyhow::ensure!(
+        stopped.processed_uncommitted.is_empty(),
+        "{name}'s replicas stopped gracefully without committing the offsets of processed messages {:?}",
+        stopped.processed_uncommitted
+    );
+
+    // Act: commit offset 0 on every partition of every input topic in the service's group, as
+    // an operator would, then start the replicas again.
+    eventually(WAIT, &format!("{name}'s group offsets reset to 0"), || async {
+        kafka::commit_all(t.bootstrap(), name, &topics, 0).await.ok()?;
+        let now = kafka::committed(t.bootstrap(), name, &topics).await.ok()?;
+        now.values().all(|o| *o == 0).then_some(())
+    })
+    .await?;
+    let ends = kafka::ends(t.bootstrap(), &topics).await?;
+    for replica in replicas.iter_mut() {
+        replica.start().await?;
+    }
+
+    // Assert: the group reads everything again and every message it had processed is
+    // recognised as a duplicate (the inbox), so none is applied twice.
+    eventually(SETTLE, &format!("{name} to catch up with the replay"), || async {
+        let now = kafka::committed(t.bootstrap(), name, &topics).await.ok()?;
+        ends.iter().all(|(tp, end)| now.get(tp).is_some_and(|o| o >= end)).then_some(())
+    })
+    .await?;
+    let mut skipped = 0.0;
+    for replica in replicas.iter() {
+        skipped += duplicates(t, replica).await?;
+    }
+    let duplicates = skipped as i64;
+    anyhow::ensure!(
+        duplicates >= processed,
+        "{name}: {processed} messages were replayed after being processed, only {duplicates} recognised as duplicates"
+    );
+    Ok((processed, duplicates))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivery_of_every_input_topic_from_offset_zero_applies_no_effect_twice() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut t = Topology::start(Options::default()).await?;
+    let stream = steady_stream(&t).await?;
+
+    // Every service's group at once (each replay concerns its own group only; together they
+    // take the time of one).
+    let mut groups: Vec<(&'static str, Vec<Replica>)> =
+        service::ALL.iter().map(|name| (*name, t.replicas.remove(name).unwrap_or_default())).collect();
+    let replayed =
+        futures::future::try_join_all(groups.iter_mut().map(|(name, replicas)| replay_group(&t, name, replicas))).await;
+    for (name, replicas) in groups {
+        t.replicas.insert(name, replicas);
+    }
+    let replays: Vec<String> = replayed?
+        .iter()
+        .zip(service::ALL)
+        .map(|((processed, duplicates), name)| format!("{name}:{processed}/{duplicates}"))
+        .collect();
+
+    let settled = finish(&t, stream).await?;
+    t.verdict("redelivery", &settled, &format!("replayed/skipped_as_duplicates={}", replays.join(","))).await?;
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let t = Topology::start(Options::default()).await?;
+    let stream = steady_stream(&t).await?;
+
+    // Act: on every event topic, a record that is no envelope at all, an envelope whose JSON
+    // payload is cut off, and a well-formed envelope of a type nobody knows.
+    let producer = kafka::producer(t.bootstrap())?;
+    let owners = [
+        (&t.topics.orders, service::ORDER, event_type::ORDER_PLACED),
+        (&t.topics.inventory, service::INVENTORY, event_type::INVENTORY_RESERVED),
+        (&t.topics.payments, service::PAYMENT, event_type::PAYMENT_CAPTURED),
+        (&t.topics.shipping, service::SHIPPING, event_type::SHIPMENT_SCHEDULED),
+        (&t.topics.notifications, service::NOTIFICATION, event_type::NOTIFICATION_SENT),
+    ];
+    let mut injected: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+    for (topic, owner, known_type) in owners {
+        let now = chrono::Utc::now().to_rfc3339();
+        for (ce_type, payload) in [
+            (None, b"\x00\x01 not an envelope".to_vec()),
+            (Some(known_type), br#"{"order_id": "#.to_vec()),
+            (Some("OrderTeleported"), br#"{"order_id": "00000000-0000-0000-0000-000000000000"}"#.to_vec()),
+        ] {
+            let key = uuid::Uuid::new_v4().to_string();
+            let id = uuid::Uuid::new_v4().to_string();
+            let headers: Vec<(&str, &str)> = match ce_type {
+                None => vec![],
+                Some(ce_type) => vec![
+                    (header::SPEC_VERSION, "1.0"),
+                    (header::ID, &id),
+                    (header::TYPE, ce_type),
+                    (header::SOURCE, owner),
+                    (header::TIME, &now),
+                    (header::SUBJECT, &key),
+                    (header::CONTENT_TYPE, "application/json"),
+                ],
+            };
+            let position = kafka::produce(&producer, topic, &key, &headers, &payload).await?;
+            injected.entry(topic.clone()).or_default().push(position);
+        }
+    }
+    let after_injection = stream.accepted();
+
+    // Assert: each consuming service dead-letters exactly the poison on its input topics,
+    // with the origin recorded, and counts it; the saga stream goes on.
+    let mut dead_lettered = 0;
+    for name in service::ALL {
+        let expected: HashSet<(String, i32, i64)> = t
+            .inputs(name)
+            .iter()
+            .flat_map(|topic| injected[topic].iter().map(move |(p, o)| (topic.clone(), *p, *o)))
+            .collect();
+        let dlq = t.topics.dead_letter(name);
+        let found = eventually(WAIT, &format!("the poison in {dlq}"), || async {
+            let records = kafka::read(t.bootstrap(), &[dlq.as_str()], None).await.ok()?;
+            let found: Vec<(String, i32, i64)> = records
+                .iter()
+                .filter_map(|r| {
+                    let h = |k: &str| r.header(k).map(str::to_owned);
+                    Some((
+                        h("dlq_original_topic")?,
+                        h("dlq_original_partition")?.parse().ok()?,
+                        h("dlq_original_offset")?.parse().ok()?,
+                    ))
+                })
+                .collect();
+            expected.iter().all(|e| found.contains(e)).then_some(found)
+        })
+        .await?;
+        let unexpected: Vec<_> = found.iter().filter(|f| !expected.contains(*f)).collect();
+        anyhow::ensure!(unexpected.is_empty(), "{dlq} holds messages that are not poison: {unexpected:?}");
+        anyhow::ensure!(found.len() == expected.len(), "{dlq} holds a poison message twice: {found:?}");
+        let counted = t.metric(name, m::DEAD_LETTERS, &[]).await? as usize;
+        anyhow::ensure!(
+            counted == expected.len(),
+            "{name}: {} = {counted}, expected {}",
+            m::DEAD_LETTERS,
+            expected.len()
+        );
+        dead_lettered += counted;
+    }
+    stream.until_accepted(after_injection + profile().after, SETTLE).await?;
+    let settled = finish(&t, stream).await?;
+    let injected_count: usize = injected.values().map(Vec::len).sum();
+    t.verdict("poison", &settled, &format!("poison_injected={injected_count} dead_lettered={dead_lettered}")).await?;
+    t.stop().await
+}
+
+/// How many times this process was assigned partitions ("partitions assigned" log lines with
+/// a non-zero count).
+fn assignments(replica: &Replica) -> usize {
+    replica.process.as_ref().map_or(0, |p| {
+        p.log_lines()
+            .iter()
+            .filter(|line| {
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| {
+                    v["message"] == "partitions assigned" && v["partitions"].as_u64().is_some_and(|n| n > 0)
+                })
+            })
+            .count()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_by_a_replica_added_and_removed_mid_stream_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut t = Topology::start(Options::default()).await?;
+    let stream = steady_stream(&t).await?;
+
+    // Act: a third replica of every service joins its group mid-stream …
+    let mut added = Vec::new();
+    for name in service::ALL {
+        added.push((name, t.add_replica(name).await?));
+    }
+    // … takes over partitions and does work …
+    for (name, index) in &added {
+        let replica = &t.replicas[name][*index];
+        eventually(SETTLE, &format!("{} to be assigned partitions and handle messages", replica.name), || async {
+            let handled = replica.metric(&t.http, m::MESSAGES_HANDLED, &["outcome=\"ok\""]).await.ok()?;
+            (assignments(replica) > 0 && handled > 0.0).then_some(())
+        })
+        .await?;
+    }
+    // … and leaves again, mid-stream (within 10 s, even while its group still rebalances).
+    let mut slowest = Duration::ZERO;
+    let mut skips_reported = 0.0;
+    for (name, index) in &added {
+        let replica = t.replicas.get_mut(name).and_then(|r| r.get_mut(*index)).context("added replica")?;
+        skips_reported += replica.metric(&t.http, m::OFFSET_GAP, &[]).await?;
+        let (took, clean, p) = replica.terminate(Duration::from_secs(10)).await?;
+        anyhow::ensure!(clean, "{} failed to stop: {:?}", p.name, p.log_lines().last());
+        slowest = slowest.max(took);
+        t.retired.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?.push(p);
+    }
+
+    let settled = finish(&t, stream).await?;
+    for name in service::ALL {
+        skips_reported += t.metric(name, m::OFFSET_GAP, &[]).await?;
+    }
+    let extra = format!(
+        "added={} removed={} slowest_stop={:.1}s skipped_offsets_reported={skips_reported}",
+        added.len(),
+        added.len(),
+        slowest.as_secs_f64()
+    );
+    t.verdict("rebalance", &settled, &extra).await?;
+    // Nothing was skipped (every message was handled, above): a consumer that reports skipped
+    // offsets after a rebalance raises a false alarm.
+    anyhow::ensure!(skips_reported == 0.0, "consumers reported {skips_reported} skipped offsets that were not skipped");
+    t.stop().await
+}
+
+/// Messages a replica recognised as already processed (skipped by the inbox).
+async fn duplicates(t: &Topology, replica: &Replica) -> anyhow::Result<f64> {
+    replica.metric(&t.http, m::MESSAGES_HANDLED, &["outcome=\"duplicate\""]).await
+}
+
+/// SIGTERM replica 0 of `name` after `delay`, check how it stopped and what it left behind,
+/// then start it again. Returns how long the exit took and how many of its messages the
+/// replica that took its partitions over saw again.
+async fn sigterm_one(
+    t: &Topology,
+    stream: &OrderStream,
+    name: &str,
+    replicas: &mut [Replica],
+    delay: Duration,
+) -> anyhow::Result<(Duration, f64)> {
+    tokio::time::sleep(delay).await;
+    let survivor_duplicates = duplicates(t, &replicas[1]).await?;
+    let survivor_assignments = assignments(&replicas[1]);
+    let accepted = stream.accepted();
+
+    // Act: SIGTERM replica 0 while orders flow.
+    let (took, clean, stopped) = replicas[0].terminate(Duration::from_secs(10)).await?;
+
+    // Assert: a clean exit within 10 s, after draining the consumer and the relay …
+    anyhow::ensure!(clean, "{} exited with an error after SIGTERM: {:?}", stopped.name, stopped.log_lines().last());
+    anyhow::ensure!(took < Duration::from_secs(10), "{} took {took:?} to exit", stopped.name);
+    let logs = stopped.log_lines();
+    anyhow::ensure!(logs.iter().any(|l| l.contains("consumer stopped")), "{} did not stop its consumer", stopped.name);
+    anyhow::ensure!(
+        !logs.iter().any(|l| l.contains("final offset commit failed")),
+        "{}: the final offset commit failed",
+        stopped.name
+    );
+    // … having committed no offset past a message whose effects were not durable …
+    group_vs_inbox(t, name).await?;
+    // … and the offset of every message it processed: the replica that takes its partitions
+    // over sees none of them again.
+    let survivor = &replicas[1];
+    eventually(WAIT, &format!("{} to take the partitions over", survivor.name), || async {
+        (assignments(survivor) > survivor_assignments).then_some(())
+    })
+    .await?;
+    stream.until_accepted(accepted + 8, WAIT).await?;
+    let handover_duplicates = duplicates(t, survivor).await? - survivor_duplicates;
+
+    replicas[0].start().await?;
+    Ok((took, handover_duplicates))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_mid_stream_exits_within_ten_seconds_and_leaves_no_message_half_processed() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut t = Topology::start(Options::default()).await?;
+    let stream = steady_stream(&t).await?;
+    let mut rng = rng("sigterm");
+
+    // Every service's replica 0 at its own random moment (the services' groups are
+    // independent, so they overlap to save time).
+    let mut groups: Vec<(&'static str, Vec<Replica>, Duration)> = service::ALL
+        .iter()
+        .map(|name| {
+            let delay = Duration::from_millis(rng.random_range(300..=4000));
+            (*name, t.replicas.remove(name).unwrap_or_default(), delay)
+        })
+        .collect();
+    let stopped = futures::future::try_join_all(
+        groups.iter_mut().map(|(name, replicas, delay)| sigterm_one(&t, &stream, name, replicas, *delay)),
+    )
+    .await;
+    for (name, replicas, _) in groups {
+        t.replicas.insert(name, replicas);
+    }
+    let stopped = stopped?;
+    let exits: Vec<String> =
+        stopped.iter().zip(service::ALL).map(|((took, _), name)| format!("{name}:{}ms", took.as_millis())).collect();
+    let handover_duplicates: f64 = stopped.iter().map(|(_, d)| d).sum();
+
+    let settled = finish(&t, stream).await?;
+    let extra = format!("exits={} handover_duplicates={handover_duplicates}", exits.join(","));
+    t.verdict("sigterm", &settled, &extra).await?;
+    anyhow::ensure!(handover_duplicates == 0.0, "a stopped replica left processed messages uncommitted");
+    t.stop().await
+}
