@@ -4,6 +4,10 @@
 //! order-svc replicas' APIs, then every invariant is checked, both replicas of every service
 //! must have done work (the partitions were split), and SIGTERM stops each process cleanly
 //! within 10 s.
+//!
+//! `SAGA_TEST_KAFKA_BROKERS=host:port` runs the same test against an external Kafka-compatible
+//! broker instead (e.g. Nisshi, see the README): the services then create their topics
+//! themselves, as in production.
 
 mod common;
 
@@ -29,9 +33,19 @@ fn binary_of(service: &str) -> &str {
 async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant() -> anyhow::Result<()> {
     // Arrange: broker process, one PostgreSQL database per service, a webhook sink.
     let prefix = format!("mp{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let broker =
-        BrokerProcess::start(&HashMap::from([("KAFKA_PARTITIONS", "4".to_owned()), ("TOPIC_PREFIX", prefix.clone())]))
+    let (broker, bootstrap, create_topics) = match common::topology::external_broker() {
+        Some(external) => (None, external, "true"),
+        None => {
+            let broker = BrokerProcess::start(&HashMap::from([
+                ("KAFKA_PARTITIONS", "4".to_owned()),
+                ("TOPIC_PREFIX", prefix.clone()),
+            ]))
             .await?;
+            let bootstrap = broker.bootstrap.clone();
+            // The mock cluster has no CreateTopics: the broker process creates them.
+            (Some(broker), bootstrap, "false")
+        }
+    };
     let (sink, sink_addr) = Sink::start().await?;
     let mut dbs = HashMap::new();
     for name in service::ALL {
@@ -43,8 +57,8 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
         for replica in 0..REPLICAS {
             let env = vec![
                 ("DATABASE_URL", dbs[name].url.clone()),
-                ("KAFKA_BROKERS", broker.bootstrap.clone()),
-                ("KAFKA_CREATE_TOPICS", "false".to_owned()), // the mock cluster has no CreateTopics
+                ("KAFKA_BROKERS", bootstrap.clone()),
+                ("KAFKA_CREATE_TOPICS", create_topics.to_owned()),
                 ("KAFKA_PARTITIONS", "4".to_owned()),
                 ("TOPIC_PREFIX", prefix.clone()),
                 ("HTTP_ADDR", "127.0.0.1:0".to_owned()),

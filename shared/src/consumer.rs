@@ -20,13 +20,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
@@ -173,7 +174,7 @@ const RECOMMIT_EVERY: Duration = Duration::from_secs(2);
 /// How long a stopping consumer keeps trying to commit what it processed while its group
 /// rebalances, and how long it then waits to leave the group: bounded so that a stop (with
 /// the relay's drain after it) stays within a supervisor's grace period of 10 s.
-pub const FINAL_COMMIT_WITHIN: Duration = Duration::from_secs(4);
+pub const FINAL_COMMIT_WITHIN: Duration = Duration::from_secs(6);
 const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Test-only fault injection: return true to simulate a crash right after the database
@@ -214,6 +215,79 @@ pub struct LoopContext {
     service: &'static str,
     group: String,
     revoked: Arc<Mutex<Revoked>>,
+    /// Set once the consumer leaves its group: the final commit is done, and librdkafka must
+    /// not be handed a commit while it tears the group membership down.
+    closing: Arc<AtomicBool>,
+    uncommitted: Arc<Mutex<Uncommitted>>,
+}
+
+/// Where processing got to on each partition (the next offset to read) while the group has not
+/// confirmed committing it. librdkafka's own stored offsets are dropped when a rebalance takes
+/// the partitions away, and a commit can be refused while the group rebalances (the mock
+/// cluster refuses every commit until the members rejoined): this record survives both, so
+/// the positions can still be committed once the partitions are assigned to this member again.
+#[derive(Debug, Default)]
+struct Uncommitted(HashMap<(String, i32), i64>);
+
+impl Uncommitted {
+    fn processed(&mut self, topic: &str, partition: i32, offset: i64) {
+        let next = self.0.entry((topic.to_owned(), partition)).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+
+    /// The group committed these offsets.
+    fn committed(&mut self, tpl: &TopicPartitionList) {
+        for e in tpl.elements() {
+            if let (Ok(()), Offset::Offset(done)) = (e.error(), e.offset()) {
+                let key = (e.topic().to_owned(), e.partition());
+                if self.0.get(&key).is_some_and(|next| *next <= done) {
+                    self.0.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// A new assignment: positions on partitions another member now owns are not this
+    /// member's to commit (that member reads from the committed offset; a redelivery is
+    /// skipped by the inbox). Partitions assigned to it again were consumed by nobody since.
+    fn reassigned(&mut self, tpl: &TopicPartitionList) {
+        let assigned: HashSet<(String, i32)> =
+            tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        self.0.retain(|key, _| assigned.contains(key));
+    }
+
+    /// The positions on partitions assigned to this member now.
+    fn to_commit(&self, assignment: &TopicPartitionList) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for e in assignment.elements() {
+            if let Some(next) = self.0.get(&(e.topic().to_owned(), e.partition())) {
+                let _ = tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(*next));
+            }
+        }
+        tpl
+    }
+}
+
+/// Commit the processed positions of the partitions assigned to this member; returns how many
+/// partitions it committed (0: nothing to commit).
+fn commit_processed<C: Consumer<LoopContext>>(
+    consumer: &C,
+    uncommitted: &Mutex<Uncommitted>,
+    mode: CommitMode,
+) -> Result<usize, KafkaError> {
+    let assignment = consumer.assignment()?;
+    let tpl = match uncommitted.lock() {
+        Ok(u) => u.to_commit(&assignment),
+        Err(_) => return Ok(0),
+    };
+    if tpl.count() == 0 {
+        return Ok(0);
+    }
+    consumer.commit(&tpl, mode)?;
+    if let (CommitMode::Sync, Ok(mut u)) = (mode, uncommitted.lock()) {
+        u.committed(&tpl);
+    }
+    Ok(tpl.count())
 }
 
 /// Partitions taken from this consumer since the loop last looked: what it knows of their
@@ -238,9 +312,36 @@ impl ClientContext for LoopContext {
 }
 
 impl ConsumerContext for LoopContext {
+    /// Before partitions are taken away, commit what was processed on them, while this member
+    /// still owns them (the group accepts commits of the current generation until its members
+    /// rejoin). Offsets stored but not committed are otherwise dropped with the partitions, and
+    /// their next owner would read those messages again. The loop handles one message at a
+    /// time and stores its offset before it polls again, so nothing is half-processed here.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance
+            && !self.closing.load(Ordering::SeqCst)
+        {
+            match commit_processed(consumer, &self.uncommitted, CommitMode::Sync) {
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(service = self.service, group = %self.group, error = %err, "commit before revoke failed")
+                }
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let (Ok(()), Ok(mut uncommitted)) = (result, self.uncommitted.lock()) {
+            uncommitted.committed(offsets);
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                if let Ok(mut uncommitted) = self.uncommitted.lock() {
+                    uncommitted.reassigned(tpl);
+                }
                 tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions assigned")
             }
             Rebalance::Revoke(tpl) => {
@@ -263,7 +364,15 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Subscribe and process messages until `shutdown` (or the crash hook) stops it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
         let revoked = Arc::new(Mutex::new(Revoked::default()));
-        let context = LoopContext { service: self.service, group: self.group.clone(), revoked: revoked.clone() };
+        let closing = Arc::new(AtomicBool::new(false));
+        let uncommitted = Arc::new(Mutex::new(Uncommitted::default()));
+        let context = LoopContext {
+            service: self.service,
+            group: self.group.clone(),
+            revoked: revoked.clone(),
+            closing: closing.clone(),
+            uncommitted: uncommitted.clone(),
+        };
         let consumer: Arc<StreamConsumer<LoopContext>> = Arc::new(
             self.kafka
                 .consumer_config(&self.group)
@@ -285,9 +394,8 @@ impl<H: Handler> ConsumerLoop<H> {
             let received = tokio::select! {
                 () = shutdown.cancelled() => break Stopped::Shutdown,
                 _ = recommit.tick() => {
-                    match consumer.commit_consumer_state(CommitMode::Async) {
-                        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                        Err(err) => tracing::debug!(service = self.service, error = %err, "offset recommit failed"),
+                    if let Err(err) = commit_processed(&*consumer, &uncommitted, CommitMode::Async) {
+                        tracing::debug!(service = self.service, error = %err, "offset recommit failed");
                     }
                     continue;
                 }
@@ -311,6 +419,9 @@ impl<H: Handler> ConsumerLoop<H> {
 
             match self.process(&message, &shutdown).await {
                 Outcome::Done => {
+                    if let Ok(mut u) = uncommitted.lock() {
+                        u.processed(message.topic(), message.partition(), message.offset());
+                    }
                     // Store the offset of what was processed, then commit the stored offsets.
                     // Only stored offsets are ever committed, so the final synchronous commit
                     // at shutdown never covers a message that was received but not processed.
@@ -329,11 +440,12 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
             }
         };
-        self.final_commit(&consumer).await;
+        self.final_commit(&consumer, &uncommitted).await;
         // Leave the group. Closing the consumer waits on the group protocol (a rebalance in
         // progress can hold it for seconds), so it is bounded: the process must still stop in
         // time. If it runs out, the group notices the member gone after its session timeout.
         let closing = tokio::task::spawn_blocking(move || {
+            closing.store(true, Ordering::SeqCst);
             consumer.unsubscribe();
             drop(consumer);
         });
@@ -346,23 +458,35 @@ impl<H: Handler> ConsumerLoop<H> {
 
     /// Commit the offsets of everything processed, before leaving the group. While the group
     /// rebalances (another replica just left or joined, e.g. when replicas stop together) the
-    /// broker refuses commits until this member has rejoined, which needs the consumer served:
-    /// keep serving it — a message it delivers meanwhile is dropped unprocessed, so its offset
-    /// is neither stored nor committed — and commit again, within [`FINAL_COMMIT_WITHIN`].
-    async fn final_commit(&self, consumer: &Arc<StreamConsumer<LoopContext>>) {
+    /// broker may refuse commits until this member has rejoined, which needs the consumer
+    /// served: keep serving it — a message it delivers meanwhile is dropped unprocessed, so its
+    /// offset is never committed — and commit again once the partitions are assigned back,
+    /// within [`FINAL_COMMIT_WITHIN`]. Positions on partitions that went to another member are
+    /// that member's (it reads them again and the inbox skips them).
+    async fn final_commit(&self, consumer: &Arc<StreamConsumer<LoopContext>>, uncommitted: &Arc<Mutex<Uncommitted>>) {
         let deadline = Instant::now() + FINAL_COMMIT_WITHIN;
         loop {
-            let committing = consumer.clone();
-            let committed = tokio::task::spawn_blocking(move || committing.commit_consumer_state(CommitMode::Sync))
-                .await
-                .unwrap_or_else(|_| Err(KafkaError::Canceled));
+            let (committing, positions) = (consumer.clone(), uncommitted.clone());
+            let committed =
+                tokio::task::spawn_blocking(move || commit_processed(&*committing, &positions, CommitMode::Sync))
+                    .await
+                    .unwrap_or(Err(KafkaError::Canceled));
+            let left = uncommitted.lock().map(|u| u.0.len()).unwrap_or(0);
             match committed {
-                // NoOffset: nothing stored since the last commit, every offset is committed.
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
-                Err(KafkaError::ConsumerCommit(
+                Ok(_) if left == 0 => return,
+                Ok(_)
+                | Err(KafkaError::ConsumerCommit(
                     RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration,
                 )) if Instant::now() < deadline => {
                     let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        service = self.service,
+                        partitions = left,
+                        "final offset commit failed: the partitions were not assigned back in time"
+                    );
+                    return;
                 }
                 Err(err) => {
                     tracing::warn!(service = self.service, error = %err, "final offset commit failed");

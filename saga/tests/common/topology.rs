@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::Value;
 use shared::db::Backend;
 use shared::testing::{TestDb, eventually};
@@ -131,11 +132,20 @@ impl Apis {
     }
 }
 
+/// An external Kafka-compatible broker to run against instead of our mock-broker process
+/// (`SAGA_TEST_KAFKA_BROKERS=host:port`, e.g. Nisshi): its services create their topics.
+pub fn external_broker() -> Option<String> {
+    std::env::var("SAGA_TEST_KAFKA_BROKERS").ok().filter(|b| !b.is_empty())
+}
+
 /// A whole running system owned by one fault-suite case.
 pub struct Topology {
     pub prefix: String,
     pub topics: Topics,
-    pub broker: BrokerProcess,
+    /// Our mock-cluster broker process, or None on an external broker
+    /// (`SAGA_TEST_KAFKA_BROKERS`).
+    broker: Option<BrokerProcess>,
+    bootstrap: String,
     pub sink: Sink,
     pub dbs: HashMap<&'static str, TestDb>,
     pub proxy: Option<DbProxy>,
@@ -166,11 +176,19 @@ impl Topology {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
         let prefix = format!("fs{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let partitions = options.partitions.to_string();
-        let broker = BrokerProcess::start(&HashMap::from([
-            ("KAFKA_PARTITIONS", partitions.clone()),
-            ("TOPIC_PREFIX", prefix.clone()),
-        ]))
-        .await?;
+        let (broker, bootstrap, create_topics) = match external_broker() {
+            Some(external) => (None, external, "true"),
+            None => {
+                let broker = BrokerProcess::start(&HashMap::from([
+                    ("KAFKA_PARTITIONS", partitions.clone()),
+                    ("TOPIC_PREFIX", prefix.clone()),
+                ]))
+                .await?;
+                let bootstrap = broker.bootstrap.clone();
+                // The mock cluster has no CreateTopics: the broker process creates them.
+                (Some(broker), bootstrap, "false")
+            }
+        };
         let (sink, sink_addr) = Sink::start().await?;
         let mut dbs = HashMap::new();
         for name in service::ALL {
@@ -181,8 +199,8 @@ impl Topology {
             false => None,
         };
         let base_env = vec![
-            ("KAFKA_BROKERS", broker.bootstrap.clone()),
-            ("KAFKA_CREATE_TOPICS", "false".to_owned()), // the mock cluster has no CreateTopics
+            ("KAFKA_BROKERS", bootstrap.clone()),
+            ("KAFKA_CREATE_TOPICS", create_topics.to_owned()),
             ("KAFKA_PARTITIONS", partitions),
             ("KAFKA_PROP_SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS.to_owned()),
             ("TOPIC_PREFIX", prefix.clone()),
@@ -206,6 +224,7 @@ impl Topology {
             topics: Topics::with_prefix(&prefix),
             prefix,
             broker,
+            bootstrap,
             sink,
             dbs,
             proxy,
@@ -267,7 +286,14 @@ impl Topology {
     }
 
     pub fn bootstrap(&self) -> &str {
-        &self.broker.bootstrap
+        &self.bootstrap
+    }
+
+    /// Our broker process, which can be taken down and brought back (not an external broker).
+    pub fn broker(&self) -> anyhow::Result<&BrokerProcess> {
+        self.broker.as_ref().context(
+            "this case takes the broker down and up, which needs our mock-broker process, not an external broker",
+        )
     }
 
     pub fn inputs(&self, name: &str) -> Vec<String> {
@@ -455,9 +481,18 @@ pub struct Settled {
     pub timed_out: bool,
 }
 
-/// Print a line past the test harness's output capture, so that summary lines show in every run.
+/// Print a summary line (the harness shows it with --nocapture, or when the test fails) and
+/// append it to [`summary_file`].
 pub fn report(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(summary_file()) {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+/// Where [`report`] keeps the summary lines: `target/tmp/fault-suite-summary.txt`.
+pub fn summary_file() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-suite-summary.txt")
 }
