@@ -16,8 +16,9 @@
 //! Each case owns its topology and its orders, and ends by asserting every invariant of
 //! ARCHITECTURE.md section 2 after recovery and printing one summary line:
 //! `case=<name> sent=N completed=N cancelled=N lost=N doubled_charges=N doubled_refunds=N
-//! doubled_notifications=N stock=ok money=ok` (+ what the case measured), computed from the
-//! data. Cases run one at a time (they would starve each other of CPU).
+//! doubled_notifications=N stock=ok money=ok unhandled_messages=N dead_letters=N` (+ what the
+//! case measured), computed from the data; a dead letter outside the poison case fails it.
+//! Cases run one at a time (they would starve each other of CPU).
 //!
 //! `FAULT_SUITE_PROFILE=short` (default, for CI) or `long` (more orders and kills);
 //! `FAULT_SUITE_SEED` repeats a run's random choices (the seed is printed).

@@ -12,7 +12,9 @@
 //! topic's publisher is dead-lettered at once. A [`HandlerError::Transient`] is retried with
 //! capped exponential backoff up to [`ConsumerOptions::max_attempts`], then dead-lettered; a
 //! [`HandlerError::Permanent`] is dead-lettered at once. An unreachable database is not the
-//! message's fault: the loop pauses and retries without counting attempts or committing.
+//! message's fault: the loop pauses and retries without counting attempts or committing. Nor
+//! is a lost optimistic-concurrency race (replicas contending for one hot stream): another
+//! transaction moved the stream on, so it is retried, with jittered backoff, however often.
 //! Dead letters are written to the outbox in a transaction of their own (the relay publishes
 //! them to the service's dead-letter topic with the origin in headers), then the loop moves on.
 //!
@@ -75,6 +77,16 @@ impl HandlerError {
 
     pub fn transient(err: impl Into<anyhow::Error>) -> Self {
         HandlerError::Transient(err.into())
+    }
+
+    /// Did the handler lose an optimistic-concurrency race (retry, don't count an attempt)?
+    /// Someone else's transaction made progress on the stream, so retrying cannot livelock the
+    /// system, and dead-lettering a message for contention would drop a valid saga step.
+    fn is_contention(&self) -> bool {
+        let HandlerError::Transient(err) = self else {
+            return false;
+        };
+        err.chain().any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Conflict { .. })))
     }
 
     /// Is the database unreachable (pause, don't count an attempt)?
@@ -380,6 +392,9 @@ impl<H: Handler> ConsumerLoop<H> {
                 .context("failed to create consumer")?,
         );
         let topic_names: Vec<&str> = self.topics.iter().map(|(t, _)| t.as_str()).collect();
+        if !self.await_topics(&consumer, &topic_names, &shutdown).await {
+            return Ok(Stopped::Shutdown);
+        }
         consumer.subscribe(&topic_names).context("failed to subscribe")?;
         tracing::info!(service = self.service, group = %self.group, topics = ?topic_names, "consumer started");
 
@@ -454,6 +469,47 @@ impl<H: Handler> ConsumerLoop<H> {
         }
         tracing::info!(service = self.service, group = %self.group, "consumer stopped");
         Ok(stopped)
+    }
+
+    /// Wait until every topic to consume exists (false: shut down meanwhile). Each service
+    /// creates the topics it owns at start-up, so another service's topics may not exist yet;
+    /// a group that subscribed before they did would not see them until librdkafka's next
+    /// metadata refresh (minutes), and would miss nothing but serve nobody meanwhile.
+    async fn await_topics(
+        &self,
+        consumer: &Arc<StreamConsumer<LoopContext>>,
+        topics: &[&str],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            let fetching = consumer.clone();
+            let metadata =
+                tokio::task::spawn_blocking(move || fetching.fetch_metadata(None, Duration::from_secs(5))).await;
+            let missing: Vec<&str> = match &metadata {
+                Ok(Ok(metadata)) => {
+                    let present: HashSet<&str> = metadata
+                        .topics()
+                        .iter()
+                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                        .map(|t| t.name())
+                        .collect();
+                    topics.iter().copied().filter(|t| !present.contains(t)).collect()
+                }
+                _ => topics.to_vec(),
+            };
+            if missing.is_empty() {
+                return true;
+            }
+            if attempt % 20 == 0 {
+                tracing::info!(service = self.service, group = %self.group, ?missing, "waiting for topics to exist");
+            }
+            attempt += 1;
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
     }
 
     /// Commit the offsets of everything processed, before leaving the group. While the group
@@ -541,7 +597,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     }
                     Err(error) => error,
                 };
-                let retry = if error.is_unavailable() {
+                let retry = if error.is_unavailable() || error.is_contention() {
                     // Not this message's fault: pause without spending its attempts.
                     attempts = attempts.saturating_sub(1);
                     true

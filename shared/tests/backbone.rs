@@ -268,6 +268,8 @@ async fn outbox_two_relays_on_one_database_keep_each_keys_order(backend: Backend
 #[derive(Default)]
 struct Recorder {
     fail_first: AtomicU32,
+    /// Lose this many optimistic-concurrency races first.
+    conflicts_first: AtomicU32,
     calls: AtomicUsize,
 }
 
@@ -277,6 +279,10 @@ impl Handler for Recorder {
         if self.fail_first.load(Ordering::SeqCst) > 0 {
             self.fail_first.fetch_sub(1, Ordering::SeqCst);
             return Err(HandlerError::transient(anyhow::anyhow!("downstream hiccup")));
+        }
+        if self.conflicts_first.load(Ordering::SeqCst) > 0 {
+            self.conflicts_first.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Conflict { stream: "sku-hot".to_owned(), expected: 7 }.into());
         }
         if ctx.message.event_type != event_type::ORDER_PLACED {
             return Ok(());
@@ -498,6 +504,35 @@ async fn consumer_retries_a_transient_failure_until_it_succeeds(backend: Backend
     stop.cancel();
     run.await??;
     assert_eq!(handler.calls.load(Ordering::SeqCst), 4, "three failures, then success");
+    assert_eq!(count_on(&up.broker, &up.broker.topics.dead_letter(service::INVENTORY))?, 0);
+    assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
+    Ok(())
+}
+
+both_backends!(consumer_retries_lost_concurrency_races_beyond_its_attempts_and_never_dead_letters_them);
+async fn consumer_retries_lost_concurrency_races_beyond_its_attempts_and_never_dead_letters_them(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // Arrange: the handler loses 12 races for a hot stream, more than the 5 attempts a
+    // transient failure gets (replicas contending for one SKU after an outage).
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    publish(&producer, &up.broker.topics.orders, &placed("k", 1)?).await?;
+    let handler = Arc::new(Recorder { conflicts_first: AtomicU32::new(12), ..Default::default() });
+
+    // Act
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    eventually(WAIT, "applied after the lost races", || async {
+        (applied(&down.db).await.ok()?.len() == 1).then_some(())
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+
+    // Assert: applied once, after every race was retried; nothing dead-lettered.
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 13, "twelve lost races, then success");
     assert_eq!(count_on(&up.broker, &up.broker.topics.dead_letter(service::INVENTORY))?, 0);
     assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
     Ok(())

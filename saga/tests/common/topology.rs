@@ -285,6 +285,26 @@ impl Topology {
         dir
     }
 
+    /// Write every service's event store (one JSON event a line) into `dir`, for a case whose
+    /// invariants failed: the databases are dropped with the topology.
+    async fn dump_event_stores(&self, dir: &std::path::Path) {
+        for name in service::ALL {
+            let Ok(mut tx) = self.dbs[name].db.begin_read().await else { continue };
+            let events = shared::event_store::EventStore::default().read_all(&mut tx, 0, i64::MAX).await;
+            let _ = tx.rollback().await;
+            let lines: Vec<String> = events
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    serde_json::json!({"position": e.position, "stream": e.stream_id, "version": e.version,
+                        "type": e.event_type, "payload": e.payload, "metadata": e.metadata, "at": e.recorded_at})
+                    .to_string()
+                })
+                .collect();
+            let _ = std::fs::write(dir.join(format!("{name}.events.jsonl")), lines.join("\n"));
+        }
+    }
+
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
     }
@@ -436,8 +456,15 @@ impl Topology {
         let unhandled = self.unhandled_messages().await?;
         anyhow::ensure!(quiet.is_ok() || !unhandled.is_empty(), "case {case}: an outbox did not drain");
         let tally = invariants::tally(&run).await?;
+        // A dead letter is a saga step that did not happen: only the poison case may cause any.
+        let mut dead_letters = 0;
+        for name in service::ALL {
+            let dlq = self.topics.dead_letter(name);
+            dead_letters += kafka::read(self.bootstrap(), &[dlq.as_str()], None).await?.len();
+        }
+        let unexpected_dead_letters = if case == "poison" { 0 } else { dead_letters };
         let line = format!(
-            "case={case} {tally} unhandled_messages={}{}{extra}\n",
+            "case={case} {tally} unhandled_messages={} dead_letters={dead_letters}{}{extra}\n",
             unhandled.len(),
             if extra.is_empty() { "" } else { " " }
         );
@@ -445,11 +472,18 @@ impl Topology {
         let suspicious = tally.lost + tally.doubled_charges + tally.doubled_refunds + tally.doubled_notifications > 0
             || !tally.stock_ok
             || !tally.money_ok
-            || !unhandled.is_empty();
+            || !unhandled.is_empty()
+            || unexpected_dead_letters > 0;
         if suspicious || std::env::var_os("FAULT_SUITE_LOGS").is_some() {
-            report(&format!("case={case} service logs in {}\n", self.dump_logs().display()));
+            let dir = self.dump_logs();
+            self.dump_event_stores(&dir).await;
+            report(&format!("case={case} service logs and event stores in {}\n", dir.display()));
         }
         anyhow::ensure!(unhandled.is_empty(), "case {case}: messages skipped by a group: {unhandled:#?}");
+        anyhow::ensure!(
+            unexpected_dead_letters == 0,
+            "case {case}: {unexpected_dead_letters} messages were dead-lettered (see the services' logs)"
+        );
         anyhow::ensure!(
             settled.lost.is_empty(),
             "case {case}: {} accepted orders never completed nor were cancelled, e.g. {:?}",
