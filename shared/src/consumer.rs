@@ -501,7 +501,7 @@ impl<H: Handler> ConsumerLoop<H> {
             if missing.is_empty() {
                 return true;
             }
-            if attempt % 20 == 0 {
+            if attempt.is_multiple_of(20) {
                 tracing::info!(service = self.service, group = %self.group, ?missing, "waiting for topics to exist");
             }
             attempt += 1;
