@@ -233,11 +233,13 @@ pub struct LoopContext {
     uncommitted: Arc<Mutex<Uncommitted>>,
 }
 
-/// Where processing got to on each partition (the next offset to read) while the group has not
-/// confirmed committing it. librdkafka's own stored offsets are dropped when a rebalance takes
-/// the partitions away, and a commit can be refused while the group rebalances (the mock
-/// cluster refuses every commit until the members rejoined): this record survives both, so
-/// the positions can still be committed once the partitions are assigned to this member again.
+/// Where processing got to on each partition this member owns (the next offset to read) while
+/// the group has not confirmed committing it. A commit can be refused while the group
+/// rebalances (the mock cluster refuses every commit until the members rejoined, where Kafka
+/// accepts the current generation's): with the cooperative protocol a member keeps its
+/// partitions through a rebalance, so this record lets it commit them once the group settles.
+/// Partitions taken away are dropped from it (their next owner reads from the committed offset,
+/// and the inbox skips what was processed already).
 #[derive(Debug, Default)]
 struct Uncommitted(HashMap<(String, i32), i64>);
 
@@ -259,13 +261,11 @@ impl Uncommitted {
         }
     }
 
-    /// A new assignment: positions on partitions another member now owns are not this
-    /// member's to commit (that member reads from the committed offset; a redelivery is
-    /// skipped by the inbox). Partitions assigned to it again were consumed by nobody since.
-    fn reassigned(&mut self, tpl: &TopicPartitionList) {
-        let assigned: HashSet<(String, i32)> =
-            tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-        self.0.retain(|key, _| assigned.contains(key));
+    /// Partitions taken away (or lost): their positions are no longer this member's to commit.
+    fn revoked(&mut self, tpl: &TopicPartitionList) {
+        for e in tpl.elements() {
+            self.0.remove(&(e.topic().to_owned(), e.partition()));
+        }
     }
 
     /// The positions on partitions assigned to this member now.
@@ -351,18 +351,21 @@ impl ConsumerContext for LoopContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                if let Ok(mut uncommitted) = self.uncommitted.lock() {
-                    uncommitted.reassigned(tpl);
-                }
                 tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions assigned")
             }
             Rebalance::Revoke(tpl) => {
+                if let Ok(mut uncommitted) = self.uncommitted.lock() {
+                    uncommitted.revoked(tpl);
+                }
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.partitions.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
                 }
                 tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions revoked")
             }
             Rebalance::Error(e) => {
+                if let Ok(mut uncommitted) = self.uncommitted.lock() {
+                    uncommitted.0.clear();
+                }
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.all = true;
                 }
@@ -516,9 +519,9 @@ impl<H: Handler> ConsumerLoop<H> {
     /// rebalances (another replica just left or joined, e.g. when replicas stop together) the
     /// broker may refuse commits until this member has rejoined, which needs the consumer
     /// served: keep serving it — a message it delivers meanwhile is dropped unprocessed, so its
-    /// offset is never committed — and commit again once the partitions are assigned back,
-    /// within [`FINAL_COMMIT_WITHIN`]. Positions on partitions that went to another member are
-    /// that member's (it reads them again and the inbox skips them).
+    /// offset is never committed — and commit again once the group has settled, within
+    /// [`FINAL_COMMIT_WITHIN`]. Positions on partitions that went to another member are that
+    /// member's (it reads them again and the inbox skips them).
     async fn final_commit(&self, consumer: &Arc<StreamConsumer<LoopContext>>, uncommitted: &Arc<Mutex<Uncommitted>>) {
         let deadline = Instant::now() + FINAL_COMMIT_WITHIN;
         loop {
