@@ -9,7 +9,7 @@ use shared::contracts;
 pub struct InvalidValue(String);
 
 impl InvalidValue {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 
@@ -20,7 +20,7 @@ impl InvalidValue {
 
 /// Checks the rules shared by identifiers: not blank, no surrounding whitespace, no control
 /// characters, bounded length (in characters).
-fn identifier(what: &str, raw: String, max_chars: usize) -> Result<String, InvalidValue> {
+pub(crate) fn identifier(what: &str, raw: String, max_chars: usize) -> Result<String, InvalidValue> {
     if raw.trim().is_empty() {
         return Err(InvalidValue::new(format!("{what} must not be blank")));
     }
