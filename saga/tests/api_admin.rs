@@ -76,7 +76,24 @@ async fn keys_and_roles_isolate_customers_through_the_whole_system(backend: Back
     let ids: Vec<&str> = own["items"].as_array().into_iter().flatten().filter_map(|o| o["id"].as_str()).collect();
     assert_eq!(ids, [poor_id]);
     let all: Value = list(&keys.admin).await?.json().await?;
-    assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2), "the admin sees both customers' orders");
+
+    // Idempotency keys are per customer: the same key from two customers is two orders, and
+    // neither learns that the other used it.
+    let keyed = |key: &str, customer: &str| {
+        system
+            .anonymous
+            .post(system.url("/orders"))
+            .bearer_auth(key.to_owned())
+            .header("Idempotency-Key", "checkout-1")
+            .json(&common::order_body(customer, &[("sku-tee", 1)], "DE"))
+            .send()
+    };
+    let first: Value = keyed(&keys.rich, "cust-rich").await?.json().await?;
+    let second = keyed(&keys.poor, "cust-poor").await?;
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await?;
+    assert_ne!(first["id"], second["id"]);
 
     // Admin endpoints: 403 for a customer key.
     let admin_only = system.anonymous.get(system.url("/admin/commands")).bearer_auth(&keys.rich).send().await?;
