@@ -523,3 +523,63 @@ pub async fn list_orders<R: OrderRepository>(
     let page = repo.list(query).await?;
     Ok(Json(page))
 }
+
+/// Property tests of the request parsers: whatever JSON-shaped input arrives, parsing never
+/// panics, and it fails exactly when some field breaks its rule, naming every such field.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof!["\\PC{0,70}", "[a-z-]{1,10}", Just(String::new()), Just(" x".to_owned())]
+    }
+
+    proptest! {
+        #[test]
+        fn placing_parses_exactly_the_valid_requests_and_names_every_broken_rule(
+            customer_id in field(),
+            items in proptest::collection::vec((field(), -5i64..1100), 0..4),
+            country in "\\PC{0,3}",
+            name in proptest::option::of("\\PC{0,5}"),
+        ) {
+            let request = PlaceOrderRequest {
+                customer_id: customer_id.clone(),
+                items: items.iter().map(|(sku, quantity)| ItemRequest { sku: sku.clone(), quantity: *quantity }).collect(),
+                ship_to: ShipToRequest { country: country.clone(), name, line1: None, city: None, postal_code: None },
+            };
+            match PlaceOrder::try_from(request) {
+                Ok(cmd) => {
+                    prop_assert_eq!(cmd.customer_id.as_str(), customer_id.as_str());
+                    prop_assert_eq!(cmd.items.as_slice().len(), items.len());
+                }
+                Err(violations) => {
+                    prop_assert!(!violations.is_empty());
+                    for v in &violations {
+                        prop_assert!(v.pointer.as_deref().is_some_and(|p| p.starts_with("#/")));
+                    }
+                    let customer_ok = CustomerId::parse(customer_id.clone()).is_ok();
+                    let has = |p: &str| violations.iter().any(|v| v.pointer.as_deref() == Some(p));
+                    prop_assert_eq!(has("#/customer_id"), !customer_ok);
+                    prop_assert_eq!(has("#/ship_to/country"), CountryCode::parse(&country).is_err());
+                }
+            }
+        }
+
+        #[test]
+        fn listing_parameters_parse_or_name_the_parameter(
+            customer_id in proptest::option::of(field()),
+            status in proptest::option::of("[a-z]{0,12}"),
+            limit in proptest::option::of("\\PC{0,4}|[0-9]{1,3}"),
+            cursor in proptest::option::of("\\PC{0,10}"),
+        ) {
+            let params = ListParams { customer_id, status, limit, cursor };
+            if let Err(violations) = ListQuery::try_from(params) {
+                prop_assert!(!violations.is_empty());
+                for v in violations {
+                    prop_assert!(matches!(v.parameter.as_deref(), Some("customer_id" | "status" | "limit" | "cursor")));
+                }
+            }
+        }
+    }
+}

@@ -15,11 +15,14 @@ pub struct HostileRecord {
     pub payload: Option<Vec<u8>>,
 }
 
+/// Changes one record's headers or payload.
+type Change<'a> = &'a dyn Fn(&mut Vec<(String, String)>, &mut Option<Vec<u8>>);
+
 /// Every hostile variant of `valid` (a message the consumer acts on when intact). `forged_source`
 /// is a service that may not publish on the topic; `max_payload_bytes` is the consumer's limit.
 /// Each variant has its own message id, so none is mistaken for a redelivery of another.
 pub fn variants(valid: &Envelope, forged_source: &str, max_payload_bytes: usize) -> Vec<HostileRecord> {
-    let variant = |what: &str, change: &dyn Fn(&mut Vec<(String, String)>, &mut Option<Vec<u8>>)| {
+    let variant = |what: &str, change: Change<'_>| {
         let mut envelope = valid.clone();
         envelope.id = Uuid::now_v7();
         let mut headers = envelope.headers();
