@@ -175,7 +175,11 @@ def check_topics(services: dict, root: Path) -> list[str]:
         return ["shared/src/topics.rs: cannot read the topic names (did their format change?)"]
     expected = event_topics | {f"{s}.dlq" for s in service_names}
     env = (services.get("kafka-init") or {}).get("environment") or {}
-    created = set(str(env.get("EVENT_TOPICS", "")).split()) | set(str(env.get("DLQ_TOPICS", "")).split())
+    created = (
+        set(str(env.get("EVENT_TOPICS", "")).split())
+        | set(str(env.get("COMMAND_TOPICS", "")).split())
+        | set(str(env.get("DLQ_TOPICS", "")).split())
+    )
     errors = []
     if created != expected:
         errors.append(

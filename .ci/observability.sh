@@ -109,6 +109,9 @@ for base in range(18080, 19000, 10):
 EOF
 )
 [ -n "${base:-}" ] || fail "no free loopback ports"
+# An admin key for k6, configured by its digest as in production.
+api_key="sk_$("$py" -c 'import secrets; print(secrets.token_hex(32))')"
+ORDER_API_KEYS="admin:$(printf %s "$api_key" | sha256sum | cut -d' ' -f1)" \
 SAGA_DATA_DIR="$work/data" LOG_FORMAT=json RUST_LOG=info,sqlx=warn,rdkafka=warn \
   target/debug/saga --addr "127.0.0.1:$base" --deadline-secs 30 >"$work/saga.log" 2>&1 &
 pids+=($!)
@@ -132,7 +135,7 @@ K6_PROMETHEUS_RW_SERVER_URL="http://127.0.0.1:$prom_port/api/v1/write" \
 K6_PROMETHEUS_RW_TREND_STATS='p(50),p(95),p(99),avg,max' \
 K6_PROMETHEUS_RW_PUSH_INTERVAL=1s \
   timeout 180 "$k6" run --no-color -o experimental-prometheus-rw \
-    -e BASE_URL="http://127.0.0.1:$base" -e RATE=5 -e DURATION=8s -e POLL_TIMEOUT_S=20 \
+    -e BASE_URL="http://127.0.0.1:$base" -e API_KEY="$api_key" -e RATE=5 -e DURATION=8s -e POLL_TIMEOUT_S=20 \
     loadtests/orders.js >"$work/k6.log" 2>&1 || k6_status=$?
 grep -Ev '^\s*$' "$work/k6.log" | tail -n 45
 [ "${k6_status:-0}" -eq 0 ] || fail "k6 run failed with status $k6_status (thresholds or errors)"

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import secrets
 import json
 import os
 import platform
@@ -54,6 +56,13 @@ SERVICES = ["order-svc", "inventory-svc", "payment-svc", "shipping-svc", "notifi
 ACCEPT_P99_MS = 25.0
 # Connections per service pool in the run (and so pgbench's concurrency: the same total).
 POOL = 4
+# The run's admin key (order-svc is configured with its digest, as in production); no rate
+# limit, so that the arrival rate is what the API gets.
+API_KEY = secrets.token_urlsafe(24)
+API_ENV = {
+    "ORDER_API_KEYS": "admin:" + hashlib.sha256(API_KEY.encode()).hexdigest(),
+    "ORDER_API_RATE_LIMIT_PER_SEC": "0",
+}
 
 PROFILES = {
     "short": {
@@ -199,7 +208,7 @@ def load(api: str, rate: float, secs: float, out: Path, wait: float) -> dict:
         "--mix", "completed=100", "--wait-timeout", f"{int(wait)}s", "--out", str(out),
         "--max-in-flight", "4096",
     ]
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "SAGA_API_KEY": API_KEY})
     return json.loads(out.read_text())
 
 
@@ -381,6 +390,7 @@ def production(profile: dict, work: Path, admin_url: str, run_id: str) -> dict:
                 "SAGA_DEADLINE_MS": "120000",
                 "RUST_LOG": "warn,shared::ops=info",
                 "LOG_FORMAT": "json",
+                **API_ENV,
             }
             procs[svc] = Process(svc, [str(BIN / svc)], env)
         bases = {svc: f"http://{p.wait_listening()}" for svc, p in procs.items()}
@@ -447,7 +457,7 @@ def embedded(profile: dict, work: Path) -> dict:
     saga = Process(
         "saga",
         [str(BIN / "saga"), "--data-dir", str(data), "--addr", "127.0.0.1:0"],
-        {"RUST_LOG": "warn,shared::ops=info", "LOG_FORMAT": "json"},
+        {"RUST_LOG": "warn,shared::ops=info", "LOG_FORMAT": "json", **API_ENV},
     )
     try:
         api = "http://" + saga.wait_line(r"order API\s+http://([^/\s]+)/orders").group(1)

@@ -5,6 +5,8 @@
 //! - `PaymentDeclined`, `ShipmentFailed`, `OrderCancelled`: release what is held
 //!   (`InventoryReleased`), including a reservation made after the cancellation.
 //! - `ShipmentScheduled`: the reserved units leave with the shipment.
+//! - Admin commands (`UpsertProduct`, `AdjustStock` on `inventory.commands`): decided on the
+//!   SKU's stream; the outcome (`AdminCommandApplied` or `AdminCommandRejected`) is published.
 //!
 //! No overselling under concurrency: every SKU touched is appended at the version it was read
 //! at, so a concurrent reservation of the same SKU loses the race and is retried.
@@ -13,7 +15,8 @@ use std::collections::HashMap;
 
 use shared::consumer::{Handler, HandlerError, MessageContext};
 use shared::contracts::{
-    CompensationTrigger, OrderCancelled, OrderPlaced, PaymentDeclined, ShipmentFailed, ShipmentScheduled, event_type,
+    AdjustStock, CompensationTrigger, OrderCancelled, OrderPlaced, PaymentDeclined, ShipmentFailed, ShipmentScheduled,
+    UpsertProduct, command_type, event_type,
 };
 use shared::db::Tx;
 use shared::event_store::{Aggregate, EventStore, Loaded};
@@ -87,6 +90,20 @@ impl Handler for InventoryHandler {
                 let decision = domain::mark_shipped(e.order_id, &reservation.state, &states(&skus))
                     .map_err(HandlerError::permanent)?;
                 (e.order_id, reservation, skus, decision)
+            }
+            command_type::UPSERT_PRODUCT => {
+                let c: UpsertProduct = ctx.message.decode()?;
+                return self
+                    .apply_to_sku(ctx, c.command_id, &c.sku, |state| {
+                        domain::upsert_product(state, c.name.clone(), c.price_minor)
+                    })
+                    .await;
+            }
+            command_type::ADJUST_STOCK => {
+                let c: AdjustStock = ctx.message.decode()?;
+                return self
+                    .apply_to_sku(ctx, c.command_id, &c.sku, |state| domain::adjust_stock(state, c.delta))
+                    .await;
             }
             // Other events on our topics are not ours to act on.
             _ => return Ok(()),
@@ -168,6 +185,31 @@ impl InventoryHandler {
             let payload = public.payload().map_err(HandlerError::permanent)?;
             ctx.publish(&self.topics.inventory, public.event_type(), &payload).await?;
         }
+        Ok(())
+    }
+
+    /// An admin command on one SKU: decide it on the SKU's stream, record its events, and
+    /// publish the outcome (a refusal is an outcome, not an error).
+    async fn apply_to_sku(
+        &self,
+        ctx: &mut MessageContext<'_>,
+        command_id: Uuid,
+        sku: &str,
+        decide: impl FnOnce(&SkuState) -> Result<Vec<SkuEvent>, domain::DomainError>,
+    ) -> Result<(), HandlerError> {
+        ctx.check_subject(sku)?;
+        let stream = domain::sku::stream_id(sku);
+        let mut loaded = self.store.load::<SkuState>(ctx.tx, &stream).await?;
+        loaded.state.sku = sku.to_owned();
+        let outcome = match decide(&loaded.state) {
+            Ok(events) => {
+                let metadata = ctx.command_metadata(command_id);
+                self.store.save(ctx.tx, &stream, &mut loaded, &events, &metadata).await?;
+                Ok(events.iter().map(|e| e.event_type().to_owned()).collect())
+            }
+            Err(refused) => Err(refused.to_string()),
+        };
+        ctx.publish_command_outcome(&self.topics.inventory, command_id, outcome).await?;
         Ok(())
     }
 

@@ -57,6 +57,7 @@ impl WorkerSpec for Inventory {
             (topics.orders.clone(), service::ORDER.to_owned()),
             (topics.payments.clone(), service::PAYMENT.to_owned()),
             (topics.shipping.clone(), service::SHIPPING.to_owned()),
+            (topics.inventory_commands.clone(), service::ORDER.to_owned()),
         ]
     }
 

@@ -8,6 +8,10 @@ export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$
 // How long an order may take to reach completed/cancelled before the iteration gives up.
 export const POLL_TIMEOUT_S = Number(__ENV.POLL_TIMEOUT_S || 20);
 const POLL_INTERVAL_S = Number(__ENV.POLL_INTERVAL_S || 0.2);
+// An admin API key (the mix places orders for several customers): API_KEY, sent as
+// `Authorization: Bearer <key>`. Unset only against an API in open mode (ORDER_API_AUTH=open).
+const API_KEY = __ENV.API_KEY || '';
+const AUTH_HEADERS = API_KEY ? { Authorization: `Bearer ${API_KEY}` } : {};
 
 // From POST /orders to the first GET that shows a terminal state.
 export const timeToTerminal = new Trend('order_time_to_terminal', true);
@@ -63,7 +67,7 @@ export function pickKind() {
   return MIX[0];
 }
 
-const JSON_HEADERS = { 'Content-Type': 'application/json' };
+const JSON_HEADERS = Object.assign({ 'Content-Type': 'application/json' }, AUTH_HEADERS);
 
 // Place one order of a random kind and poll it until it is terminal (or the bound passes).
 export function checkout() {
@@ -83,7 +87,7 @@ export function checkout() {
   let order = null;
   while (Date.now() < deadline) {
     sleep(POLL_INTERVAL_S);
-    const res = http.get(`${BASE_URL}/orders/${id}`, { tags: { name: 'GET /orders/{id}' } });
+    const res = http.get(`${BASE_URL}/orders/${id}`, { headers: AUTH_HEADERS, tags: { name: 'GET /orders/{id}' } });
     if (res.status !== 200) continue;
     const body = res.json();
     if (body.status === 'completed' || body.status === 'cancelled') {

@@ -19,6 +19,7 @@
 //! After a terminal event, facts are still recorded (the timeline shows a late capture and its
 //! refund) but never change the outcome.
 
+pub mod admin;
 mod command;
 mod event;
 

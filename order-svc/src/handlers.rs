@@ -1,7 +1,9 @@
 //! Other services' events → the order aggregate → its decision (complete or cancel), in one
-//! transaction with the projection and the outbox.
+//! transaction with the projection and the outbox. Admin command outcomes go to their audit
+//! streams instead ([`crate::admin::record_outcome`]).
 
 use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::contracts::event_type;
 use shared::event_store::StoreError;
 use uuid::Uuid;
 
@@ -26,6 +28,10 @@ impl From<AppendError> for HandlerError {
 impl Handler for OrderHandler {
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let message = ctx.message;
+        if matches!(message.event_type.as_str(), event_type::ADMIN_COMMAND_APPLIED | event_type::ADMIN_COMMAND_REJECTED)
+        {
+            return crate::admin::record_outcome(&self.streams.store, ctx).await;
+        }
         let fact =
             OrderEvent::from_payload(&message.event_type, message.data.clone()).map_err(HandlerError::permanent)?;
         if fact.is_decided_by_order_svc() {

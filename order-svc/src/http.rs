@@ -1,17 +1,34 @@
-//! The order API (issue 3, section 4): `POST /orders`, `GET /orders/{id}`, `GET /orders`, and
-//! the OpenAPI document at `/openapi.json`. Handlers talk to storage only through
-//! [`OrderRepository`]; every error leaves as `application/problem+json` (RFC 9457).
+//! The order API (issue 3, section 4): `POST /orders`, `GET /orders/{id}`, `GET /orders`, the
+//! admin endpoints under `/admin` (issue 8), and the OpenAPI document at `/openapi.json`.
+//! Handlers talk to storage only through [`OrderRepository`] and [`AdminRepository`]; every
+//! error leaves as `application/problem+json` (RFC 9457).
+//!
+//! Every route but `/openapi.json` needs an API key ([`auth`]); every route runs under the
+//! limits of [`limits`].
 
+mod admin;
+pub mod auth;
 mod extract;
+pub mod limits;
 mod openapi;
 mod orders;
 mod problem;
 mod repository;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use tokio::sync::Semaphore;
 
+pub use admin::{
+    AdminCommandPage, AdminCommandView, AdminRepository, BalanceRequest, CommandQuery, CreditRequest,
+    DestinationsRequest, StockAdjustmentRequest, UpsertProductRequest,
+};
+pub use auth::{ApiKeys, Auth, KeyConfigError, Principal, Role, generate_key, hash_key};
 pub use extract::{BODY_LIMIT_BYTES, JsonBody};
+pub use limits::{ApiLimits, RateLimit, RateLimiter};
 pub use openapi::ApiDoc;
 pub use orders::{ItemView, OrderPage, OrderSummary, OrderView, PlaceOrderRequest, ShipToRequest, fingerprint};
 pub use problem::{AppError, Problem, Violation};
@@ -19,15 +36,44 @@ pub use repository::{
     Cursor, IdempotencyKey, IdempotencyRequest, InvalidCursor, ListQuery, OrderRepository, PageLimit, Placed, RepoError,
 };
 
-/// The whole order API with its problem+json fallbacks, ready to serve.
-pub fn router<R: OrderRepository>(repo: R) -> Router {
-    with_problem_fallbacks(routes(repo))
+/// How the API admits requests: who may call it, and how much.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub auth: Auth,
+    pub limits: ApiLimits,
+}
+
+impl ApiConfig {
+    /// These keys, the default limits.
+    pub fn with_keys(keys: ApiKeys) -> Self {
+        Self { auth: Auth::Keys(keys), limits: ApiLimits::default() }
+    }
+}
+
+/// The whole API with its problem+json fallbacks, ready to serve.
+pub fn router<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: &ApiConfig) -> Router {
+    with_problem_fallbacks(routes(orders, admin, api))
 }
 
 /// The API's routes without fallbacks, for a caller that adds its own routes (`/healthz`,
 /// `/metrics`) before calling [`with_problem_fallbacks`].
-pub fn routes<R: OrderRepository>(repo: R) -> Router {
-    orders::router::<R>().merge(openapi::router()).layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)).with_state(repo)
+///
+/// Layers, outermost first: the concurrency limit, the request timeout, the body limit, then,
+/// for every route but `/openapi.json`, authentication and the per-key rate limit.
+pub fn routes<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: &ApiConfig) -> Router {
+    let mut protected: Router = orders::router::<R>().with_state(orders).merge(admin::router::<A>().with_state(admin));
+    if let Some(rate) = api.limits.rate {
+        protected = protected.layer(from_fn_with_state(RateLimiter::new(rate), limits::rate_limit));
+    }
+    protected
+        .layer(from_fn_with_state(Arc::new(api.auth.clone()), auth::authenticate))
+        .merge(openapi::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(from_fn_with_state(api.limits.request_timeout, limits::timeout))
+        .layer(from_fn_with_state(
+            Arc::new(Semaphore::new(api.limits.max_concurrent_requests.max(1))),
+            limits::concurrency,
+        ))
 }
 
 /// Answers unknown paths with a 404 problem and known paths with an unsupported method with a

@@ -1,8 +1,10 @@
 //! order-svc: the order aggregate (the saga's authority on an order's fate) and the public
 //! order API. It places orders (OrderPlaced through the outbox), folds every other service's
 //! events into the order, decides OrderCompleted or OrderCancelled, and cancels orders whose
-//! saga deadline passed.
+//! saga deadline passed. It is also the only REST entry point for operators: admin commands
+//! travel from here to the owning services as command messages (see [`admin`]).
 
+pub mod admin;
 pub mod domain;
 pub mod handlers;
 pub mod http;
@@ -14,13 +16,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shared::CancellationToken;
-use shared::config::{ServiceConfig, env_millis};
+use shared::config::{ServiceConfig, env_millis, env_opt, env_or, env_secret};
 use shared::db::Migrations;
 use shared::event_store::Upcaster;
 use shared::service::{ServiceContext, ops_router};
 use shared::topics::service;
 
+pub use admin::AdminCommands;
 pub use handlers::OrderHandler;
+pub use http::ApiConfig;
 pub use store::Orders;
 
 /// order-svc's own tables.
@@ -43,25 +47,79 @@ pub struct Config {
     pub saga_deadline: Duration,
     /// `DEADLINE_SCAN_MS`: how often overdue orders are looked for. Default 1 s.
     pub deadline_scan_interval: Duration,
+    /// Who may call the API and how much: see [`api_from_env`].
+    pub api: ApiConfig,
 }
 
 impl Config {
+    /// The production configuration: it refuses to start without an API key unless open mode
+    /// was asked for explicitly (`ORDER_API_AUTH=open`).
     pub fn from_env() -> anyhow::Result<Self> {
         let mut c = Self::new(ServiceConfig::from_env(service::ORDER, 8080)?)?;
         c.saga_deadline = env_millis("SAGA_DEADLINE_MS", c.saga_deadline)?;
         c.deadline_scan_interval = env_millis("DEADLINE_SCAN_MS", c.deadline_scan_interval)?;
+        c.api = api_from_env()?;
+        if let http::Auth::Keys(keys) = &c.api.auth
+            && keys.is_empty()
+        {
+            anyhow::bail!(
+                "no API key is configured: set ORDER_API_KEYS or ORDER_API_KEYS_FILE to admin:<sha256> and \
+                 customer:<id>:<sha256> entries (see the README), or ORDER_API_AUTH=open on a trusted machine"
+            );
+        }
         Ok(c)
     }
 
+    /// Defaults: no API key yet, so every API request is refused (401) until keys are set.
     pub fn new(service: ServiceConfig) -> anyhow::Result<Self> {
-        Ok(Self { service, saga_deadline: Duration::from_secs(30), deadline_scan_interval: Duration::from_secs(1) })
+        Ok(Self {
+            service,
+            saga_deadline: Duration::from_secs(30),
+            deadline_scan_interval: Duration::from_secs(1),
+            api: ApiConfig::with_keys(http::ApiKeys::default()),
+        })
     }
+}
+
+/// The API's authentication and limits from the environment:
+///
+/// - `ORDER_API_AUTH`: `keys` (default) or `open` (no authentication; every caller is an admin).
+/// - `ORDER_API_KEYS` or `ORDER_API_KEYS_FILE`: `admin:<sha256 hex>` and
+///   `customer:<customer id>:<sha256 hex>` entries, separated by commas or newlines. The
+///   result may hold no key; [`Config::from_env`] refuses that, the embedded mode makes demo keys.
+/// - `ORDER_API_RATE_LIMIT_PER_SEC` (default 200; 0 turns rate limiting off) and
+///   `ORDER_API_RATE_LIMIT_BURST` (default twice the rate): per key.
+/// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000) and `ORDER_API_MAX_CONCURRENT_REQUESTS`
+///   (default 512).
+pub fn api_from_env() -> anyhow::Result<ApiConfig> {
+    let auth = match env_opt("ORDER_API_AUTH").as_deref().map(str::trim) {
+        None | Some("keys") => {
+            let text = env_secret("ORDER_API_KEYS")?.unwrap_or_default();
+            http::Auth::Keys(http::ApiKeys::parse(&text).context("invalid ORDER_API_KEYS")?)
+        }
+        Some("open") => http::Auth::Open,
+        Some(other) => anyhow::bail!("ORDER_API_AUTH must be keys or open, not {other:?}"),
+    };
+    let defaults = http::ApiLimits::default();
+    let default_rate = defaults.rate.map_or(0, |r| r.per_second.get());
+    let per_second: u32 = env_or("ORDER_API_RATE_LIMIT_PER_SEC", default_rate)?;
+    let burst: u32 = env_or("ORDER_API_RATE_LIMIT_BURST", per_second.saturating_mul(2))?;
+    let rate = std::num::NonZeroU32::new(per_second).map(|per_second| http::RateLimit {
+        per_second,
+        burst: std::num::NonZeroU32::new(burst).unwrap_or(per_second),
+    });
+    let max_concurrent_requests = env_or("ORDER_API_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests)?;
+    anyhow::ensure!(max_concurrent_requests >= 1, "ORDER_API_MAX_CONCURRENT_REQUESTS must be at least 1");
+    let request_timeout = env_millis("ORDER_API_REQUEST_TIMEOUT_MS", defaults.request_timeout)?;
+    anyhow::ensure!(!request_timeout.is_zero(), "ORDER_API_REQUEST_TIMEOUT_MS must be positive");
+    Ok(ApiConfig { auth, limits: http::ApiLimits { rate, request_timeout, max_concurrent_requests } })
 }
 
 /// A built order-svc, ready to run.
 pub struct App {
     pub ctx: ServiceContext,
     pub orders: Orders,
+    pub admin: AdminCommands,
     config: Config,
     listener: tokio::net::TcpListener,
 }
@@ -77,10 +135,17 @@ impl App {
             outbox_signal: ctx.outbox_signal.clone(),
             saga_deadline: chrono::TimeDelta::from_std(config.saga_deadline).context("saga deadline out of range")?,
         };
+        let admin = AdminCommands {
+            db: ctx.db.clone(),
+            store: ctx.store.clone(),
+            topics: ctx.config.topics.clone(),
+            outbox_signal: ctx.outbox_signal.clone(),
+        };
         let listener = tokio::net::TcpListener::bind(ctx.config.http_addr)
             .await
             .with_context(|| format!("failed to bind {}", ctx.config.http_addr))?;
-        Ok(Self { ctx, orders, config, listener })
+        tracing::info!(auth = ?config.api.auth, limits = ?config.api.limits, "order API admission");
+        Ok(Self { ctx, orders, admin, config, listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -90,7 +155,7 @@ impl App {
     /// Serve the API (with /healthz, /readyz, /metrics), consume upstream events, and cancel
     /// overdue orders, until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let App { ctx, orders, config, listener } = self;
+        let App { ctx, orders, admin, config, listener } = self;
         let topics = &ctx.config.topics;
         let subscriptions = vec![
             (topics.inventory.clone(), service::INVENTORY.to_owned()),
@@ -100,7 +165,8 @@ impl App {
         ];
         let handler = Arc::new(OrderHandler { streams: orders.streams.clone() });
         let consumer = ctx.consumer(subscriptions, handler);
-        let router = http::with_problem_fallbacks(http::routes(orders.clone()).merge(ops_router(&ctx)));
+        let router =
+            http::with_problem_fallbacks(http::routes(orders.clone(), admin, &config.api).merge(ops_router(&ctx)));
         let router =
             router.layer(axum::middleware::from_fn(|req, next| shared::ops::track_http(service::ORDER, req, next)));
 

@@ -205,13 +205,16 @@ impl Orders {
         cmd: PlaceOrder,
         idem: Option<&IdempotencyRequest>,
     ) -> Result<Placed, RepoError> {
-        if let Some(idem) = idem {
+        // Keys are scoped per customer: one customer's key never collides with (or reveals)
+        // another's. A newline can be in neither a customer id nor a header value.
+        let scoped_key = idem.map(|idem| format!("{}\n{}", cmd.customer_id.as_str(), idem.key.as_str()));
+        if let (Some(idem), Some(scoped_key)) = (idem, &scoped_key) {
             let inserted = on_tx!(&mut *tx, |conn| {
                 sqlx::query(
                     "INSERT INTO idempotency_keys (idempotency_key, fingerprint, order_id, created_at)
                      VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
                 )
-                .bind(idem.key.as_str())
+                .bind(scoped_key)
                 .bind(&idem.body_fingerprint)
                 .bind(Uuid::nil())
                 .bind(Utc::now())
@@ -223,7 +226,7 @@ impl Orders {
             if inserted == 0 {
                 let (fingerprint, order_id): (String, Uuid) = on_tx!(&mut *tx, |conn| {
                     sqlx::query_as("SELECT fingerprint, order_id FROM idempotency_keys WHERE idempotency_key = $1")
-                        .bind(idem.key.as_str())
+                        .bind(scoped_key)
                         .fetch_one(conn)
                         .await
                 })
@@ -248,11 +251,11 @@ impl Orders {
             .await
             .map_err(|e| internal(anyhow::Error::new(e)))?
             .ok_or_else(|| internal(anyhow::anyhow!("placing produced no order")))?;
-        if let Some(idem) = idem {
+        if let Some(scoped_key) = &scoped_key {
             on_tx!(&mut *tx, |conn| {
                 sqlx::query("UPDATE idempotency_keys SET order_id = $1 WHERE idempotency_key = $2")
                     .bind(order_id)
-                    .bind(idem.key.as_str())
+                    .bind(scoped_key)
                     .execute(conn)
                     .await
                     .map(|r| r.rows_affected())

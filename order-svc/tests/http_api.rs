@@ -1,228 +1,16 @@
-//! The order API, black box: the router driven with `oneshot` over an in-memory repository.
+//! The order API, black box: the router driven with `oneshot` over an in-memory repository,
+//! every request with the admin key unless a test says otherwise (`tests/common`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+mod common;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use chrono::{TimeDelta, Utc};
-use order_svc::domain::{self, OrderEvent, OrderState};
-use order_svc::http::{
-    self, Cursor, IdempotencyRequest, ListQuery, OrderPage, OrderRepository, OrderSummary, OrderView, Placed, RepoError,
-};
+use axum::http::{Method, Request, StatusCode, header};
+use common::*;
+use order_svc::domain::{self, OrderEvent};
 use serde_json::{Value, json};
 use shared::contracts::{self, CancelReason};
-use tower::ServiceExt;
 use uuid::Uuid;
-
-// ---- an in-memory repository ----
-
-#[derive(Default)]
-struct Store {
-    orders: BTreeMap<Uuid, OrderState>,
-    idempotency: HashMap<String, (String, Uuid)>,
-}
-
-#[derive(Clone, Default)]
-struct InMemoryRepo {
-    store: Arc<Mutex<Store>>,
-}
-
-impl InMemoryRepo {
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Records an upstream fact as the order-svc handler would.
-    fn observe(&self, id: Uuid, fact: OrderEvent) {
-        let mut store = self.store();
-        let state = store.orders.get_mut(&id).expect("order exists");
-        let events = domain::observe(state, fact).expect("valid fact");
-        for event in &events {
-            state.apply(event, Utc::now());
-        }
-    }
-}
-
-impl OrderRepository for InMemoryRepo {
-    async fn place(
-        &self,
-        cmd: domain::PlaceOrder,
-        idempotency: Option<IdempotencyRequest>,
-    ) -> Result<Placed, RepoError> {
-        let mut store = self.store();
-        let previous = idempotency.as_ref().and_then(|request| {
-            let (fingerprint, id) = store.idempotency.get(request.key.as_str())?;
-            Some((*fingerprint == request.body_fingerprint, *id))
-        });
-        match previous {
-            Some((false, _)) => return Err(RepoError::IdempotencyConflict),
-            Some((true, id)) => {
-                let view = OrderView::from(&store.orders[&id]);
-                return Ok(Placed { view, replayed: true });
-            }
-            None => {}
-        }
-        let id = Uuid::now_v7();
-        let now = Utc::now();
-        let events = domain::place(cmd, id, now, TimeDelta::seconds(30));
-        let state = domain::fold(events.iter().map(|e| (e, now)))
-            .ok_or_else(|| anyhow::anyhow!("place did not open the stream"))?;
-        let view = OrderView::from(&state);
-        store.orders.insert(id, state);
-        if let Some(request) = idempotency {
-            store.idempotency.insert(request.key.as_str().to_owned(), (request.body_fingerprint, id));
-        }
-        Ok(Placed { view, replayed: false })
-    }
-
-    async fn get(&self, id: Uuid) -> Result<Option<OrderView>, RepoError> {
-        Ok(self.store().orders.get(&id).map(OrderView::from))
-    }
-
-    async fn list(&self, q: ListQuery) -> Result<OrderPage, RepoError> {
-        let store = self.store();
-        let limit = q.limit.get() as usize;
-        let mut matching = store
-            .orders
-            .values()
-            .rev()
-            .filter(|o| q.cursor.is_none_or(|c| o.order_id() < c.last_id()))
-            .filter(|o| q.customer_id.as_ref().is_none_or(|c| c.as_str() == o.customer_id()))
-            .filter(|o| q.status.is_none_or(|s| s == o.status()))
-            .take(limit + 1)
-            .map(OrderSummary::from)
-            .collect::<Vec<_>>();
-        let next_cursor = if matching.len() > limit {
-            matching.truncate(limit);
-            matching.last().map(|o| Cursor::after(o.id))
-        } else {
-            None
-        };
-        Ok(OrderPage { items: matching, next_cursor })
-    }
-}
-
-/// A repository whose database is down, with secrets in its error messages.
-#[derive(Clone)]
-struct BrokenRepo;
-
-fn broken() -> RepoError {
-    RepoError::Internal(
-        anyhow::anyhow!("connection refused: postgres://orders:hunter2@db").context("failed to append events"),
-    )
-}
-
-impl OrderRepository for BrokenRepo {
-    async fn place(&self, _: domain::PlaceOrder, _: Option<IdempotencyRequest>) -> Result<Placed, RepoError> {
-        Err(broken())
-    }
-
-    async fn get(&self, _: Uuid) -> Result<Option<OrderView>, RepoError> {
-        Err(broken())
-    }
-
-    async fn list(&self, _: ListQuery) -> Result<OrderPage, RepoError> {
-        Err(broken())
-    }
-}
-
-// ---- helpers ----
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn content_type(&self) -> &str {
-        self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts an RFC 9457 problem with this status.
-    fn assert_problem(&self, status: StatusCode) {
-        assert_eq!(self.status, status, "body: {}", self.body);
-        assert_eq!(self.content_type(), "application/problem+json");
-        assert_eq!(self.body["status"], status.as_u16());
-        assert!(self.body["type"].is_string(), "type: {}", self.body);
-        assert!(self.body["title"].is_string(), "title: {}", self.body);
-    }
-}
-
-async fn send(app: &Router, request: Request<Body>) -> Reply {
-    let response = app.clone().oneshot(request).await.expect("the router is infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-    };
-    Reply { status, headers, body }
-}
-
-fn post_json(body: &Value) -> Request<Body> {
-    Request::builder()
-        .method(Method::POST)
-        .uri("/orders")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("request")
-}
-
-fn post_raw(content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
-    let mut builder = Request::builder().method(Method::POST).uri("/orders");
-    if let Some(content_type) = content_type {
-        builder = builder.header(header::CONTENT_TYPE, content_type);
-    }
-    builder.body(body.into()).expect("request")
-}
-
-fn post_with_key(key: &str, body: &Value) -> Request<Body> {
-    Request::builder()
-        .method(Method::POST)
-        .uri("/orders")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("Idempotency-Key", key)
-        .body(Body::from(body.to_string()))
-        .expect("request")
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::builder().uri(uri).body(Body::empty()).expect("request")
-}
-
-fn order_body() -> Value {
-    json!({
-        "customer_id": "cust-rich",
-        "items": [{"sku": "sku-tee", "quantity": 2}],
-        "ship_to": {"country": "NL"}
-    })
-}
-
-fn order_for(customer: &str) -> Value {
-    let mut body = order_body();
-    body["customer_id"] = json!(customer);
-    body
-}
-
-fn app() -> (Router, InMemoryRepo) {
-    let repo = InMemoryRepo::default();
-    (http::router(repo.clone()), repo)
-}
-
-async fn place(app: &Router, body: &Value) -> Uuid {
-    let reply = send(app, post_json(body)).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    reply.body["id"].as_str().and_then(|id| id.parse().ok()).expect("an id")
-}
 
 async fn assert_rejected_as_422(body: Value, pointer: &str) {
     let (app, repo) = app();
@@ -549,6 +337,7 @@ async fn the_same_order_written_differently_is_still_a_replay() {
         Request::builder()
             .method(Method::POST)
             .uri("/orders")
+            .header(header::AUTHORIZATION, bearer(ADMIN_KEY))
             .header(header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", "key-1")
             .body(Body::from(reordered))
@@ -749,9 +538,16 @@ async fn an_unknown_route_is_a_404_problem() {
 async fn a_wrong_method_is_a_405_problem_that_says_what_is_allowed() {
     let (app, _) = app();
 
-    let reply =
-        send(&app, Request::builder().method(Method::DELETE).uri("/orders").body(Body::empty()).expect("request"))
-            .await;
+    let reply = send(
+        &app,
+        Request::builder()
+            .method(Method::DELETE)
+            .uri("/orders")
+            .header(header::AUTHORIZATION, bearer(ADMIN_KEY))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
 
     reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED);
     let allow = reply.header("allow").unwrap_or_default();
@@ -762,6 +558,7 @@ async fn a_wrong_method_is_a_405_problem_that_says_what_is_allowed() {
         Request::builder()
             .method(Method::PUT)
             .uri(format!("/orders/{}", Uuid::now_v7()))
+            .header(header::AUTHORIZATION, bearer(ADMIN_KEY))
             .body(Body::empty())
             .expect("request"),
     )
@@ -771,7 +568,7 @@ async fn a_wrong_method_is_a_405_problem_that_says_what_is_allowed() {
 
 #[tokio::test]
 async fn an_internal_error_is_a_500_problem_that_leaks_nothing() {
-    let app = http::router(BrokenRepo);
+    let app = order_svc::http::router(BrokenRepo, InMemoryAdmin::default(), &api_config());
 
     let replies = [
         send(&app, post_json(&order_body())).await,
@@ -809,9 +606,9 @@ async fn the_openapi_document_is_3_1_and_describes_every_route_and_status() {
         codes.sort();
         codes
     };
-    assert_eq!(statuses("/orders", "post"), ["202", "400", "415", "422", "500"]);
-    assert_eq!(statuses("/orders/{id}", "get"), ["200", "404", "500"]);
-    assert_eq!(statuses("/orders", "get"), ["200", "422", "500"]);
+    assert_eq!(statuses("/orders", "post"), ["202", "400", "401", "403", "415", "422", "429", "500", "503"]);
+    assert_eq!(statuses("/orders/{id}", "get"), ["200", "401", "403", "404", "429", "500", "503"]);
+    assert_eq!(statuses("/orders", "get"), ["200", "401", "403", "422", "429", "500", "503"]);
     assert!(doc["paths"]["/openapi.json"]["get"].is_object());
     assert!(doc["paths"]["/orders"]["post"]["responses"]["422"]["content"]["application/problem+json"].is_object());
     assert!(doc["paths"]["/orders"]["post"]["responses"]["202"]["headers"]["Location"].is_object());

@@ -7,13 +7,20 @@
 //! - `ShipmentFailed`, `OrderCancelled`: refund a captured payment (`PaymentRefunded`); a
 //!   cancellation seen before any capture is noted so a late reservation is not charged.
 //!
+//! - Admin commands (`CreditAccount`, `SetAccountBalance` on `payments.commands`): decided on
+//!   the account's stream (setting a balance opens an account that is not open yet); the
+//!   outcome is published.
+//!
 //! No double charge under concurrency: the payment and the account are appended at the
 //! versions they were read at, so a concurrent decision on either loses the race and is
 //! retried against the fresh state.
 
 use serde::{Deserialize, Serialize};
 use shared::consumer::{Handler, HandlerError, MessageContext};
-use shared::contracts::{CompensationTrigger, InventoryReserved, OrderCancelled, ShipmentFailed, event_type};
+use shared::contracts::{
+    CompensationTrigger, CreditAccount, InventoryReserved, OrderCancelled, SetAccountBalance, ShipmentFailed,
+    command_type, event_type,
+};
 use shared::db::Tx;
 use shared::envelope::Envelope;
 use shared::event_store::{Aggregate, EventStore, Loaded};
@@ -87,6 +94,23 @@ impl Handler for PaymentHandler {
                 let e: OrderCancelled = ctx.message.decode()?;
                 self.refund(ctx.tx, e.order_id, CompensationTrigger::OrderCancelled).await?
             }
+            command_type::CREDIT_ACCOUNT => {
+                let c: CreditAccount = ctx.message.decode()?;
+                return self
+                    .apply_to_account(ctx, c.command_id, &c.customer_id, |account| {
+                        domain::credit(account, c.amount_minor)
+                    })
+                    .await;
+            }
+            command_type::SET_ACCOUNT_BALANCE => {
+                let c: SetAccountBalance = ctx.message.decode()?;
+                return self
+                    .apply_to_account(ctx, c.command_id, &c.customer_id, |account| match account {
+                        None => domain::open_account(None, c.balance_minor),
+                        Some(_) => domain::set_balance(account, c.balance_minor),
+                    })
+                    .await;
+            }
             // Other events on our topics are not ours to act on.
             _ => return Ok(()),
         };
@@ -152,6 +176,34 @@ impl PaymentHandler {
             let payload = public.payload().map_err(HandlerError::permanent)?;
             ctx.publish(&self.topics.payments, public.event_type(), &payload).await?;
         }
+        Ok(())
+    }
+
+    /// An admin command on one account: decide it on the account's stream, record its events,
+    /// and publish the outcome (a refusal is an outcome, not an error).
+    async fn apply_to_account(
+        &self,
+        ctx: &mut MessageContext<'_>,
+        command_id: Uuid,
+        customer_id: &str,
+        decide: impl FnOnce(Option<&AccountState>) -> Result<Vec<AccountEvent>, domain::DomainError>,
+    ) -> Result<(), HandlerError> {
+        ctx.check_subject(customer_id)?;
+        let outcome = if customer_id.trim().is_empty() {
+            Err(domain::DomainError::BlankCustomerId.to_string())
+        } else {
+            let stream = account::stream_id(customer_id);
+            let mut loaded = self.store.load::<Account>(ctx.tx, &stream).await?;
+            match decide(loaded.state.0.as_ref()) {
+                Ok(events) => {
+                    let metadata = ctx.command_metadata(command_id);
+                    self.store.save(ctx.tx, &stream, &mut loaded, &events, &metadata).await?;
+                    Ok(events.iter().map(|e| e.event_type().to_owned()).collect())
+                }
+                Err(refused) => Err(refused.to_string()),
+            }
+        };
+        ctx.publish_command_outcome(&self.topics.payments, command_id, outcome).await?;
         Ok(())
     }
 

@@ -67,6 +67,7 @@ impl WorkerSpec for Payment {
             (topics.inventory.clone(), service::INVENTORY.to_owned()),
             (topics.shipping.clone(), service::SHIPPING.to_owned()),
             (topics.orders.clone(), service::ORDER.to_owned()),
+            (topics.payment_commands.clone(), service::ORDER.to_owned()),
         ]
     }
 

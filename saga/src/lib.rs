@@ -35,6 +35,11 @@ pub struct EmbeddedConfig {
     /// Per-service database URLs overriding the SQLite files in `data_dir` (tests run the
     /// same system on PostgreSQL this way).
     pub database_urls: std::collections::HashMap<String, String>,
+    /// Who may call the order API, and its limits. The default has no key, so every API call
+    /// is refused until keys (or [`DemoKeys`]) are set.
+    pub api: order_svc::ApiConfig,
+    /// librdkafka properties for every client (as `KAFKA_PROP_*` are in production).
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 impl Default for EmbeddedConfig {
@@ -50,7 +55,53 @@ impl Default for EmbeddedConfig {
             payment_latency: Duration::ZERO,
             notify_webhook_url: None,
             database_urls: Default::default(),
+            api: order_svc::ApiConfig::with_keys(order_svc::http::ApiKeys::default()),
+            kafka_properties: Vec::new(),
         }
+    }
+}
+
+/// Keys for trying the system out, made at start-up when none are configured: one admin key and
+/// one customer key per demo account. They live in memory only (as digests) and are printed
+/// once, on the terminal.
+#[derive(Clone)]
+pub struct DemoKeys {
+    pub admin: String,
+    /// `(customer id, key)`.
+    pub customers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for DemoKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoKeys").field("customers", &self.customers.len()).finish_non_exhaustive()
+    }
+}
+
+impl DemoKeys {
+    /// Fresh random keys for the demo accounts.
+    pub fn generate() -> anyhow::Result<Self> {
+        let accounts = payment_svc::domain::AccountsSeed::from_json(payment_svc::DEMO_ACCOUNTS)
+            .context("invalid demo accounts")?;
+        Ok(Self {
+            admin: order_svc::http::generate_key(),
+            customers: accounts
+                .accounts
+                .iter()
+                .map(|a| (a.customer_id.clone(), order_svc::http::generate_key()))
+                .collect(),
+        })
+    }
+
+    /// The keys as the API checks them.
+    pub fn api_keys(&self) -> anyhow::Result<order_svc::http::ApiKeys> {
+        use order_svc::http::{ApiKeys, Role};
+        let mut keys = vec![(self.admin.as_str(), Role::Admin)];
+        for (customer, key) in &self.customers {
+            let id = order_svc::domain::CustomerId::parse(customer.as_str())
+                .map_err(|e| anyhow::anyhow!("demo customer id: {}", e.message()))?;
+            keys.push((key.as_str(), Role::Customer(id)));
+        }
+        Ok(ApiKeys::from_keys(keys))
     }
 }
 
@@ -95,6 +146,7 @@ fn service_config(
     c.topics = topics.clone();
     c.otlp_endpoint = config.otlp_endpoint.clone();
     c.log_format = config.log_format;
+    c.kafka.properties.extend(config.kafka_properties.iter().cloned());
     c
 }
 
@@ -115,6 +167,7 @@ impl Embedded {
         let cfg = |name, offset| service_config(&config, name, &kafka, &topics, offset);
         let mut order_config = order_svc::Config::new(cfg(service::ORDER, 0))?;
         order_config.saga_deadline = config.saga_deadline;
+        order_config.api = config.api.clone();
         let mut payment_config = payment_svc::Config::new(cfg(service::PAYMENT, 2))?;
         payment_config.fault = payment_svc::domain::FaultProfile::new(
             config.payment_decline_rate,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use saga::{Embedded, EmbeddedConfig};
+use order_svc::http::Auth;
+use saga::{DemoKeys, Embedded, EmbeddedConfig};
 use shared::telemetry::LogFormat;
 
 /// Run all five saga services in one process on an embedded Kafka-protocol broker and SQLite.
@@ -41,10 +42,23 @@ struct Args {
     notify_webhook_url: Option<String>,
 }
 
+/// API keys and limits come from the environment as for order-svc (`ORDER_API_KEYS`,
+/// `ORDER_API_KEYS_FILE`, `ORDER_API_AUTH=open`, `ORDER_API_RATE_LIMIT_PER_SEC`, ...): keys are
+/// secrets, and command-line arguments are visible to every user of the machine. With no key
+/// configured, demo keys are made and printed at start-up.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = shared::telemetry::init("saga-embedded", args.otlp_endpoint.as_deref(), args.log_format)?;
+    let mut api = order_svc::api_from_env()?;
+    let demo = match &api.auth {
+        Auth::Keys(keys) if keys.is_empty() => {
+            let demo = DemoKeys::generate()?;
+            api.auth = Auth::Keys(demo.api_keys()?);
+            Some(demo)
+        }
+        _ => None,
+    };
     let shutdown = shared::shutdown::on_signal();
     let config = EmbeddedConfig {
         data_dir: args.data_dir,
@@ -57,6 +71,13 @@ async fn main() -> anyhow::Result<()> {
         payment_latency: Duration::from_millis(args.payment_latency_ms),
         notify_webhook_url: args.notify_webhook_url,
         database_urls: Default::default(),
+        api,
+        kafka_properties: Vec::new(),
+    };
+    let auth_mode = match &config.api.auth {
+        Auth::Open => "OPEN: no API key needed, every caller is an admin (ORDER_API_AUTH=open)".to_owned(),
+        Auth::Keys(keys) if demo.is_some() => format!("{} demo keys (below)", keys.len()),
+        Auth::Keys(keys) => format!("{} configured keys (ORDER_API_KEYS)", keys.len()),
     };
     let data_dir = config.data_dir.clone();
     let system = Embedded::build(config, &shutdown).await?;
@@ -68,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         "saga is running"
     );
     eprintln!(
-        "\nsaga is running (Ctrl-C to stop)\n  order API      http://{api}/orders\n  API docs       http://{api}/openapi.json\n  metrics        http://{api}/metrics  http://{inv}/metrics  http://{pay}/metrics  http://{ship}/metrics  http://{notif}/metrics\n  health         http://{api}/healthz  http://{api}/readyz\n  broker         {brokers}\n  data           {data}\n",
+        "\nsaga is running (Ctrl-C to stop)\n  order API      http://{api}/orders\n  admin API      http://{api}/admin/commands\n  API docs       http://{api}/openapi.json\n  API keys       {auth_mode}\n  metrics        http://{api}/metrics  http://{inv}/metrics  http://{pay}/metrics  http://{ship}/metrics  http://{notif}/metrics\n  health         http://{api}/healthz  http://{api}/readyz\n  broker         {brokers}\n  data           {data}\n",
         api = e.api,
         inv = e.inventory,
         pay = e.payment,
@@ -77,6 +98,17 @@ async fn main() -> anyhow::Result<()> {
         brokers = e.brokers,
         data = data_dir.display(),
     );
+    // Demo keys go to the terminal only (never to the log), once; they die with the process.
+    if let Some(demo) = &demo {
+        let mut text = format!(
+            "demo API keys (valid until this process stops; send as Authorization: Bearer <key>)\n  admin          {}\n",
+            demo.admin
+        );
+        for (customer, key) in &demo.customers {
+            text.push_str(&format!("  {customer:<14} {key}\n"));
+        }
+        eprintln!("{text}");
+    }
     let result = system.run_until_stopped(shutdown).await;
     telemetry.shutdown();
     result

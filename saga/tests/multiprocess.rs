@@ -33,6 +33,7 @@ fn binary_of(service: &str) -> &str {
 async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant() -> anyhow::Result<()> {
     // Arrange: broker process, one PostgreSQL database per service, a webhook sink.
     let prefix = format!("mp{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let admin_key = order_svc::http::generate_key();
     let (broker, bootstrap, create_topics) = match common::topology::external_broker() {
         Some(external) => (None, external, "true"),
         None => {
@@ -64,6 +65,8 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
                 ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
                 ("NOTIFY_WEBHOOK_URL", format!("http://{sink_addr}/hook")),
                 ("SAGA_DEADLINE_MS", "120000".to_owned()),
+                ("ORDER_API_KEYS", format!("admin:{}", order_svc::http::hash_key(&admin_key))),
+                ("ORDER_API_RATE_LIMIT_PER_SEC", "0".to_owned()),
                 ("RUST_LOG", "info".to_owned()),
             ];
             let process = Process::service(&format!("{name}#{replica}"), binary_of(name), &env, WAIT).await?;
@@ -72,7 +75,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
     }
     let apis: Vec<String> =
         processes[service::ORDER].iter().filter_map(|p| p.addr).map(|a| format!("http://{a}")).collect();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = common::client_with_key(&admin_key)?;
 
     // Act: orders through both API replicas, 16 at a time.
     let mut ids = Vec::with_capacity(ORDERS);

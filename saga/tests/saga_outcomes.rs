@@ -94,7 +94,11 @@ async fn a_shipment_to_an_unserved_country_fails_and_the_payment_is_refunded(bac
 both_backends!(a_saga_past_its_deadline_is_cancelled_and_a_late_capture_is_refunded);
 async fn a_saga_past_its_deadline_is_cancelled_and_a_late_capture_is_refunded(backend: Backend) -> anyhow::Result<()> {
     // Payments take longer than the whole saga may: the capture lands after the cancellation.
-    let options = Options { saga_deadline: Duration::from_secs(2), payment_latency: Duration::from_secs(4) };
+    let options = Options {
+        saga_deadline: Duration::from_secs(2),
+        payment_latency: Duration::from_secs(4),
+        ..Options::default()
+    };
     let system = TestSystem::start(backend, options).await?;
     // Warm up: until every consumer joined its group, the first hops take longer than the
     // deadline. Once payment-svc recorded anything about a first order, the path from the API

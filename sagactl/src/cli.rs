@@ -158,6 +158,9 @@ pub struct LiveArgs {
     /// --database-url is given.
     #[arg(long)]
     pub api_url: Option<String>,
+    /// The API key sent with --api-url (an admin key reads every order).
+    #[arg(long, env = "SAGA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +272,10 @@ pub struct LoadArgs {
     /// The order API.
     #[arg(long, env = "SAGA_API_URL", default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
+    /// The API key to send (an admin key: the load places orders for several customers and
+    /// lists every order). Without one, the API must run in open mode.
+    #[arg(long, env = "SAGA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Write the result as JSON to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -40,11 +40,11 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    pub fn new(brokers: &str, prefix: &str, timeout: Duration) -> Self {
+    pub fn new(brokers: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
         let mut config = KafkaConfig::new(brokers);
-        config.properties = shared::config::kafka_properties_from(std::env::vars());
+        config.properties = shared::config::kafka_properties_from(std::env::vars())?;
         config.create_topics = false;
-        Self { config, topics: Topics::with_prefix(prefix), prefix: prefix.to_owned(), timeout }
+        Ok(Self { config, topics: Topics::with_prefix(prefix), prefix: prefix.to_owned(), timeout })
     }
 
     /// The saga's topic names (with the prefix).
@@ -617,7 +617,7 @@ mod tests {
 
     #[test]
     fn operator_topic_names_get_the_prefix_once() {
-        let kafka = Kafka::new("127.0.0.1:1", "t1.", Duration::from_secs(1));
+        let kafka = Kafka::new("127.0.0.1:1", "t1.", Duration::from_secs(1)).expect("kafka");
         assert_eq!(kafka.topic("orders.events"), "t1.orders.events");
         assert_eq!(kafka.topic("t1.orders.events"), "t1.orders.events");
         assert_eq!(kafka.short("t1.orders.events"), "orders.events");

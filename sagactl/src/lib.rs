@@ -38,7 +38,7 @@ pub struct Ctx {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     let ctx = Ctx {
-        kafka: Kafka::new(&g.brokers, &g.topic_prefix, g.kafka_timeout),
+        kafka: Kafka::new(&g.brokers, &g.topic_prefix, g.kafka_timeout)?,
         output: g.output,
         progress: Progress::new(g.no_progress),
     };
@@ -51,4 +51,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Load(args) => load::run(&ctx, args).await,
     }
+}
+
+/// An HTTP client for the order API that sends `api_key` (if any) with every request, marked
+/// sensitive so that it never shows in debug output.
+pub fn api_client(builder: reqwest::ClientBuilder, api_key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| anyhow::anyhow!("the API key has characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(builder.default_headers(headers).build()?)
 }

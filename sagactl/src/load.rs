@@ -476,17 +476,29 @@ fn api_base(raw: &str) -> anyhow::Result<String> {
 pub async fn run(ctx: &Ctx, args: LoadArgs) -> anyhow::Result<ExitCode> {
     let planned = validate(&args)?;
     let base = api_base(&args.api_url)?;
-    let client = reqwest::Client::builder()
-        .timeout(args.http_timeout)
-        .pool_max_idle_per_host(args.max_in_flight.min(256))
-        .build()
-        .context("failed to create the HTTP client")?;
+    let client = crate::api_client(
+        reqwest::Client::builder().timeout(args.http_timeout).pool_max_idle_per_host(args.max_in_flight.min(256)),
+        args.api_key.as_deref(),
+    )
+    .context("failed to create the HTTP client")?;
     client
         .get(format!("{base}/healthz"))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| anyhow!("cannot reach the order API at {base}: {e} (is the saga running? pass --api-url)"))?;
+    let probe = client
+        .get(format!("{base}/orders"))
+        .query(&[("limit", "1")])
+        .send()
+        .await
+        .map_err(|e| anyhow!("cannot reach the order API at {base}: {e}"))?;
+    if matches!(probe.status().as_u16(), 401 | 403) {
+        bail!(
+            "the order API at {base} answered {} to an admin read: pass an admin key with --api-key or SAGA_API_KEY",
+            probe.status()
+        );
+    }
 
     let tracker: Shared = Arc::new(Mutex::new(Tracker::new()?));
     let bar = ctx.progress.bar(planned, "sagas");

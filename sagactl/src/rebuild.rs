@@ -208,7 +208,8 @@ pub async fn live(args: &LiveArgs) -> anyhow::Result<Live> {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("invalid --api-url {base:?}: expected http://host:port");
         }
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let client =
+            crate::api_client(reqwest::Client::builder().timeout(Duration::from_secs(10)), args.api_key.as_deref())?;
         return Ok(Live::Api { client, base });
     }
     bail!("where is the live read model? pass --database-url (order-svc's database) or --api-url (the order API)")

@@ -24,7 +24,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// How to reach the broker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -35,6 +35,20 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Create the topics this service owns at start-up.
     pub create_topics: bool,
+}
+
+/// Property values may be credentials (`sasl.password`, `ssl.key.password`): only their
+/// names are shown.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("properties", &self.properties.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("create_topics", &self.create_topics)
+            .finish()
+    }
 }
 
 impl KafkaConfig {

@@ -1,7 +1,11 @@
 //! Typed configuration from environment variables. Defaults run the embedded mode; every
-//! service embeds [`ServiceConfig`] in its own config struct. Secrets (database passwords in
-//! `DATABASE_URL`, SASL credentials in `KAFKA_PROP_*`) are never logged: [`ServiceConfig`]'s
-//! `Debug` redacts them.
+//! service embeds [`ServiceConfig`] in its own config struct.
+//!
+//! Secrets (the database password, SASL credentials in `KAFKA_PROP_*`, order-svc's API keys)
+//! come from the environment or from files: every secret-bearing variable `NAME` also reads as
+//! `NAME_FILE`, the path of a file holding the value (Docker and Kubernetes secrets), see
+//! [`env_secret`]. They are never logged: [`ServiceConfig`]'s and `KafkaConfig`'s `Debug`
+//! redact them, and no error message quotes a secret's value.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -33,6 +37,54 @@ pub fn env_opt(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A secret: the value of `name`, or the contents of the file named by `name_FILE` (one
+/// trailing newline removed). Setting both is an error; so is an unreadable file. Error
+/// messages name the variable and the file, never the value.
+pub fn env_secret(name: &str) -> anyhow::Result<Option<String>> {
+    secret_from(name, env_opt)
+}
+
+/// [`env_secret`] over any variable lookup (tests pass a map).
+pub fn secret_from(name: &str, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<String>> {
+    let file_var = format!("{name}_FILE");
+    match (lookup(name), lookup(&file_var)) {
+        (Some(_), Some(_)) => anyhow::bail!("set {name} or {file_var}, not both"),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => read_secret_file(&file_var, path.trim()).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_secret_file(variable: &str, path: &str) -> anyhow::Result<String> {
+    let mut text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("failed to read {variable}={path}: {e}"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// Put `password` into a URL's user info: `postgres://app@db/x` → `postgres://app:<pw>@db/x`,
+/// percent-encoding what a URL cannot carry as is. The URL must name a user.
+pub fn with_password(url: &str, password: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no scheme"))?;
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        anyhow::bail!("DATABASE_PASSWORD is set but DATABASE_URL names no user (postgres://USER@HOST/DB)");
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}@{host}"))
+}
+
 /// Seed data: the file named by `variable` when set, else the copy bundled with the service.
 pub fn seed_text(variable: &str, bundled: &str) -> anyhow::Result<String> {
     match env_opt(variable) {
@@ -54,11 +106,13 @@ pub struct ServiceConfig {
     pub service: &'static str,
     /// `HTTP_ADDR`: where /healthz, /readyz, /metrics (and order-svc's API) listen.
     pub http_addr: SocketAddr,
-    /// `DATABASE_URL`: `postgres://…` or `sqlite://…`.
+    /// `DATABASE_URL` (or `DATABASE_URL_FILE`): `postgres://…` or `sqlite://…`, with the
+    /// password of `DATABASE_PASSWORD` (or `DATABASE_PASSWORD_FILE`) put in when set.
     pub database_url: String,
     pub db: DbOptions,
     /// `KAFKA_BROKERS`, `KAFKA_PARTITIONS`, `KAFKA_CREATE_TOPICS` and `KAFKA_PROP_<NAME>`
-    /// pass-through properties (`KAFKA_PROP_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol`).
+    /// pass-through properties (`KAFKA_PROP_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol`;
+    /// `KAFKA_PROP_SASL_PASSWORD_FILE=/run/secrets/x` → `sasl.password` read from the file).
     pub kafka: KafkaConfig,
     /// `TOPIC_PREFIX`: isolates topic names on a shared cluster.
     pub topics: Topics,
@@ -121,13 +175,16 @@ impl ServiceConfig {
     pub fn from_env(service: &'static str, default_port: u16) -> anyhow::Result<Self> {
         let mut c = Self::defaults(service, default_port);
         c.http_addr = env_or("HTTP_ADDR", c.http_addr)?;
-        c.database_url = env_opt("DATABASE_URL").unwrap_or(c.database_url);
+        c.database_url = env_secret("DATABASE_URL")?.unwrap_or(c.database_url);
+        if let Some(password) = env_secret("DATABASE_PASSWORD")? {
+            c.database_url = with_password(&c.database_url, &password)?;
+        }
         c.db.max_connections = env_or("DATABASE_MAX_CONNECTIONS", c.db.max_connections)?;
         c.kafka.brokers = env_opt("KAFKA_BROKERS").unwrap_or(c.kafka.brokers);
         c.kafka.partitions = env_or("KAFKA_PARTITIONS", c.kafka.partitions)?;
         c.kafka.replication_factor = env_or("KAFKA_REPLICATION_FACTOR", c.kafka.replication_factor)?;
         c.kafka.create_topics = env_or("KAFKA_CREATE_TOPICS", c.kafka.create_topics)?;
-        c.kafka.properties = kafka_properties_from(std::env::vars());
+        c.kafka.properties = kafka_properties_from(std::env::vars())?;
         c.topics = Topics::with_prefix(&env_opt("TOPIC_PREFIX").unwrap_or_default());
         c.otlp_endpoint = env_opt("OTEL_EXPORTER_OTLP_ENDPOINT");
         c.log_format = env_or("LOG_FORMAT", c.log_format)?;
@@ -141,13 +198,24 @@ impl ServiceConfig {
     }
 }
 
-/// `KAFKA_PROP_SASL_MECHANISMS=PLAIN` → `("sasl.mechanisms", "PLAIN")`.
-pub fn kafka_properties_from(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut props: Vec<(String, String)> = vars
-        .filter_map(|(k, v)| k.strip_prefix("KAFKA_PROP_").map(|name| (name.to_lowercase().replace('_', "."), v)))
-        .collect();
+/// `KAFKA_PROP_SASL_MECHANISMS=PLAIN` → `("sasl.mechanisms", "PLAIN")`;
+/// `KAFKA_PROP_SASL_PASSWORD_FILE=/run/secrets/kafka` → `("sasl.password", <the file's text>)`
+/// (no librdkafka property name ends in `.file`, so the suffix is unambiguous).
+pub fn kafka_properties_from(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    for (key, value) in vars {
+        let Some(name) = key.strip_prefix("KAFKA_PROP_") else { continue };
+        let (name, value) = match name.strip_suffix("_FILE") {
+            Some(name) => (name, read_secret_file(&key, value.trim())?),
+            None => (name, value),
+        };
+        props.push((name.to_lowercase().replace('_', "."), value));
+    }
     props.sort();
-    props
+    if let Some(w) = props.windows(2).find(|w| w[0].0 == w[1].0) {
+        anyhow::bail!("kafka property {} is set twice (KAFKA_PROP_… and KAFKA_PROP_…_FILE)", w[0].0);
+    }
+    Ok(props)
 }
 
 #[cfg(test)]
@@ -162,12 +230,69 @@ mod tests {
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         assert_eq!(
-            kafka_properties_from(vars.into_iter()),
+            kafka_properties_from(vars.into_iter()).expect("properties"),
             vec![
                 ("sasl.mechanisms".to_owned(), "PLAIN".to_owned()),
                 ("security.protocol".to_owned(), "SASL_SSL".to_owned())
             ]
         );
+    }
+
+    fn secret_file(contents: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("saga-secret-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, contents).expect("write secret file");
+        path
+    }
+
+    #[test]
+    fn a_kafka_property_can_come_from_a_file() {
+        let path = secret_file("s3cr3t-sasl\n");
+        let vars = vec![("KAFKA_PROP_SASL_PASSWORD_FILE".to_owned(), path.display().to_string())];
+        let props = kafka_properties_from(vars.into_iter()).expect("properties");
+        std::fs::remove_file(&path).ok();
+        assert_eq!(props, vec![("sasl.password".to_owned(), "s3cr3t-sasl".to_owned())]);
+    }
+
+    #[test]
+    fn a_kafka_property_set_both_ways_is_refused() {
+        let path = secret_file("x");
+        let vars = vec![
+            ("KAFKA_PROP_SASL_PASSWORD".to_owned(), "y".to_owned()),
+            ("KAFKA_PROP_SASL_PASSWORD_FILE".to_owned(), path.display().to_string()),
+        ];
+        let result = kafka_properties_from(vars.into_iter());
+        std::fs::remove_file(&path).ok();
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_secret_reads_from_its_variable_or_its_file_and_never_quotes_the_value() {
+        let path = secret_file("hunter2\n");
+        let vars = std::collections::HashMap::from([
+            ("A".to_owned(), "direct".to_owned()),
+            ("B_FILE".to_owned(), path.display().to_string()),
+            ("C".to_owned(), "hunter2".to_owned()),
+            ("C_FILE".to_owned(), path.display().to_string()),
+            ("D_FILE".to_owned(), "/nonexistent/secret".to_owned()),
+        ]);
+        let lookup = |name: &str| vars.get(name).cloned();
+        assert_eq!(secret_from("A", lookup).expect("A"), Some("direct".to_owned()));
+        assert_eq!(secret_from("B", lookup).expect("B"), Some("hunter2".to_owned()));
+        let both = secret_from("C", lookup).expect_err("both set");
+        assert!(!format!("{both:#}").contains("hunter2"), "{both:#}");
+        assert!(secret_from("D", lookup).is_err());
+        assert_eq!(secret_from("E", lookup).expect("E"), None);
+        std::fs::remove_file(&path).ok();
+    }
+
+    #[test]
+    fn a_database_password_is_put_into_the_url_encoded() {
+        assert_eq!(
+            with_password("postgres://app@db:5432/orders", "p@ss:w/rd").expect("url"),
+            "postgres://app:p%40ss%3Aw%2Frd@db:5432/orders"
+        );
+        assert_eq!(with_password("postgres://app:old@db/x", "new").expect("url"), "postgres://app:new@db/x");
+        assert!(with_password("postgres://db/x", "pw").is_err());
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! 4. commit;
 //! 5. only then commit the message's offset.
 //!
-//! Failures: a message that cannot be decoded, has an unknown type, or does not come from the
-//! topic's publisher is dead-lettered at once. A [`HandlerError::Transient`] is retried with
+//! Failures: a message that is larger than [`ConsumerOptions::max_payload_bytes`], cannot be
+//! decoded, has an unknown type (or a command type on an event topic, or the reverse),
+//! announces a schema version newer than [`contracts::SCHEMA_VERSION`], or does not come from
+//! the topic's publisher is dead-lettered at once, before any handler sees it. A [`HandlerError::Transient`] is retried with
 //! capped exponential backoff up to [`ConsumerOptions::max_attempts`], then dead-lettered; a
 //! [`HandlerError::Permanent`] is dead-lettered at once. An unreachable database is not the
 //! message's fault: the loop pauses and retries without counting attempts or committing. Nor
@@ -40,7 +42,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::broker::KafkaConfig;
-use crate::contracts::event_type;
+use crate::contracts;
 use crate::db::{Db, Tx, is_unavailable};
 use crate::envelope::{DecodeError, Envelope, header_map};
 use crate::event_store::StoreError;
@@ -57,6 +59,8 @@ pub mod dlq_header {
     pub const ERROR: &str = "dlq_error";
     pub const ATTEMPTS: &str = "dlq_attempts";
     pub const FAILED_AT: &str = "dlq_failed_at";
+    /// Set when the payload was over the size limit and left out: its size in bytes.
+    pub const PAYLOAD_OMITTED_BYTES: &str = "dlq_payload_omitted_bytes";
 }
 
 /// Why a handler failed.
@@ -144,6 +148,55 @@ impl MessageContext<'_> {
         Ok(envelope.id)
     }
 
+    /// Publish an admin command's outcome on `topic` (the owning service's event topic): the
+    /// events it recorded, or why it was refused. The command is this message.
+    pub async fn publish_command_outcome(
+        &mut self,
+        topic: &str,
+        command_id: Uuid,
+        outcome: Result<Vec<String>, String>,
+    ) -> Result<Uuid, HandlerError> {
+        let command_type = self.message.event_type.clone();
+        let service = self.source.to_owned();
+        let published = match outcome {
+            Ok(events) => {
+                m::admin_command(self.source, &command_type, "applied");
+                tracing::info!(command.id = %command_id, command.r#type = %command_type, ?events, "admin command applied");
+                let payload = contracts::AdminCommandApplied { command_id, command_type, service, events };
+                self.publish(topic, contracts::event_type::ADMIN_COMMAND_APPLIED, &payload).await?
+            }
+            Err(reason) => {
+                m::admin_command(self.source, &command_type, "rejected");
+                tracing::info!(command.id = %command_id, command.r#type = %command_type, %reason, "admin command rejected");
+                let payload = contracts::AdminCommandRejected { command_id, command_type, service, reason };
+                self.publish(topic, contracts::event_type::ADMIN_COMMAND_REJECTED, &payload).await?
+            }
+        };
+        Ok(published)
+    }
+
+    /// A command must be keyed by the target it names (so that commands on one target stay in
+    /// order): refuse one that is not.
+    pub fn check_subject(&self, target: &str) -> Result<(), HandlerError> {
+        if self.message.subject == target {
+            Ok(())
+        } else {
+            Err(HandlerError::permanent(anyhow::anyhow!(
+                "{} is keyed {:?} but targets {target:?}",
+                self.message.event_type,
+                self.message.subject
+            )))
+        }
+    }
+
+    /// Metadata to store with the events an admin command records: the causing message and
+    /// the command's id (its audit stream in order-svc).
+    pub fn command_metadata(&self, command_id: Uuid) -> serde_json::Value {
+        let mut metadata = self.event_metadata();
+        metadata["admin_command_id"] = serde_json::json!(command_id);
+        metadata
+    }
+
     /// Metadata to store with events this message causes.
     pub fn event_metadata(&self) -> serde_json::Value {
         serde_json::json!({
@@ -172,11 +225,19 @@ pub struct ConsumerOptions {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Payloads larger than this are dead-lettered unread (without their payload). The largest
+    /// legitimate message, an `OrderPlaced` with 100 lines and a full address, is about 12 KiB.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
-        Self { max_attempts: 8, backoff_base: Duration::from_millis(50), backoff_cap: Duration::from_secs(5) }
+        Self {
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(5),
+            max_payload_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -558,7 +619,15 @@ impl<H: Handler> ConsumerLoop<H> {
     async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Outcome {
         let started = Instant::now();
         let topic = message.topic().to_owned();
-        let decoded = Envelope::from_message(message).map_err(HandlerError::from).and_then(|e| self.admit(&topic, e));
+        let payload_bytes = message.payload_len();
+        let decoded = if payload_bytes > self.options.max_payload_bytes {
+            Err(HandlerError::permanent(anyhow::anyhow!(
+                "payload of {payload_bytes} bytes is over the limit of {} bytes",
+                self.options.max_payload_bytes
+            )))
+        } else {
+            Envelope::from_message(message).map_err(HandlerError::from).and_then(|e| self.admit(&topic, e))
+        };
         let span = crate::telemetry::consumer_span(self.service, &self.group, message, decoded.as_ref().ok());
         async {
             let message_id = match &decoded {
@@ -640,10 +709,22 @@ impl<H: Handler> ConsumerLoop<H> {
         .await
     }
 
-    /// Reject what no handler should see: unknown types, forged sources.
+    /// Reject what no handler should see: unknown types, commands on event topics (and events
+    /// on command topics), schema versions newer than this code knows, forged sources.
     fn admit(&self, topic: &str, envelope: Envelope) -> Result<Envelope, HandlerError> {
-        if !event_type::ALL.contains(&envelope.event_type.as_str()) {
-            return Err(HandlerError::permanent(anyhow::anyhow!("unknown event type {:?}", envelope.event_type)));
+        let message_type = envelope.event_type.as_str();
+        if !contracts::is_known_type(message_type) {
+            return Err(HandlerError::permanent(anyhow::anyhow!("unknown event type {message_type:?}")));
+        }
+        if contracts::is_command(message_type) != crate::topics::carries_commands(topic) {
+            return Err(HandlerError::permanent(anyhow::anyhow!("{message_type} does not belong on {topic}")));
+        }
+        if envelope.schema_version > contracts::SCHEMA_VERSION {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "{message_type} schema version {} is newer than the supported {}",
+                envelope.schema_version,
+                contracts::SCHEMA_VERSION
+            )));
         }
         if let Some((_, source)) = self.topics.iter().find(|(t, _)| t == topic)
             && envelope.source != *source
@@ -688,12 +769,17 @@ impl<H: Handler> ConsumerLoop<H> {
             (dlq_header::FAILED_AT.to_owned(), chrono::Utc::now().to_rfc3339()),
         ]);
         let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-        let row = OutboxMessage {
-            topic: self.dead_letter_topic.clone(),
-            key,
-            headers,
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        // An oversized payload is not copied: the dead letter says how big it was instead (it
+        // might not fit in a message, and a redrive could only dead-letter it again).
+        let payload = match message.payload() {
+            Some(bytes) if bytes.len() > self.options.max_payload_bytes => {
+                headers.push((dlq_header::PAYLOAD_OMITTED_BYTES.to_owned(), bytes.len().to_string()));
+                Vec::new()
+            }
+            Some(bytes) => bytes.to_vec(),
+            None => Vec::new(),
         };
+        let row = OutboxMessage { topic: self.dead_letter_topic.clone(), key, headers, payload };
         let mut tx = self.db.begin().await.context("failed to begin dead-letter transaction")?;
         // Dedupe the dead-lettering of this delivery (not of the message id, so that a
         // redriven copy is processed normally).

@@ -27,9 +27,13 @@ pub mod event_type {
     pub const SHIPMENT_FAILED: &str = "ShipmentFailed";
     pub const SHIPMENT_CANCELLED: &str = "ShipmentCancelled";
     pub const NOTIFICATION_SENT: &str = "NotificationSent";
+    /// An owning service applied an admin command (on its own event topic).
+    pub const ADMIN_COMMAND_APPLIED: &str = "AdminCommandApplied";
+    /// An owning service refused an admin command, with the reason (on its own event topic).
+    pub const ADMIN_COMMAND_REJECTED: &str = "AdminCommandRejected";
 
-    /// Every type a saga topic may carry; anything else is dead-lettered.
-    pub const ALL: [&str; 13] = [
+    /// Every type an event topic may carry; anything else is dead-lettered.
+    pub const ALL: [&str; 15] = [
         ORDER_PLACED,
         ORDER_COMPLETED,
         ORDER_CANCELLED,
@@ -43,7 +47,42 @@ pub mod event_type {
         SHIPMENT_FAILED,
         SHIPMENT_CANCELLED,
         NOTIFICATION_SENT,
+        ADMIN_COMMAND_APPLIED,
+        ADMIN_COMMAND_REJECTED,
     ];
+}
+
+/// Admin command type names (`ce_type` on the command topics). order-svc publishes them
+/// through its outbox; the owning service applies or rejects each one and says so with
+/// [`event_type::ADMIN_COMMAND_APPLIED`] or [`event_type::ADMIN_COMMAND_REJECTED`].
+pub mod command_type {
+    /// inventory-svc: create a product or change its name or price.
+    pub const UPSERT_PRODUCT: &str = "UpsertProduct";
+    /// inventory-svc: add or remove units of stock.
+    pub const ADJUST_STOCK: &str = "AdjustStock";
+    /// payment-svc: add an amount to an open account.
+    pub const CREDIT_ACCOUNT: &str = "CreditAccount";
+    /// payment-svc: set an account's balance, opening the account if needed.
+    pub const SET_ACCOUNT_BALANCE: &str = "SetAccountBalance";
+    /// shipping-svc: the full set of countries a carrier serves.
+    pub const SET_DESTINATIONS: &str = "SetDestinations";
+
+    /// Every command type; a command topic carries nothing else.
+    pub const ALL: [&str; 5] = [UPSERT_PRODUCT, ADJUST_STOCK, CREDIT_ACCOUNT, SET_ACCOUNT_BALANCE, SET_DESTINATIONS];
+}
+
+/// The schema version of every contract type (events and commands) this code reads and
+/// writes. A message announcing a newer version is not guessed at: it is dead-lettered.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Is `message_type` a type the saga's topics may carry (an event or a command)?
+pub fn is_known_type(message_type: &str) -> bool {
+    event_type::ALL.contains(&message_type) || command_type::ALL.contains(&message_type)
+}
+
+/// Is `message_type` an admin command (rather than an event)?
+pub fn is_command(message_type: &str) -> bool {
+    command_type::ALL.contains(&message_type)
 }
 
 /// A line of an order as the customer asked for it.
@@ -269,6 +308,69 @@ pub struct NotificationSent {
     pub sinks: Vec<String>,
 }
 
+// ---- admin commands (<service>.commands, published by order-svc) ----
+//
+// Each command carries the id order-svc gave it (also its audit stream's id) and is keyed by
+// its target (the SKU, customer or carrier), so commands on one target stay in order.
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertProduct {
+    pub command_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub price_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustStock {
+    pub command_id: Uuid,
+    pub sku: String,
+    /// Units added (positive) or removed (negative).
+    pub delta: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditAccount {
+    pub command_id: Uuid,
+    pub customer_id: String,
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAccountBalance {
+    pub command_id: Uuid,
+    pub customer_id: String,
+    pub balance_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetDestinations {
+    pub command_id: Uuid,
+    pub carrier: String,
+    /// ISO 3166-1 alpha-2 codes, upper case.
+    pub countries: Vec<String>,
+}
+
+/// An admin command's outcome, published by the service that owns its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminCommandApplied {
+    pub command_id: Uuid,
+    pub command_type: String,
+    pub service: String,
+    /// The owner's events the command recorded (empty when it changed nothing).
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminCommandRejected {
+    pub command_id: Uuid,
+    pub command_type: String,
+    pub service: String,
+    /// Why the owner refused it (e.g. `unknown sku sku-x`).
+    pub reason: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +393,14 @@ mod tests {
         });
         let decoded: InventoryReleased = serde_json::from_value(json).expect("decode");
         assert_eq!(decoded.trigger, CompensationTrigger::OrderCancelled);
+    }
+
+    #[test]
+    fn commands_and_events_are_known_types_and_nothing_else_is() {
+        assert!(is_known_type(event_type::ORDER_PLACED));
+        assert!(is_known_type(command_type::ADJUST_STOCK));
+        assert!(is_command(command_type::SET_DESTINATIONS));
+        assert!(!is_command(event_type::ADMIN_COMMAND_APPLIED));
+        assert!(!is_known_type("DropTables"));
     }
 }

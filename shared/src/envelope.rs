@@ -290,4 +290,56 @@ mod tests {
         bad.push((header::SCHEMA_VERSION.into(), "-3".into()));
         assert!(Envelope::from_parts(&bad, Some(b"{}")).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header() -> impl Strategy<Value = (String, String)> {
+            let names = prop_oneof![
+                Just(header::SPEC_VERSION.to_owned()),
+                Just(header::ID.to_owned()),
+                Just(header::TYPE.to_owned()),
+                Just(header::SOURCE.to_owned()),
+                Just(header::TIME.to_owned()),
+                Just(header::SUBJECT.to_owned()),
+                Just(header::SCHEMA_VERSION.to_owned()),
+                Just(header::CORRELATION_ID.to_owned()),
+                Just(header::CAUSATION_ID.to_owned()),
+                Just(header::CONTENT_TYPE.to_owned()),
+                "\\PC{0,12}",
+            ];
+            (names, "\\PC{0,40}")
+        }
+
+        proptest! {
+            #[test]
+            fn decoding_any_headers_and_payload_never_panics(
+                headers in proptest::collection::vec(header(), 0..14),
+                payload in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            ) {
+                let _ = Envelope::from_parts(&headers, payload.as_deref());
+            }
+
+            #[test]
+            fn one_broken_header_of_a_valid_message_is_an_error_not_a_guess(
+                which in 0usize..9,
+                value in "\\PC{0,20}",
+            ) {
+                let mut headers = sample().headers();
+                let name = headers[which].0.clone();
+                headers[which].1 = value.clone();
+                if let Ok(decoded) = Envelope::from_parts(&headers, Some(b"{}")) {
+                    // Accepted only if the value is still valid for that header.
+                    match name.as_str() {
+                        header::SPEC_VERSION => prop_assert_eq!(value, SPEC_VERSION),
+                        header::ID => prop_assert_eq!(Uuid::parse_str(&value).ok(), Some(decoded.id)),
+                        header::SCHEMA_VERSION => prop_assert!(decoded.schema_version >= 1),
+                        header::TYPE => prop_assert!(!decoded.event_type.is_empty()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
 }

@@ -33,6 +33,7 @@ pub const OUTBOX_PUBLISHED: &str = "saga_outbox_published_total";
 pub const OUTBOX_PUBLISH_LATENCY: &str = "saga_outbox_publish_latency_seconds";
 pub const OUTBOX_ERRORS: &str = "saga_outbox_errors_total";
 pub const COMPENSATIONS: &str = "saga_compensations_total";
+pub const ADMIN_COMMANDS: &str = "saga_admin_commands_total";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
@@ -172,6 +173,7 @@ fn describe() {
     describe_histogram!(OUTBOX_PUBLISH_LATENCY, Unit::Seconds, "Time from outbox commit to broker acknowledgement");
     describe_counter!(OUTBOX_ERRORS, "Relay rounds that failed (broker or database unavailable)");
     describe_counter!(COMPENSATIONS, "Compensating actions performed, by kind");
+    describe_counter!(ADMIN_COMMANDS, "Admin commands decided by their owning service, by command type and outcome");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route template, method and status");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by route template, method and status");
 }
@@ -221,6 +223,12 @@ pub fn outbox_errors(service: &'static str) {
 /// A compensating action (`inventory_released`, `payment_refunded`, `shipment_cancelled`).
 pub fn compensation(service: &'static str, kind: &'static str) {
     counter!(COMPENSATIONS, "service" => service, "kind" => kind).increment(1);
+}
+
+/// An owning service decided an admin command (`outcome`: `applied` or `rejected`).
+pub fn admin_command(service: &'static str, command_type: &str, outcome: &'static str) {
+    counter!(ADMIN_COMMANDS, "service" => service, "command" => command_type.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 pub fn http_request(service: &'static str, route: &str, method: &str, status: u16, elapsed: Duration) {

@@ -135,7 +135,7 @@ impl ServiceContext {
         };
         if config.kafka.create_topics {
             let mut owned: Vec<String> =
-                config.topics.owned_by(config.service).map(str::to_owned).into_iter().collect();
+                config.topics.published_by(config.service).into_iter().map(str::to_owned).collect();
             owned.push(config.topics.dead_letter(config.service));
             let created = retry(&config, "cannot create topics yet", shutdown, &mut starting, || {
                 config.kafka.create_topics(&owned)

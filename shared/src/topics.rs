@@ -1,5 +1,7 @@
-//! Topic names: one topic per publishing service, plus one dead-letter topic per consuming
-//! service. Names take an optional prefix so tests (and shared clusters) can isolate them.
+//! Topic names: one event topic per publishing service, one command topic per service that
+//! takes admin commands (order-svc publishes them; the owning service consumes them), plus one
+//! dead-letter topic per consuming service. Names take an optional prefix so tests (and shared
+//! clusters) can isolate them.
 
 /// The service names used as `ce_source`, consumer group ids and dead-letter topic names.
 pub mod service {
@@ -20,6 +22,20 @@ pub struct Topics {
     pub payments: String,
     pub shipping: String,
     pub notifications: String,
+    /// Admin commands for inventory-svc (products, stock), published by order-svc.
+    pub inventory_commands: String,
+    /// Admin commands for payment-svc (accounts), published by order-svc.
+    pub payment_commands: String,
+    /// Admin commands for shipping-svc (served destinations), published by order-svc.
+    pub shipping_commands: String,
+}
+
+/// Every command topic's name ends with this; event topics end with `.events`.
+pub const COMMANDS_SUFFIX: &str = ".commands";
+
+/// Does `topic` carry admin commands (rather than events)?
+pub fn carries_commands(topic: &str) -> bool {
+    topic.ends_with(COMMANDS_SUFFIX)
 }
 
 impl Default for Topics {
@@ -37,7 +53,35 @@ impl Topics {
             payments: format!("{prefix}payments.events"),
             shipping: format!("{prefix}shipping.events"),
             notifications: format!("{prefix}notifications.events"),
+            inventory_commands: format!("{prefix}inventory.commands"),
+            payment_commands: format!("{prefix}payments.commands"),
+            shipping_commands: format!("{prefix}shipping.commands"),
         }
+    }
+
+    /// The command topic a service consumes its admin commands from, if it takes any.
+    pub fn commands_for(&self, service: &str) -> Option<&str> {
+        match service {
+            service::INVENTORY => Some(&self.inventory_commands),
+            service::PAYMENT => Some(&self.payment_commands),
+            service::SHIPPING => Some(&self.shipping_commands),
+            _ => None,
+        }
+    }
+
+    /// Every command topic (all published by order-svc).
+    pub fn command_topics(&self) -> [&str; 3] {
+        [&self.inventory_commands, &self.payment_commands, &self.shipping_commands]
+    }
+
+    /// Every topic a service publishes to (and creates at start-up when allowed): its event
+    /// topic, and for order-svc the command topics too.
+    pub fn published_by(&self, service: &str) -> Vec<&str> {
+        let mut topics: Vec<&str> = self.owned_by(service).into_iter().collect();
+        if service == service::ORDER {
+            topics.extend(self.command_topics());
+        }
+        topics
     }
 
     /// The topic a service publishes its events to.
@@ -62,9 +106,10 @@ impl Topics {
         [&self.orders, &self.inventory, &self.payments, &self.shipping, &self.notifications]
     }
 
-    /// Every topic the saga uses: event topics and dead-letter topics.
+    /// Every topic the saga uses: event topics, command topics and dead-letter topics.
     pub fn all(&self) -> Vec<String> {
         let mut all: Vec<String> = self.event_topics().iter().map(|t| (*t).to_owned()).collect();
+        all.extend(self.command_topics().iter().map(|t| (*t).to_owned()));
         all.extend(service::ALL.iter().map(|s| self.dead_letter(s)));
         all
     }
@@ -81,5 +126,19 @@ mod tests {
         assert!(a.all().iter().all(|t| !b.all().contains(t)));
         assert_eq!(b.dead_letter(service::PAYMENT), "t42.payment-svc.dlq");
         assert_eq!(a.owned_by(service::SHIPPING), Some("shipping.events"));
+    }
+
+    #[test]
+    fn order_svc_publishes_the_command_topics_and_each_owner_consumes_its_own() {
+        let t = Topics::with_prefix("p.");
+        assert_eq!(
+            t.published_by(service::ORDER),
+            vec!["p.orders.events", "p.inventory.commands", "p.payments.commands", "p.shipping.commands"]
+        );
+        assert_eq!(t.published_by(service::PAYMENT), vec!["p.payments.events"]);
+        assert_eq!(t.commands_for(service::SHIPPING), Some("p.shipping.commands"));
+        assert_eq!(t.commands_for(service::NOTIFICATION), None);
+        assert!(t.command_topics().iter().all(|topic| carries_commands(topic)));
+        assert!(t.event_topics().iter().all(|topic| !carries_commands(topic)));
     }
 }

@@ -339,6 +339,7 @@ impl World {
                 max_attempts: 5,
                 backoff_base: Duration::from_millis(5),
                 backoff_cap: Duration::from_millis(50),
+                ..ConsumerOptions::default()
             },
             crash_hook,
         }

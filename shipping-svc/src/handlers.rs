@@ -6,6 +6,9 @@
 //! - `OrderCancelled`: cancel a scheduled shipment and free its slot (`ShipmentCancelled`), or
 //!   note the cancellation so a late payment is not shipped.
 //!
+//! - `SetDestinations` (admin, on `shipping.commands`): replaces a carrier's served countries
+//!   in the network; the outcome is published.
+//!
 //! No overbooking under concurrency: the booked carrier day is appended at the version it was
 //! read at, so a concurrent booking of the same day loses the race and is retried.
 
@@ -14,15 +17,15 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use chrono::Utc;
 use shared::consumer::{Handler, HandlerError, MessageContext};
-use shared::contracts::{OrderCancelled, PaymentCaptured, event_type};
+use shared::contracts::{OrderCancelled, PaymentCaptured, SetDestinations, command_type, event_type};
 use shared::db::Tx;
 use shared::event_store::{Aggregate, EventStore, Loaded};
 use shared::topics::{Topics, service};
 use uuid::Uuid;
 
 use crate::domain::{
-    self, CarrierDay, CarrierDayEvent, CarrierDayId, CarrierDays, Decision, Network, NetworkEvent, NetworkSeed,
-    PublicEvent, ScheduleShipment, Shipment, ShipmentEvent,
+    self, CarrierDay, CarrierDayEvent, CarrierDayId, CarrierDays, CarrierName, CountryCode, Decision, Network,
+    NetworkEvent, NetworkSeed, PublicEvent, ScheduleShipment, Shipment, ShipmentEvent,
 };
 
 impl Aggregate for Network {
@@ -94,6 +97,10 @@ impl Handler for ShippingHandler {
                 let days = self.load_days(ctx.tx, slots).await?;
                 (cancelled.order_id, shipment, days, decision)
             }
+            command_type::SET_DESTINATIONS => {
+                let c: SetDestinations = ctx.message.decode()?;
+                return self.set_destinations(ctx, c).await;
+            }
             // Other events on our topics are not ours to act on.
             _ => return Ok(()),
         };
@@ -145,6 +152,30 @@ impl ShippingHandler {
             }
             ctx.publish(&self.topics.shipping, public.event_type(), &public).await?;
         }
+        Ok(())
+    }
+
+    /// The admin command: parse the carrier and countries, decide on the network, record the
+    /// event, and publish the outcome (a refusal is an outcome, not an error).
+    async fn set_destinations(&self, ctx: &mut MessageContext<'_>, c: SetDestinations) -> Result<(), HandlerError> {
+        ctx.check_subject(&c.carrier)?;
+        let mut network = self.store.load::<Network>(ctx.tx, Network::STREAM_ID).await?;
+        let decided = CarrierName::try_from(c.carrier.as_str())
+            .and_then(|carrier| {
+                let countries =
+                    c.countries.iter().map(|code| CountryCode::try_from(code.as_str())).collect::<Result<_, _>>()?;
+                Ok(domain::SetDestinations { carrier, countries })
+            })
+            .and_then(|command| domain::set_destinations(&network.state, command));
+        let outcome = match decided {
+            Ok(events) => {
+                let metadata = ctx.command_metadata(c.command_id);
+                self.store.save(ctx.tx, Network::STREAM_ID, &mut network, &events, &metadata).await?;
+                Ok(events.iter().map(|e| e.event_type().to_owned()).collect())
+            }
+            Err(refused) => Err(refused.to_string()),
+        };
+        ctx.publish_command_outcome(&self.topics.shipping, c.command_id, outcome).await?;
         Ok(())
     }
 

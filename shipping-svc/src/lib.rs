@@ -55,7 +55,11 @@ impl WorkerSpec for Shipping {
     }
 
     fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
-        vec![(topics.payments.clone(), service::PAYMENT.to_owned()), (topics.orders.clone(), service::ORDER.to_owned())]
+        vec![
+            (topics.payments.clone(), service::PAYMENT.to_owned()),
+            (topics.orders.clone(), service::ORDER.to_owned()),
+            (topics.shipping_commands.clone(), service::ORDER.to_owned()),
+        ]
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<ShippingHandler> {

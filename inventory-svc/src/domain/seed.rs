@@ -146,3 +146,30 @@ mod tests {
         assert!(CatalogueSeed::from_json(r#"{"products": [{"sku": "x"}]}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_as_a_catalogue_parses_or_fails_without_panicking(raw in "\\PC{0,80}") {
+            let _ = CatalogueSeed::from_json(&raw);
+        }
+
+        #[test]
+        fn a_seeded_product_is_refused_exactly_when_its_values_break_a_rule(
+            sku in "\\PC{0,6}",
+            name in "\\PC{0,6}",
+            price_minor in any::<i64>(),
+            stock in -3i64..3,
+        ) {
+            let seed = ProductSeed { sku: sku.clone(), name: name.clone(), price_minor, stock };
+            let json = serde_json::to_string(&CatalogueSeed { products: vec![seed.clone()] }).expect("serialize");
+            prop_assert_eq!(CatalogueSeed::from_json(&json).expect("parse").products, vec![seed.clone()]);
+            let valid = !sku.trim().is_empty() && !name.trim().is_empty() && price_minor >= 0 && stock >= 0;
+            prop_assert_eq!(seed.decide(&SkuState::new(sku)).is_ok(), valid);
+        }
+    }
+}

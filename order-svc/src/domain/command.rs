@@ -9,7 +9,7 @@ use shared::contracts;
 pub struct InvalidValue(String);
 
 impl InvalidValue {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 
@@ -20,7 +20,7 @@ impl InvalidValue {
 
 /// Checks the rules shared by identifiers: not blank, no surrounding whitespace, no control
 /// characters, bounded length (in characters).
-fn identifier(what: &str, raw: String, max_chars: usize) -> Result<String, InvalidValue> {
+pub(crate) fn identifier(what: &str, raw: String, max_chars: usize) -> Result<String, InvalidValue> {
     if raw.trim().is_empty() {
         return Err(InvalidValue::new(format!("{what} must not be blank")));
     }
@@ -304,5 +304,80 @@ mod tests {
                 .expect_err("overlong city");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, AddressField::City);
+    }
+}
+
+/// Property tests of every parser here: each accepts exactly what its rule says, keeps what it
+/// accepted, and never panics, whatever the input.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any text, with extra weight on the edges of the rules (whitespace, control characters,
+    /// lengths around the limits).
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::string::string_regex(&format!("\\PC{{0,{max}}}")).expect("regex"),
+            proptest::string::string_regex(&format!("[ \\t]?[a-z\\u{{0}}\\u{{7f}}-]{{0,{max}}}[ \\n]?"))
+                .expect("regex"),
+            Just(String::new()),
+            Just(" ".repeat(3)),
+        ]
+    }
+
+    fn identifier_rule(raw: &str, max: usize) -> bool {
+        !raw.trim().is_empty() && raw.trim() == raw && !raw.chars().any(char::is_control) && raw.chars().count() <= max
+    }
+
+    proptest! {
+        #[test]
+        fn customer_ids_and_skus_parse_exactly_when_they_follow_the_identifier_rule(raw in text(140)) {
+            prop_assert_eq!(CustomerId::parse(raw.clone()).is_ok(), identifier_rule(&raw, CustomerId::MAX_CHARS));
+            prop_assert_eq!(Sku::parse(raw.clone()).is_ok(), identifier_rule(&raw, Sku::MAX_CHARS));
+            if let Ok(id) = CustomerId::parse(raw.clone()) {
+                prop_assert_eq!(id.as_str(), raw.as_str());
+            }
+        }
+
+        #[test]
+        fn a_quantity_parses_exactly_within_one_to_one_thousand(raw in any::<i64>()) {
+            prop_assert_eq!(Quantity::parse(raw).map(|q| i64::from(q.get())).ok(), (1..=1000).contains(&raw).then_some(raw));
+        }
+
+        #[test]
+        fn a_country_code_is_two_ascii_letters_upper_cased(raw in text(4)) {
+            let expected = raw.len() == 2 && raw.bytes().all(|b| b.is_ascii_alphabetic());
+            let parsed = CountryCode::parse(&raw);
+            prop_assert_eq!(parsed.is_ok(), expected);
+            if let Ok(code) = parsed {
+                prop_assert_eq!(code.as_str(), raw.to_ascii_uppercase());
+            }
+        }
+
+        #[test]
+        fn address_lines_are_optional_bounded_and_free_of_control_characters(
+            name in proptest::option::of(text(210)),
+            city in proptest::option::of(text(10)),
+        ) {
+            let country = CountryCode::parse("NL").expect("country");
+            let lines = AddressLines { name: name.clone(), city: city.clone(), ..AddressLines::default() };
+            let ok = |v: &Option<String>| {
+                v.as_ref().is_none_or(|t| t.trim().is_empty() || (!t.chars().any(char::is_control) && t.chars().count() <= 200))
+            };
+            match Destination::parse(country, lines) {
+                Ok(destination) => {
+                    prop_assert!(ok(&name) && ok(&city));
+                    prop_assert_eq!(destination.name.is_some(), name.as_ref().is_some_and(|n| !n.trim().is_empty()));
+                }
+                Err(errors) => prop_assert_eq!(errors.len(), usize::from(!ok(&name)) + usize::from(!ok(&city))),
+            }
+        }
+
+        #[test]
+        fn an_order_has_one_to_one_hundred_lines(n in 0usize..130) {
+            let item = OrderItem { sku: Sku::parse("s").expect("sku"), quantity: Quantity::parse(1).expect("q") };
+            prop_assert_eq!(OrderItems::parse(vec![item; n]).is_ok(), (1..=OrderItems::MAX_LINES).contains(&n));
+        }
     }
 }

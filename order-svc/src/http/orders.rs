@@ -18,6 +18,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
+use super::auth::Principal;
 use super::extract::JsonBody;
 use super::problem::{AppError, Problem, Violation};
 use super::repository::{Cursor, IdempotencyKey, IdempotencyRequest, ListQuery, OrderRepository, PageLimit, RepoError};
@@ -350,7 +351,8 @@ impl From<RepoError> for AppError {
 ///
 /// Starts the saga and answers at once: the order is `pending` until the other services
 /// have reacted. Follow `Location` to watch it. With an `Idempotency-Key`, repeating the
-/// request returns the same order; reusing the key with a different body is a 422.
+/// request returns the same order; reusing the key with a different body is a 422. A customer
+/// key places orders for its own customer only (403 otherwise); an admin key for anyone.
 #[utoipa::path(
     post,
     path = "/orders",
@@ -373,11 +375,15 @@ impl From<RepoError> for AppError {
     )
 )]
 pub async fn place_order<R: OrderRepository>(
+    caller: Principal,
     State(repo): State<R>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, AppError> {
     let cmd = PlaceOrder::try_from(request).map_err(AppError::validation)?;
+    if !caller.may_act_for(cmd.customer_id.as_str()) {
+        return Err(AppError::Forbidden("a customer key places orders for its own customer only".to_owned()));
+    }
     let idempotency = headers
         .get(IDEMPOTENCY_KEY)
         .map(|value| {
@@ -400,6 +406,8 @@ pub async fn place_order<R: OrderRepository>(
 }
 
 /// Get an order with its timeline.
+///
+/// With a customer key, another customer's order is a 404, like an order that does not exist.
 #[utoipa::path(
     get,
     path = "/orders/{id}",
@@ -407,17 +415,22 @@ pub async fn place_order<R: OrderRepository>(
     params(("id" = String, Path, description = "The order id (a UUID)")),
     responses(
         (status = 200, description = "The order", body = OrderView),
-        (status = 404, description = "No order has this id, or the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No order has this id, the id is not a UUID, or the order belongs to another customer than the key's", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error (no details)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_order<R: OrderRepository>(
+    caller: Principal,
     State(repo): State<R>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderView>, AppError> {
     let id = id.ok().and_then(|Path(raw)| Uuid::try_parse(&raw).ok()).ok_or(AppError::OrderNotFound)?;
     tracing::Span::current().record("order.id", id.to_string());
     let view = repo.get(id).await?.ok_or(AppError::OrderNotFound)?;
+    // Another customer's order is not found, exactly like one that does not exist.
+    if !caller.may_act_for(&view.customer_id) {
+        return Err(AppError::OrderNotFound);
+    }
     Ok(Json(view))
 }
 
@@ -472,7 +485,8 @@ impl TryFrom<ListParams> for ListQuery {
 /// List orders, newest first.
 ///
 /// Filter by customer and status; page with `limit` and the `next_cursor` of the previous
-/// page. An empty parameter counts as absent.
+/// page. An empty parameter counts as absent. A customer key lists only its own customer's
+/// orders (naming another customer is a 403).
 #[utoipa::path(
     get,
     path = "/orders",
@@ -490,13 +504,82 @@ impl TryFrom<ListParams> for ListQuery {
     )
 )]
 pub async fn list_orders<R: OrderRepository>(
+    caller: Principal,
     State(repo): State<R>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<OrderPage>, AppError> {
     let Query(params) = params.map_err(|rejection| {
         AppError::validation(vec![Violation { detail: rejection.body_text(), pointer: None, parameter: None }])
     })?;
-    let query = ListQuery::try_from(params).map_err(AppError::validation)?;
+    let mut query = ListQuery::try_from(params).map_err(AppError::validation)?;
+    if let Some(own) = caller.customer() {
+        match &query.customer_id {
+            Some(asked) if asked != own => {
+                return Err(AppError::Forbidden("a customer key lists its own customer's orders only".to_owned()));
+            }
+            _ => query.customer_id = Some(own.clone()),
+        }
+    }
     let page = repo.list(query).await?;
     Ok(Json(page))
+}
+
+/// Property tests of the request parsers: whatever JSON-shaped input arrives, parsing never
+/// panics, and it fails exactly when some field breaks its rule, naming every such field.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof!["\\PC{0,70}", "[a-z-]{1,10}", Just(String::new()), Just(" x".to_owned())]
+    }
+
+    proptest! {
+        #[test]
+        fn placing_parses_exactly_the_valid_requests_and_names_every_broken_rule(
+            customer_id in field(),
+            items in proptest::collection::vec((field(), -5i64..1100), 0..4),
+            country in "\\PC{0,3}",
+            name in proptest::option::of("\\PC{0,5}"),
+        ) {
+            let request = PlaceOrderRequest {
+                customer_id: customer_id.clone(),
+                items: items.iter().map(|(sku, quantity)| ItemRequest { sku: sku.clone(), quantity: *quantity }).collect(),
+                ship_to: ShipToRequest { country: country.clone(), name, line1: None, city: None, postal_code: None },
+            };
+            match PlaceOrder::try_from(request) {
+                Ok(cmd) => {
+                    prop_assert_eq!(cmd.customer_id.as_str(), customer_id.as_str());
+                    prop_assert_eq!(cmd.items.as_slice().len(), items.len());
+                }
+                Err(violations) => {
+                    prop_assert!(!violations.is_empty());
+                    for v in &violations {
+                        prop_assert!(v.pointer.as_deref().is_some_and(|p| p.starts_with("#/")));
+                    }
+                    let customer_ok = CustomerId::parse(customer_id.clone()).is_ok();
+                    let has = |p: &str| violations.iter().any(|v| v.pointer.as_deref() == Some(p));
+                    prop_assert_eq!(has("#/customer_id"), !customer_ok);
+                    prop_assert_eq!(has("#/ship_to/country"), CountryCode::parse(&country).is_err());
+                }
+            }
+        }
+
+        #[test]
+        fn listing_parameters_parse_or_name_the_parameter(
+            customer_id in proptest::option::of(field()),
+            status in proptest::option::of("[a-z]{0,12}"),
+            limit in proptest::option::of("\\PC{0,4}|[0-9]{1,3}"),
+            cursor in proptest::option::of("\\PC{0,10}"),
+        ) {
+            let params = ListParams { customer_id, status, limit, cursor };
+            if let Err(violations) = ListQuery::try_from(params) {
+                prop_assert!(!violations.is_empty());
+                for v in violations {
+                    prop_assert!(matches!(v.parameter.as_deref(), Some("customer_id" | "status" | "limit" | "cursor")));
+                }
+            }
+        }
+    }
 }

@@ -87,9 +87,27 @@ pub enum AppError {
     /// An Idempotency-Key reused with a different body: 422.
     #[error("idempotency key reused with a different request body")]
     IdempotencyConflict,
-    /// No order with that id (or the id is not a UUID): 404.
+    /// No API key, or one that is not ours: 401 with `WWW-Authenticate`.
+    #[error("unauthorized (invalid key: {invalid_key})")]
+    Unauthorized { invalid_key: bool },
+    /// A valid key whose role does not allow this: 403.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The key used up its request budget: 429 with `Retry-After`.
+    #[error("rate limited, retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// Too many requests in flight: 503 with `Retry-After`, at once, rather than queueing.
+    #[error("overloaded")]
+    Overloaded,
+    /// The request took longer than the configured timeout: 503 with `Retry-After`.
+    #[error("request timed out")]
+    TimedOut,
+    /// No order with that id (or the id is not a UUID, or the caller may not see it): 404.
     #[error("order not found")]
     OrderNotFound,
+    /// No admin command with that id: 404.
+    #[error("admin command not found")]
+    CommandNotFound,
     /// No route for that path: 404.
     #[error("route not found")]
     RouteNotFound,
@@ -116,7 +134,11 @@ impl AppError {
             | AppError::BodyShape(_)
             | AppError::Validation { .. }
             | AppError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::OrderNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
+            AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Overloaded | AppError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::OrderNotFound | AppError::CommandNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -165,9 +187,49 @@ impl AppError {
                 Some("this Idempotency-Key was already used with a different request body".to_owned()),
                 Vec::new(),
             ),
+            AppError::Unauthorized { invalid_key: false } => (
+                Some("unauthorized"),
+                "API key required",
+                Some("send an API key as Authorization: Bearer <key>".to_owned()),
+                Vec::new(),
+            ),
+            AppError::Unauthorized { invalid_key: true } => (
+                Some("unauthorized"),
+                "Invalid API key",
+                Some("the Authorization header does not carry a valid API key".to_owned()),
+                Vec::new(),
+            ),
+            AppError::Forbidden(detail) => (Some("forbidden"), "Forbidden", Some(detail.clone()), Vec::new()),
+            AppError::RateLimited { retry_after_secs } => (
+                Some("rate-limited"),
+                "Too many requests",
+                Some(format!("this API key's request budget is used up; retry in {retry_after_secs} s")),
+                Vec::new(),
+            ),
+            AppError::Overloaded => (
+                Some("overloaded"),
+                "Service overloaded",
+                Some("too many requests are in flight; retry shortly".to_owned()),
+                Vec::new(),
+            ),
+            AppError::TimedOut => (
+                Some("request-timeout"),
+                "Request timed out",
+                Some(
+                    "the request took too long and was abandoned; retry it (with an Idempotency-Key for POST /orders)"
+                        .to_owned(),
+                ),
+                Vec::new(),
+            ),
             AppError::OrderNotFound => {
                 (Some("order-not-found"), "Order not found", Some("no order has this id".to_owned()), Vec::new())
             }
+            AppError::CommandNotFound => (
+                Some("command-not-found"),
+                "Admin command not found",
+                Some("no admin command has this id".to_owned()),
+                Vec::new(),
+            ),
             AppError::RouteNotFound => (None, "Not Found", None, Vec::new()),
             AppError::MethodNotAllowed => (None, "Method Not Allowed", None, Vec::new()),
             AppError::Internal(_) => (None, "Internal Server Error", None, Vec::new()),
@@ -190,13 +252,32 @@ impl IntoResponse for AppError {
         }
         let status = self.status();
         let body = self.to_problem();
-        match serde_json::to_vec(&body) {
+        let mut response = match serde_json::to_vec(&body) {
             Ok(bytes) => {
                 (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], bytes).into_response()
             }
             // A struct of strings always serializes; keep the status if it ever does not.
             Err(_) => status.into_response(),
+        };
+        let headers = response.headers_mut();
+        match &self {
+            AppError::Unauthorized { invalid_key } => {
+                let challenge = if *invalid_key {
+                    r#"Bearer realm="order-svc", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="order-svc""#
+                };
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            AppError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            AppError::Overloaded | AppError::TimedOut => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
+        response
     }
 }
 

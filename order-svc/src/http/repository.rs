@@ -210,3 +210,35 @@ mod tests {
         assert!(IdempotencyKey::parse(&long).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn page_limit_parses_exactly_the_integers_one_to_two_hundred(raw in "\\PC{0,6}|[0-9]{1,4}|-?[0-9]{1,3}") {
+            let expected = raw.parse::<u32>().ok().filter(|n| (1..=PageLimit::MAX).contains(n));
+            prop_assert_eq!(PageLimit::parse(&raw).ok().map(PageLimit::get), expected);
+        }
+
+        #[test]
+        fn a_cursor_decodes_only_from_its_own_encoding(raw in "\\PC{0,40}|o1\\.[0-9a-f]{30,34}", id in any::<u128>()) {
+            let cursor = Cursor::after(Uuid::from_u128(id));
+            prop_assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+            if let Ok(decoded) = Cursor::decode(&raw) {
+                prop_assert_eq!(decoded.encode(), raw);
+            }
+        }
+
+        #[test]
+        fn idempotency_keys_are_one_to_255_visible_ascii_characters(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(value) = HeaderValue::from_bytes(&raw) {
+                let expected = (1..=IdempotencyKey::MAX_LEN).contains(&raw.len())
+                    && raw.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+                prop_assert_eq!(IdempotencyKey::parse(&value).is_ok(), expected);
+            }
+        }
+    }
+}

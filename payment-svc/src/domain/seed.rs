@@ -96,3 +96,23 @@ mod tests {
         assert!(AccountsSeed::from_json(r#"{"accounts": [{"customer_id": "c"}]}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_as_accounts_parses_or_fails_without_panicking(raw in "\\PC{0,80}") {
+            let _ = AccountsSeed::from_json(&raw);
+        }
+
+        #[test]
+        fn a_seeded_account_opens_exactly_when_its_balance_is_not_negative(balance_minor in any::<i64>()) {
+            let json = format!(r#"{{"accounts": [{{"customer_id": "c", "balance_minor": {balance_minor}}}]}}"#);
+            let seed = AccountsSeed::from_json(&json).expect("parse");
+            prop_assert_eq!(seed.accounts[0].decide(None).is_ok(), balance_minor >= 0);
+        }
+    }
+}

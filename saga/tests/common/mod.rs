@@ -74,10 +74,50 @@ impl Sink {
     }
 }
 
+/// The API keys of one test's system: an admin key and a customer key for each demo account.
+#[derive(Debug, Clone)]
+pub struct TestKeys {
+    pub admin: String,
+    pub rich: String,
+    pub poor: String,
+}
+
+impl TestKeys {
+    pub fn generate() -> Self {
+        use order_svc::http::generate_key;
+        Self { admin: generate_key(), rich: generate_key(), poor: generate_key() }
+    }
+
+    /// The keys as order-svc checks them (no rate limit: tests send bursts on purpose).
+    pub fn api_config(&self) -> order_svc::ApiConfig {
+        use order_svc::http::{ApiKeys, ApiLimits, Auth, Role};
+        let customer = |id: &str| Role::Customer(order_svc::domain::CustomerId::parse(id).expect("customer id"));
+        let keys = ApiKeys::from_keys([
+            (self.admin.as_str(), Role::Admin),
+            (self.rich.as_str(), customer("cust-rich")),
+            (self.poor.as_str(), customer("cust-poor")),
+        ]);
+        order_svc::ApiConfig { auth: Auth::Keys(keys), limits: ApiLimits { rate: None, ..ApiLimits::default() } }
+    }
+}
+
+/// An HTTP client that sends `key` with every request (unless a request sets its own).
+pub fn client_with_key(key: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).build()?)
+}
+
 /// A running embedded system owned by one test.
 pub struct TestSystem {
     pub endpoints: Endpoints,
+    /// Sends the admin key with every request.
     pub http: reqwest::Client,
+    /// Sends no key.
+    pub anonymous: reqwest::Client,
+    pub keys: TestKeys,
     pub sink: Sink,
     pub dbs: HashMap<&'static str, TestDb>,
     shutdown: CancellationToken,
@@ -98,24 +138,37 @@ impl Drop for TempDir {
 pub struct Options {
     pub saga_deadline: Duration,
     pub payment_latency: Duration,
+    /// librdkafka properties for every client.
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { saga_deadline: Duration::from_secs(60), payment_latency: Duration::ZERO }
+        Self { saga_deadline: Duration::from_secs(60), payment_latency: Duration::ZERO, kafka_properties: Vec::new() }
     }
 }
 
 impl TestSystem {
     pub async fn start(backend: Backend, options: Options) -> anyhow::Result<Self> {
+        Self::start_with_urls(backend, options, |url| url.to_owned()).await
+    }
+
+    /// Like [`TestSystem::start`], with each service's database URL passed through `url` first
+    /// (a test puts a password in it).
+    pub async fn start_with_urls(
+        backend: Backend,
+        options: Options,
+        url: impl Fn(&str) -> String,
+    ) -> anyhow::Result<Self> {
         let (sink, sink_addr) = Sink::start().await?;
         let mut dbs = HashMap::new();
         let mut urls = HashMap::new();
         for name in service::ALL {
             let db = TestDb::new(backend, &[]).await?;
-            urls.insert(name.to_owned(), db.url.clone());
+            urls.insert(name.to_owned(), url(&db.url));
             dbs.insert(name, db);
         }
+        let keys = TestKeys::generate();
         let data_dir = TempDir(std::env::temp_dir().join(format!("saga-e2e-{}", uuid::Uuid::new_v4().simple())));
         let config = EmbeddedConfig {
             data_dir: data_dir.0.clone(),
@@ -125,14 +178,17 @@ impl TestSystem {
             payment_latency: options.payment_latency,
             notify_webhook_url: Some(format!("http://{sink_addr}/hook")),
             database_urls: urls,
+            api: keys.api_config(),
+            kafka_properties: options.kafka_properties,
             ..EmbeddedConfig::default()
         };
         let shutdown = CancellationToken::new();
         let system = Embedded::build(config, &shutdown).await?;
         let endpoints = system.endpoints.clone();
         let running = tokio::spawn(system.run_until_stopped(shutdown.clone()));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(Self { endpoints, http, sink, dbs, shutdown, running: Some(running), _data_dir: data_dir })
+        let http = client_with_key(&keys.admin)?;
+        let anonymous = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Self { endpoints, http, anonymous, keys, sink, dbs, shutdown, running: Some(running), _data_dir: data_dir })
     }
 
     pub fn url(&self, path: &str) -> String {

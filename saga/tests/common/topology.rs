@@ -175,6 +175,7 @@ impl Topology {
     /// Broker, databases, sink, and `options.replicas` of every service, all started.
     pub async fn start(options: Options) -> anyhow::Result<Self> {
         let prefix = format!("fs{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let admin_key = order_svc::http::generate_key();
         let partitions = options.partitions.to_string();
         let (broker, bootstrap, create_topics) = match external_broker() {
             Some(external) => (None, external, "true"),
@@ -212,6 +213,10 @@ impl Topology {
             // Long enough that no saga is cancelled by its deadline while faults heal: every
             // outcome must be the one its inputs call for.
             ("SAGA_DEADLINE_MS", "600000".to_owned()),
+            // The production path: keys configured as digests, the client sends the key.
+            ("ORDER_API_KEYS", format!("admin:{}", order_svc::http::hash_key(&admin_key))),
+            // The suite sends bursts on purpose; limits are tested elsewhere.
+            ("ORDER_API_RATE_LIMIT_PER_SEC", "0".to_owned()),
             ("RUST_LOG", std::env::var("FS_RUST_LOG").unwrap_or_else(|_| "info".to_owned())),
         ];
         let mut base_env = base_env;
@@ -219,7 +224,7 @@ impl Topology {
             base_env.push(("KAFKA_PROP_DEBUG", debug));
             base_env.push(("KAFKA_PROP_LOG_LEVEL", "7".to_owned()));
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let http = super::client_with_key(&admin_key)?;
         let mut topology = Self {
             topics: Topics::with_prefix(&prefix),
             prefix,

@@ -82,6 +82,7 @@ fn command(args: &[String]) -> Command {
         .env_remove("TOPIC_PREFIX")
         .env_remove("DATABASE_URL")
         .env_remove("SAGA_API_URL")
+        .env_remove("SAGA_API_KEY")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
@@ -140,19 +141,26 @@ impl Running {
     }
 }
 
-/// The order API of a running system.
+/// The order API of a running system, with its admin key.
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+    pub key: String,
+}
+
+/// A fresh admin key, and the API configuration that accepts it.
+fn admin_key() -> (String, order_svc::ApiConfig) {
+    let key = order_svc::http::generate_key();
+    let keys = order_svc::http::ApiKeys::from_keys([(key.as_str(), order_svc::http::Role::Admin)]);
+    let limits = order_svc::http::ApiLimits { rate: None, ..Default::default() };
+    (key, order_svc::ApiConfig { auth: order_svc::http::Auth::Keys(keys), limits })
 }
 
 impl Api {
-    fn new(addr: SocketAddr) -> anyhow::Result<Self> {
-        Ok(Self {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
-        })
+    fn new(addr: SocketAddr, key: String) -> anyhow::Result<Self> {
+        let http = sagactl::api_client(reqwest::Client::builder().timeout(Duration::from_secs(10)), Some(&key))?;
+        Ok(Self { base: format!("http://{addr}"), http, key })
     }
 
     /// Place an order that must be accepted; returns its id.
@@ -228,6 +236,7 @@ pub struct System {
 impl System {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
         let dir = TempDir::new("system")?;
+        let (key, api) = admin_key();
         let config = EmbeddedConfig {
             data_dir: dir.0.clone(),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -235,11 +244,12 @@ impl System {
             // Long enough that no test order is cancelled by the deadline scanner.
             saga_deadline: Duration::from_secs(600),
             notify_webhook_url: options.webhook,
+            api,
             ..EmbeddedConfig::default()
         };
         let shutdown = CancellationToken::new();
         let system = Embedded::build(config, &shutdown).await?;
-        let api = Api::new(system.endpoints.api)?;
+        let api = Api::new(system.endpoints.api, key)?;
         let brokers = system.endpoints.brokers.clone();
         let running = tokio::spawn(system.run_until_stopped(shutdown.clone()));
         Ok(Self { api, brokers, data_dir: dir.0.clone(), shutdown, running: Some(running), _dir: dir })
@@ -304,10 +314,12 @@ impl Partial {
         };
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let (key, api_config) = admin_key();
         let mut order_config = order_svc::Config::new(config(service::ORDER))?;
         order_config.saga_deadline = Duration::from_secs(600);
+        order_config.api = api_config;
         let order = order_svc::App::build(order_config, &shutdown).await?;
-        let api = Api::new(order.local_addr()?)?;
+        let api = Api::new(order.local_addr()?, key)?;
         tasks.spawn(order.run_until_stopped(shutdown.clone()));
         if missing != service::INVENTORY {
             let app =

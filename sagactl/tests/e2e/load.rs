@@ -17,6 +17,8 @@ async fn load_reports_numbers_consistent_with_the_orders_the_api_reports() -> an
             "load",
             "--api-url",
             &system.api.base,
+            "--api-key",
+            &system.api.key,
             "--rate",
             "25",
             "--duration",

@@ -33,7 +33,10 @@ async fn a_rebuilt_order_view_matches_the_live_one_and_a_tampered_row_is_found_a
     assert_eq!(report["live_only"], serde_json::json!([]));
 
     // From Kafka, against the API (compensations, address and timeline compared too).
-    let report = system.cli(&["rebuild", "order-svc", "--api-url", &system.api.base, "-o", "json"]).await?.json()?;
+    let report = system
+        .cli(&["rebuild", "order-svc", "--api-url", &system.api.base, "--api-key", &system.api.key, "-o", "json"])
+        .await?
+        .json()?;
     assert_eq!(report["matching"], 4, "{report:#}");
     assert_eq!(report["live"], "api");
 

@@ -89,6 +89,31 @@ impl Bus {
         Ok(())
     }
 
+    /// Publish a raw record, as a broken or hostile producer might: any key, any headers (in
+    /// this order), any payload or none.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        key: &str,
+        headers: &[(String, String)],
+        payload: Option<&[u8]>,
+    ) -> anyhow::Result<()> {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header { key: k, value: Some(v) });
+        }
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key).headers(owned);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("failed to publish a raw record to {topic}"))?;
+        Ok(())
+    }
+
     /// A reader of everything on `topic`, from the beginning.
     pub fn reader(&self, topic: &str) -> anyhow::Result<Reader> {
         let consumer: BaseConsumer =
@@ -152,6 +177,21 @@ fn consumed_all(offsets: &BaseConsumer, topics: &[String], partitions: i32) -> a
 /// A message read back: the envelope and every header (dead letters carry their origin there).
 pub type Record = (Envelope, Vec<(String, String)>);
 
+/// A message read back as bytes, whether or not it is a valid envelope (dead letters of hostile
+/// input are not).
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl RawRecord {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
 /// Everything published on one topic so far, in arrival order.
 pub struct Reader {
     consumer: BaseConsumer,
@@ -163,20 +203,50 @@ pub struct Reader {
 #[derive(Default)]
 struct Seen {
     records: Vec<Record>,
+    raw: Vec<RawRecord>,
+    /// Messages that were not valid envelopes (only [`Reader::raw_records`] shows them).
+    undecodable: usize,
     /// Partition → the offset after the last message read.
     next: HashMap<i32, i64>,
 }
 
 impl Reader {
-    /// Every message read so far plus those that arrived since (never blocks).
-    pub fn records(&self) -> anyhow::Result<Vec<Record>> {
+    /// Read what arrived since the last look (never blocks).
+    fn poll(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Seen>> {
         let mut seen = self.seen.lock().map_err(|_| anyhow::anyhow!("reader poisoned"))?;
         while let Some(message) = self.consumer.poll(Duration::ZERO) {
             let message = message?;
             seen.next.insert(message.partition(), message.offset() + 1);
-            seen.records.push((Envelope::from_message(&message)?, header_map(&message)));
+            let headers = header_map(&message);
+            seen.raw.push(RawRecord {
+                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                headers: headers.clone(),
+                payload: message.payload().map(<[u8]>::to_vec),
+            });
+            match Envelope::from_message(&message) {
+                Ok(envelope) => seen.records.push((envelope, headers)),
+                Err(_) => seen.undecodable += 1,
+            }
         }
+        Ok(seen)
+    }
+
+    /// Every message read so far plus those that arrived since (never blocks). Fails if one
+    /// of them is not a valid envelope.
+    pub fn records(&self) -> anyhow::Result<Vec<Record>> {
+        let seen = self.poll()?;
+        anyhow::ensure!(
+            seen.undecodable == 0,
+            "{} message(s) on {} are not valid envelopes",
+            seen.undecodable,
+            self.topic
+        );
         Ok(seen.records.clone())
+    }
+
+    /// Every message read so far plus those that arrived since, as bytes (never blocks).
+    pub fn raw_records(&self) -> anyhow::Result<Vec<RawRecord>> {
+        Ok(self.poll()?.raw.clone())
     }
 
     /// Wait until everything on the topic now has been read (after [`Bus::settled`], that is
@@ -186,8 +256,7 @@ impl Reader {
             .map(|p| Ok((p, self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(5))?.1)))
             .collect::<anyhow::Result<Vec<(i32, i64)>>>()?;
         eventually(WAIT, &format!("reading {} to its end", self.topic), || async {
-            self.records().ok()?;
-            let seen = self.seen.lock().ok()?;
+            let seen = self.poll().ok()?;
             ends.iter().all(|(p, end)| seen.next.get(p).copied().unwrap_or(0) >= *end).then_some(())
         })
         .await

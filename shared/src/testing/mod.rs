@@ -3,8 +3,9 @@
 //! [`Bus`] to drive one service from the outside.
 
 mod bus;
+pub mod hostile;
 
-pub use bus::{Bus, Reader, Record, WAIT, envelope, service_config};
+pub use bus::{Bus, RawRecord, Reader, Record, WAIT, envelope, service_config};
 
 use std::future::Future;
 use std::path::PathBuf;
