@@ -2,6 +2,7 @@
 // a terminal state within a bound. Not a scenario itself.
 import http from 'k6/http';
 import { check, sleep } from 'k6';
+import exec from 'k6/execution';
 import { Counter, Rate, Trend } from 'k6/metrics';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
@@ -58,13 +59,27 @@ export const MIX = [
   },
 ];
 
-export function pickKind() {
-  let roll = Math.random() * 100;
-  for (const kind of MIX) {
-    roll -= kind.weight;
-    if (roll < 0) return kind;
+// The order in which iterations take the kinds: every 100 consecutive iterations (the sum of
+// the weights) hold each kind exactly its weight, spread evenly (smooth weighted round-robin),
+// so that even a short run sees every outcome (a random pick left some out).
+const SEQUENCE = (() => {
+  const total = MIX.reduce((sum, kind) => sum + kind.weight, 0);
+  const current = MIX.map(() => 0);
+  const sequence = [];
+  for (let n = 0; n < total; n++) {
+    let best = 0;
+    MIX.forEach((kind, i) => {
+      current[i] += kind.weight;
+      if (current[i] > current[best]) best = i;
+    });
+    current[best] -= total;
+    sequence.push(MIX[best]);
   }
-  return MIX[0];
+  return sequence;
+})();
+
+export function pickKind() {
+  return SEQUENCE[exec.scenario.iterationInTest % SEQUENCE.length];
 }
 
 const JSON_HEADERS = Object.assign({ 'Content-Type': 'application/json' }, AUTH_HEADERS);
