@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::invariants::{self, Run, order_for};
-use common::processes::{BrokerProcess, Process};
+use common::processes::Process;
 use common::{Sink, WAIT};
 use serde_json::Value;
 use shared::db::Backend;
@@ -34,19 +34,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
     // Arrange: broker process, one PostgreSQL database per service, a webhook sink.
     let prefix = format!("mp{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let admin_key = order_svc::http::generate_key();
-    let (broker, bootstrap, create_topics) = match common::topology::external_broker() {
-        Some(external) => (None, external, "true"),
-        None => {
-            let broker = BrokerProcess::start(&HashMap::from([
-                ("KAFKA_PARTITIONS", "4".to_owned()),
-                ("TOPIC_PREFIX", prefix.clone()),
-            ]))
-            .await?;
-            let bootstrap = broker.bootstrap.clone();
-            // The mock cluster has no CreateTopics: the broker process creates them.
-            (Some(broker), bootstrap, "false")
-        }
-    };
+    let (broker, bootstrap, create_topics) = common::topology::start_broker(4, &prefix).await?;
     let (sink, sink_addr) = Sink::start().await?;
     let mut dbs = HashMap::new();
     for name in service::ALL {

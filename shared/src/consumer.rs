@@ -587,10 +587,18 @@ impl<H: Handler> ConsumerLoop<H> {
         let deadline = Instant::now() + FINAL_COMMIT_WITHIN;
         loop {
             let (committing, positions) = (consumer.clone(), uncommitted.clone());
-            let committed =
-                tokio::task::spawn_blocking(move || commit_processed(&*committing, &positions, CommitMode::Sync))
-                    .await
-                    .unwrap_or(Err(KafkaError::Canceled));
+            // A synchronous commit can block while the group rebalances: bound the wait by the
+            // deadline (a commit still in flight then completes or fails on its own).
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let committing =
+                tokio::task::spawn_blocking(move || commit_processed(&*committing, &positions, CommitMode::Sync));
+            let committed = match tokio::time::timeout(remaining, committing).await {
+                Ok(joined) => joined.unwrap_or(Err(KafkaError::Canceled)),
+                Err(_) => {
+                    tracing::warn!(service = self.service, "final offset commit failed: no answer in time");
+                    return;
+                }
+            };
             let left = uncommitted.lock().map(|u| u.0.len()).unwrap_or(0);
             match committed {
                 Ok(_) if left == 0 => return,

@@ -138,6 +138,26 @@ pub fn external_broker() -> Option<String> {
     std::env::var("SAGA_TEST_KAFKA_BROKERS").ok().filter(|b| !b.is_empty())
 }
 
+/// The broker for a multi-process run: our mock-broker process (which creates the topics of
+/// `prefix`: the mock cluster has no CreateTopics), or the external one of
+/// [`external_broker`]. Returns it, its bootstrap address, and the services'
+/// `KAFKA_CREATE_TOPICS`.
+pub async fn start_broker(
+    partitions: i32,
+    prefix: &str,
+) -> anyhow::Result<(Option<BrokerProcess>, String, &'static str)> {
+    if let Some(external) = external_broker() {
+        return Ok((None, external, "true"));
+    }
+    let broker = BrokerProcess::start(&HashMap::from([
+        ("KAFKA_PARTITIONS", partitions.to_string()),
+        ("TOPIC_PREFIX", prefix.to_owned()),
+    ]))
+    .await?;
+    let bootstrap = broker.bootstrap.clone();
+    Ok((Some(broker), bootstrap, "false"))
+}
+
 /// A whole running system owned by one fault-suite case.
 pub struct Topology {
     pub prefix: String,
@@ -177,19 +197,7 @@ impl Topology {
         let prefix = format!("fs{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let admin_key = order_svc::http::generate_key();
         let partitions = options.partitions.to_string();
-        let (broker, bootstrap, create_topics) = match external_broker() {
-            Some(external) => (None, external, "true"),
-            None => {
-                let broker = BrokerProcess::start(&HashMap::from([
-                    ("KAFKA_PARTITIONS", partitions.clone()),
-                    ("TOPIC_PREFIX", prefix.clone()),
-                ]))
-                .await?;
-                let bootstrap = broker.bootstrap.clone();
-                // The mock cluster has no CreateTopics: the broker process creates them.
-                (Some(broker), bootstrap, "false")
-            }
-        };
+        let (broker, bootstrap, create_topics) = start_broker(options.partitions, &prefix).await?;
         let (sink, sink_addr) = Sink::start().await?;
         let mut dbs = HashMap::new();
         for name in service::ALL {
