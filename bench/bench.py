@@ -502,10 +502,16 @@ def main() -> int:
         "--build", choices=["release", "debug"], default="release",
         help="debug: a smoke run of the harness on the test build (its figures mean nothing)",
     )
+    parser.add_argument("--rates", help="override the profile's production steps, e.g. 100,200,400 (exploration)")
+    parser.add_argument("--embedded-rates", help="override the profile's embedded steps (exploration)")
     args = parser.parse_args()
     global BIN
     BIN = ROOT / "target" / args.build
-    profile = PROFILES[args.profile]
+    profile = dict(PROFILES[args.profile])
+    if args.rates:
+        profile["rates"] = [float(r) for r in args.rates.split(",")]
+    if args.embedded_rates:
+        profile["embedded_rates"] = [float(r) for r in args.embedded_rates.split(",")]
     admin_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     if not args.skip_build:
         build(args.build)

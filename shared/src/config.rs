@@ -120,7 +120,7 @@ pub struct ServiceConfig {
     pub otlp_endpoint: Option<String>,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
-    /// `CONSUMER_MAX_ATTEMPTS`.
+    /// `CONSUMER_MAX_ATTEMPTS`, `CONSUMER_MAX_BATCH`.
     pub consumer: ConsumerOptions,
     /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`.
     pub relay: RelayOptions,
@@ -189,6 +189,10 @@ impl ServiceConfig {
         c.otlp_endpoint = env_opt("OTEL_EXPORTER_OTLP_ENDPOINT");
         c.log_format = env_or("LOG_FORMAT", c.log_format)?;
         c.consumer.max_attempts = env_or("CONSUMER_MAX_ATTEMPTS", c.consumer.max_attempts)?;
+        c.consumer.max_batch = env_or("CONSUMER_MAX_BATCH", c.consumer.max_batch)?;
+        if c.consumer.max_batch < 1 {
+            anyhow::bail!("CONSUMER_MAX_BATCH must be at least 1");
+        }
         c.relay.batch_size = env_or("OUTBOX_BATCH_SIZE", c.relay.batch_size)?;
         c.relay.poll_interval = env_millis("OUTBOX_POLL_MS", c.relay.poll_interval)?;
         if c.kafka.partitions < 1 {

@@ -1,12 +1,17 @@
 //! The inbox consumer loop, written once for every service.
 //!
-//! For each message, in partition order:
+//! For each batch of messages (what is already fetched, up to [`ConsumerOptions::max_batch`]:
+//! one message when the consumer keeps up), in partition order:
 //! 1. open a transaction;
-//! 2. record the message id in the inbox; if it was already there, the message is a
-//!    redelivery: roll back and skip it;
-//! 3. run the handler, which appends events and outbox rows through [`MessageContext`];
-//! 4. commit;
-//! 5. only then commit the message's offset.
+//! 2. for each message, record its id in the inbox; if it was already there, the message is
+//!    a redelivery: skip it; otherwise run the handler, which appends events and outbox rows
+//!    through [`MessageContext`];
+//! 3. commit;
+//! 4. only then store and commit the messages' offsets.
+//!
+//! If the shared transaction fails, it is rolled back and the batch's messages are processed
+//! one at a time (one transaction each), so a failing message is retried and dead-lettered on
+//! its own and the others are applied without it.
 //!
 //! Failures: a message that is larger than [`ConsumerOptions::max_payload_bytes`], cannot be
 //! decoded, has an unknown type (or a command type on an event topic, or the reverse),
@@ -20,7 +25,7 @@
 //! Dead letters are written to the outbox in a transaction of their own (the relay publishes
 //! them to the service's dead-letter topic with the origin in headers), then the loop moves on.
 //!
-//! Shutdown finishes the message in flight, commits offsets synchronously and leaves the group.
+//! Shutdown finishes the batch in flight, commits offsets synchronously and leaves the group.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -29,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
+use futures::future::join_all;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -228,6 +235,9 @@ pub struct ConsumerOptions {
     /// Payloads larger than this are dead-lettered unread (without their payload). The largest
     /// legitimate message, an `OrderPlaced` with 100 lines and a full address, is about 12 KiB.
     pub max_payload_bytes: usize,
+    /// Most messages applied in one transaction. The loop takes what is already fetched, up to
+    /// this, so a batch is one message when the consumer keeps up and grows under load.
+    pub max_batch: usize,
 }
 
 impl Default for ConsumerOptions {
@@ -237,6 +247,7 @@ impl Default for ConsumerOptions {
             backoff_base: Duration::from_millis(50),
             backoff_cap: Duration::from_secs(5),
             max_payload_bytes: 256 * 1024,
+            max_batch: 128,
         }
     }
 }
@@ -388,8 +399,10 @@ impl ConsumerContext for LoopContext {
     /// Before partitions are taken away, commit what was processed on them, while this member
     /// still owns them (the group accepts commits of the current generation until its members
     /// rejoin). Offsets stored but not committed are otherwise dropped with the partitions, and
-    /// their next owner would read those messages again. The loop handles one message at a
-    /// time and stores its offset before it polls again, so nothing is half-processed here.
+    /// their next owner would read those messages again. The loop stores the offsets of a batch
+    /// before it polls for the next, so nothing is half-processed here; messages of revoked
+    /// partitions taken while a batch was filling are dropped from it (their next owner reads
+    /// them from the committed offset).
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance
             && !self.closing.load(Ordering::SeqCst)
@@ -480,7 +493,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
                 received = consumer.recv() => received,
             };
-            let message = match received {
+            let first = match received {
                 Ok(message) => message,
                 Err(err) => {
                     m::consumer_errors(self.service, kafka_error_kind(&err));
@@ -491,32 +504,63 @@ impl<H: Handler> ConsumerLoop<H> {
                     }
                 }
             };
-            if let Ok(mut revoked) = revoked.lock() {
-                positions.forget(std::mem::take(&mut *revoked));
+            // Take whatever else is already fetched, without waiting for more: under load a
+            // batch fills up and shares one transaction; when idle it is one message and adds
+            // no latency.
+            let mut batch = vec![first];
+            while batch.len() < self.options.max_batch.max(1) {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(message),
+                    Some(Err(err)) => {
+                        m::consumer_errors(self.service, kafka_error_kind(&err));
+                        tracing::warn!(service = self.service, error = %err, "consumer error");
+                        break;
+                    }
+                    None => break,
+                }
             }
-            positions.check(&consumer, self.service, &self.group, &message).await;
+            let revoked_now = revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+            if revoked_now.all || !revoked_now.partitions.is_empty() {
+                // A rebalance took partitions away while the batch was being taken: their
+                // messages are their next owner's now (it reads them from the committed offset).
+                match consumer.assignment() {
+                    Ok(assignment) => batch.retain(|m| assignment.find_partition(m.topic(), m.partition()).is_some()),
+                    Err(err) => tracing::warn!(service = self.service, error = %err, "failed to read the assignment"),
+                }
+            }
+            positions.forget(revoked_now);
+            if batch.is_empty() {
+                continue;
+            }
+            for message in &batch {
+                positions.check(&consumer, self.service, &self.group, message).await;
+            }
 
-            match self.process(&message, &shutdown).await {
-                Outcome::Done => {
-                    if let Ok(mut u) = uncommitted.lock() {
+            let (done, outcome) = self.process_batch(&batch, &shutdown).await;
+            if matches!(outcome, Outcome::Crashed) {
+                drop(batch);
+                return Ok(Stopped::Crashed);
+            }
+            // Store the offsets of what was processed, then commit the stored offsets. Only
+            // stored offsets are ever committed, so the final synchronous commit at shutdown
+            // never covers a message that was received but not processed.
+            if done > 0 {
+                if let Ok(mut u) = uncommitted.lock() {
+                    for message in &batch[..done] {
                         u.processed(message.topic(), message.partition(), message.offset());
                     }
-                    // Store the offset of what was processed, then commit the stored offsets.
-                    // Only stored offsets are ever committed, so the final synchronous commit
-                    // at shutdown never covers a message that was received but not processed.
-                    let committed = consumer
-                        .store_offset_from_message(&message)
-                        .and_then(|()| consumer.commit_consumer_state(CommitMode::Async));
-                    if let Err(err) = committed {
-                        // The next commit covers it; a redelivery is skipped by the inbox.
-                        tracing::warn!(service = self.service, error = %err, "offset commit failed");
-                    }
                 }
-                Outcome::Shutdown => break Stopped::Shutdown,
-                Outcome::Crashed => {
-                    drop(message);
-                    return Ok(Stopped::Crashed);
+                let committed = batch[..done]
+                    .iter()
+                    .try_for_each(|message| consumer.store_offset_from_message(message))
+                    .and_then(|()| consumer.commit_consumer_state(CommitMode::Async));
+                if let Err(err) = committed {
+                    // The next commit covers it; a redelivery is skipped by the inbox.
+                    tracing::warn!(service = self.service, error = %err, "offset commit failed");
                 }
+            }
+            if matches!(outcome, Outcome::Shutdown) {
+                break Stopped::Shutdown;
             }
         };
         self.final_commit(&consumer, &uncommitted).await;
@@ -624,19 +668,159 @@ impl<H: Handler> ConsumerLoop<H> {
         }
     }
 
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Outcome {
-        let started = Instant::now();
-        let topic = message.topic().to_owned();
+    /// Decode a message and check that it may be handled at all.
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Envelope, HandlerError> {
         let payload_bytes = message.payload_len();
-        let decoded = if payload_bytes > self.options.max_payload_bytes {
-            Err(HandlerError::permanent(anyhow::anyhow!(
+        if payload_bytes > self.options.max_payload_bytes {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
                 "payload of {payload_bytes} bytes is over the limit of {} bytes",
                 self.options.max_payload_bytes
-            )))
-        } else {
-            Envelope::from_message(message).map_err(HandlerError::from).and_then(|e| self.admit(&topic, e))
-        };
-        let span = crate::telemetry::consumer_span(self.service, &self.group, message, decoded.as_ref().ok());
+            )));
+        }
+        Envelope::from_message(message).map_err(HandlerError::from).and_then(|e| self.admit(message.topic(), e))
+    }
+
+    /// Process a batch in order. Runs of messages that decode are applied in one transaction
+    /// each ([`Self::apply_run`]); a run whose transaction fails is rolled back and its
+    /// messages go one at a time through [`Self::process`] (retries, dead letters), so one bad
+    /// message costs the others only a second try. Returns how many leading messages of the
+    /// batch are done (their offsets may be stored) and why it stopped.
+    async fn process_batch(&self, batch: &[BorrowedMessage<'_>], shutdown: &CancellationToken) -> (usize, Outcome) {
+        let started = Instant::now();
+        let decoded: Vec<Result<Envelope, HandlerError>> = batch.iter().map(|m| self.decode(m)).collect();
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .zip(&decoded)
+            .map(|(m, d)| crate::telemetry::consumer_span(self.service, &self.group, m, d.as_ref().ok()))
+            .collect();
+        let mut i = 0;
+        while i < batch.len() {
+            let run_end = (i..batch.len()).find(|&j| decoded[j].is_err()).unwrap_or(batch.len());
+            if run_end > i {
+                let envelopes: Vec<&Envelope> = decoded[i..run_end].iter().filter_map(|d| d.as_ref().ok()).collect();
+                match self.apply_run(&envelopes, &spans[i..run_end], started, shutdown).await {
+                    RunOutcome::Applied => {
+                        i = run_end;
+                        continue;
+                    }
+                    RunOutcome::Crashed => return (i, Outcome::Crashed),
+                    RunOutcome::Shutdown => return (i, Outcome::Shutdown),
+                    RunOutcome::Failed => {}
+                }
+            }
+            // One at a time: the message that does not decode, or every message of a run
+            // whose shared transaction failed.
+            let end = run_end.max(i + 1);
+            for j in i..end {
+                match self.process(&batch[j], &decoded[j], spans[j].clone(), started, shutdown).await {
+                    Outcome::Done => {}
+                    outcome => return (j, outcome),
+                }
+            }
+            i = end;
+        }
+        (batch.len(), Outcome::Done)
+    }
+
+    /// Apply a run of decoded messages in one transaction (an inbox record and the handler's
+    /// effects for each). A lost optimistic-concurrency race retries the whole run a few times;
+    /// any other failure reports [`RunOutcome::Failed`] with nothing applied.
+    async fn apply_run(
+        &self,
+        envelopes: &[&Envelope],
+        spans: &[tracing::Span],
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> RunOutcome {
+        // A single message gains nothing from the shared path: its own path retries it.
+        if envelopes.len() < 2 {
+            return RunOutcome::Failed;
+        }
+        let mut backoff = Backoff::new(self.options.backoff_base, self.options.backoff_cap);
+        for _ in 0..RUN_CONTENTION_RETRIES {
+            let error = match self.attempt_run(envelopes, spans).await {
+                Ok(applied) => {
+                    for ((envelope, span), applied) in envelopes.iter().zip(spans).zip(applied) {
+                        let _entered = span.enter();
+                        let outcome = match applied {
+                            Applied::Yes => "ok",
+                            Applied::Duplicate => "duplicate",
+                        };
+                        m::message_handled(self.service, &envelope.event_type, outcome, started.elapsed());
+                        tracing::debug!(outcome, batch = envelopes.len(), "message processed");
+                    }
+                    if let Some(hook) = &self.crash_hook
+                        && envelopes.iter().any(|e| hook(e))
+                    {
+                        return RunOutcome::Crashed;
+                    }
+                    return RunOutcome::Applied;
+                }
+                Err(error) => error,
+            };
+            if !error.is_contention() {
+                tracing::debug!(error = %error, batch = envelopes.len(), "batch failed, processing its messages one at a time");
+                return RunOutcome::Failed;
+            }
+            for envelope in envelopes {
+                m::message_retried(self.service, &envelope.event_type);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return RunOutcome::Shutdown,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+        RunOutcome::Failed
+    }
+
+    /// One transaction for a run: per message, the inbox record (a redelivery is skipped) and
+    /// the handler, each under the message's span; then one commit.
+    async fn attempt_run(
+        &self,
+        envelopes: &[&Envelope],
+        spans: &[tracing::Span],
+    ) -> Result<Vec<Applied>, HandlerError> {
+        join_all(
+            envelopes.iter().zip(spans).map(|(e, span)| self.handler.before_transaction(e).instrument(span.clone())),
+        )
+        .await;
+        let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        let mut applied = Vec::with_capacity(envelopes.len());
+        for (envelope, span) in envelopes.iter().zip(spans) {
+            let result = async {
+                if !record_in_inbox(&mut tx, self.service, envelope.id).await? {
+                    return Ok(Applied::Duplicate);
+                }
+                let mut ctx = MessageContext { tx: &mut tx, message: envelope, source: self.service };
+                self.handler.handle(&mut ctx).await?;
+                Ok(Applied::Yes)
+            }
+            .instrument(span.clone())
+            .await;
+            match result {
+                Ok(a) => applied.push(a),
+                Err(err) => {
+                    tx.rollback().await.ok();
+                    return Err(err);
+                }
+            }
+        }
+        tx.commit().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        self.outbox_signal.notify();
+        Ok(applied)
+    }
+
+    /// Process one message on its own: retries with backoff, then the dead-letter topic.
+    async fn process(
+        &self,
+        message: &BorrowedMessage<'_>,
+        decoded: &Result<Envelope, HandlerError>,
+        span: tracing::Span,
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let topic = message.topic().to_owned();
+        let decoded = decoded.as_ref();
         async {
             let message_id = match &decoded {
                 Ok(envelope) => envelope.id,
@@ -805,6 +989,19 @@ enum Applied {
     Yes,
     Duplicate,
 }
+
+/// How a run of messages sharing one transaction ended.
+enum RunOutcome {
+    Applied,
+    /// Nothing applied: process the run's messages one at a time.
+    Failed,
+    Shutdown,
+    Crashed,
+}
+
+/// How often a run's shared transaction is retried after losing an optimistic-concurrency race
+/// before its messages go one at a time (where each retries as often as it must).
+const RUN_CONTENTION_RETRIES: u32 = 3;
 
 /// Insert the message id into the inbox; false when it was already there.
 async fn record_in_inbox(tx: &mut Tx, consumer: &str, message_id: Uuid) -> Result<bool, HandlerError> {

@@ -141,6 +141,8 @@ pub struct Relay {
     signal: OutboxSignal,
     options: RelayOptions,
     holder: Uuid,
+    /// When this relay last renewed its lease (it holds it until then + the lease).
+    renewed: std::sync::Mutex<Option<Instant>>,
     crash_hook: Option<RelayCrashHook>,
 }
 
@@ -152,7 +154,16 @@ impl Relay {
         signal: OutboxSignal,
         options: RelayOptions,
     ) -> Self {
-        Self { service, db, producer, signal, options, holder: Uuid::now_v7(), crash_hook: None }
+        Self {
+            service,
+            db,
+            producer,
+            signal,
+            options,
+            holder: Uuid::now_v7(),
+            renewed: std::sync::Mutex::new(None),
+            crash_hook: None,
+        }
     }
 
     /// Install a crash hook (fault-injection tests only).
@@ -327,11 +338,19 @@ impl Relay {
         Ok(())
     }
 
-    /// Take or renew the lease; false while another live relay holds it.
+    /// Take or renew the lease; false while another live relay holds it. A lease renewed less
+    /// than a third of its length ago is still held (nobody may take it before it expires), so
+    /// a busy relay writes the lease row a few times per lease rather than once per round.
     async fn acquire_lease(&self) -> anyhow::Result<bool> {
+        let held = self.renewed.lock().ok().and_then(|r| *r).is_some_and(|at| at.elapsed() < self.options.lease / 3);
+        if held {
+            return Ok(true);
+        }
+        // Measured from before the request: the lease runs from no later than this.
+        let asked_at = Instant::now();
         let now_ms = Utc::now().timestamp_millis();
         let expires = now_ms + self.options.lease.as_millis() as i64;
-        let holder: Option<Uuid> = crate::on_db!(&self.db, |pool| {
+        let holder: anyhow::Result<Option<Uuid>> = crate::on_db!(&self.db, |pool| {
             sqlx::query_scalar(
                 "INSERT INTO outbox_lease (name, holder, expires_at_ms) VALUES ('relay', $1, $2)
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
@@ -344,11 +363,18 @@ impl Relay {
             .fetch_optional(pool)
             .await
         })
-        .context("failed to acquire the outbox lease")?;
-        Ok(holder == Some(self.holder))
+        .context("failed to acquire the outbox lease");
+        let held = matches!(holder, Ok(Some(h)) if h == self.holder);
+        if let Ok(mut renewed) = self.renewed.lock() {
+            *renewed = held.then_some(asked_at);
+        }
+        holder.map(|_| held)
     }
 
     async fn release_lease(&self) {
+        if let Ok(mut renewed) = self.renewed.lock() {
+            *renewed = None;
+        }
         let _ = crate::on_db!(&self.db, |pool| {
             sqlx::query("DELETE FROM outbox_lease WHERE name = 'relay' AND holder = $1")
                 .bind(self.holder)

@@ -311,6 +311,16 @@ fn consumer_loop(
     handler: Arc<Recorder>,
     crash: Option<CrashHook>,
 ) -> ConsumerLoop<Recorder> {
+    consumer_loop_batching(up, down, handler, crash, ConsumerOptions::default().max_batch)
+}
+
+fn consumer_loop_batching(
+    up: &Upstream,
+    down: &TestDb,
+    handler: Arc<Recorder>,
+    crash: Option<CrashHook>,
+    max_batch: usize,
+) -> ConsumerLoop<Recorder> {
     ConsumerLoop {
         service: service::INVENTORY,
         group: "inventory-test".into(),
@@ -324,6 +334,7 @@ fn consumer_loop(
             max_attempts: 5,
             backoff_base: Duration::from_millis(5),
             backoff_cap: Duration::from_millis(50),
+            max_batch,
             ..ConsumerOptions::default()
         },
         crash_hook: crash,
@@ -396,12 +407,14 @@ async fn consumer_crash_after_the_database_commit_but_before_the_offset_commit_d
         publish(&producer, &up.broker.topics.orders, m).await?;
     }
 
-    // Crash right after committing the third message's transaction.
+    // Crash right after committing the third message's transaction (one message per
+    // transaction here; a crash after a batch's transaction is the next test).
     let committed = Arc::new(AtomicUsize::new(0));
     let c = committed.clone();
     let crash: CrashHook = Arc::new(move |_| c.fetch_add(1, Ordering::SeqCst) + 1 == 3);
     let handler = Arc::new(Recorder::default());
-    let stopped = consumer_loop(&up, &down, handler.clone(), Some(crash)).run(CancellationToken::new()).await?;
+    let stopped =
+        consumer_loop_batching(&up, &down, handler.clone(), Some(crash), 1).run(CancellationToken::new()).await?;
     assert_eq!(stopped, Stopped::Crashed);
     assert_eq!(applied(&down.db).await?.len(), 3);
 
@@ -417,6 +430,46 @@ async fn consumer_crash_after_the_database_commit_but_before_the_offset_commit_d
     run.await??;
     assert!(counts.values().all(|n| *n == 1), "no message applied twice: {counts:?}");
     assert!(handler.calls.load(Ordering::SeqCst) <= 6, "a redelivery never reaches the handler");
+    Ok(())
+}
+
+both_backends!(consumer_crash_after_a_batch_commit_applies_each_message_of_the_batch_once);
+async fn consumer_crash_after_a_batch_commit_applies_each_message_of_the_batch_once(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    // A backlog over several keys (so partitions), waiting before the consumer starts.
+    let messages: Vec<Envelope> = (0..40).map(|i| placed(&format!("key-{}", i % 5), i)).collect::<Result<_, _>>()?;
+    for m in &messages {
+        publish(&producer, &up.broker.topics.orders, m).await?;
+    }
+
+    // Crash right after the first transaction committed, whatever batch it held.
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fired.clone();
+    let crash: CrashHook = Arc::new(move |_| !f.swap(true, Ordering::SeqCst));
+    let handler = Arc::new(Recorder::default());
+    let stopped = consumer_loop(&up, &down, handler.clone(), Some(crash)).run(CancellationToken::new()).await?;
+    assert_eq!(stopped, Stopped::Crashed);
+    let first_batch = applied(&down.db).await?.len();
+    assert!(first_batch >= 1, "the crash came after a commit");
+    assert_eq!(handler.calls.load(Ordering::SeqCst), first_batch, "the crash came right after the first commit");
+
+    // Restart in the same group: the whole batch is redelivered (its offsets were never
+    // committed) and skipped by the inbox; the rest is applied once.
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let counts = eventually(WAIT, "all forty applied", || async {
+        let c = applied(&down.db).await.ok()?;
+        (c.len() == messages.len()).then_some(c)
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+    assert!(counts.values().all(|n| *n == 1), "no message applied twice: {counts:?}");
+    assert_eq!(handler.calls.load(Ordering::SeqCst), messages.len(), "a redelivery never reaches the handler");
     Ok(())
 }
 

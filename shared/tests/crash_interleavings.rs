@@ -78,6 +78,9 @@ enum Step {
 struct Scenario {
     partitions: i32,
     batch_size: i64,
+    /// Most messages the consumer applies in one transaction (a crash after a commit then
+    /// leaves that many delivered again).
+    consumer_batch: usize,
     steps: Vec<Step>,
 }
 
@@ -108,9 +111,13 @@ fn round() -> impl Strategy<Value = Vec<Step>> {
 
 /// One to three rounds (at most 9 steps) on 1–3 partitions with relay batches of 2–4 rows.
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (1i32..=3, 2i64..=4, proptest::collection::vec(round(), 1..=3)).prop_map(|(partitions, batch_size, rounds)| {
-        Scenario { partitions, batch_size, steps: rounds.into_iter().flatten().collect() }
-    })
+    (1i32..=3, 2i64..=4, proptest::sample::select(vec![1usize, 2, 128]), proptest::collection::vec(round(), 1..=3))
+        .prop_map(|(partitions, batch_size, consumer_batch, rounds)| Scenario {
+            partitions,
+            batch_size,
+            consumer_batch,
+            steps: rounds.into_iter().flatten().collect(),
+        })
 }
 
 // ---------------------------------------------------------------- the downstream effect
@@ -210,6 +217,7 @@ struct World {
     broker: TestBroker,
     signal: OutboxSignal,
     batch_size: i64,
+    consumer_batch: usize,
     handler: Arc<Recorder>,
     /// Every command committed upstream, in commit order.
     committed: Vec<Uuid>,
@@ -231,7 +239,7 @@ enum ConsumerRun {
 }
 
 impl World {
-    async fn new(backend: Backend, partitions: i32, batch_size: i64) -> anyhow::Result<Self> {
+    async fn new(backend: Backend, partitions: i32, batch_size: i64, consumer_batch: usize) -> anyhow::Result<Self> {
         let mut broker = TestBroker::new(partitions)?;
         broker.kafka.properties.push(("session.timeout.ms".into(), SESSION_TIMEOUT_MS.into()));
         Ok(Self {
@@ -240,6 +248,7 @@ impl World {
             broker,
             signal: OutboxSignal::default(),
             batch_size,
+            consumer_batch,
             handler: Arc::new(Recorder::default()),
             committed: Vec::new(),
             relay_crashes: 0,
@@ -339,6 +348,7 @@ impl World {
                 max_attempts: 5,
                 backoff_base: Duration::from_millis(5),
                 backoff_cap: Duration::from_millis(50),
+                max_batch: self.consumer_batch,
                 ..ConsumerOptions::default()
             },
             crash_hook,
@@ -463,7 +473,7 @@ struct Outcome {
 
 async fn run_scenario(backend: Backend, s: &Scenario) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let mut w = World::new(backend, s.partitions, s.batch_size).await?;
+    let mut w = World::new(backend, s.partitions, s.batch_size, s.consumer_batch).await?;
     w.note(format!("{backend:?}, {} partitions, relay batches of {}", s.partitions, s.batch_size));
     let applied = match play(&mut w, &s.steps).await {
         Ok(applied) => applied,
@@ -575,7 +585,8 @@ proptest! {
 async fn worst_case_relay_crash_after_sending_everything_and_consumer_crash_after_every_commit_then_restart()
 -> anyhow::Result<()> {
     const N: usize = 3;
-    let mut w = World::new(Backend::Sqlite, 2, 8).await?;
+    // One message per consumer transaction, so that each run commits exactly one.
+    let mut w = World::new(Backend::Sqlite, 2, 8, 1).await?;
     w.commit(N).await?;
 
     // One batch holds every row: it is sent, acknowledged, and never marked published.
