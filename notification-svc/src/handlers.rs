@@ -14,7 +14,9 @@
 //! permanent handler error: the consumer rolls the transaction back and dead-letters the
 //! message. The cancellation the decision noted is rolled back with it; a redrive decides
 //! again from the same state and notes it then. Delivery is at least once: a crash between
-//! delivering and committing delivers again on redelivery, with the same dedupe key.
+//! delivering and committing delivers again on redelivery, with the same dedupe key. Each
+//! message has a transaction of its own (no batching with others; see
+//! [`Handler::shares_transactions`]), so one message's failure never delivers another's again.
 
 use chrono::{DateTime, Utc};
 use shared::consumer::{Handler, HandlerError, MessageContext};
@@ -74,6 +76,12 @@ impl Handler for NotificationHandler {
             _ => return Ok(()),
         };
         self.commit(ctx, order_id, &mut state, decision).await
+    }
+
+    /// `handle` calls the sinks: a shared transaction rolled back for another message would
+    /// deliver this one again, so each message gets its own.
+    fn shares_transactions(&self) -> bool {
+        false
     }
 }
 

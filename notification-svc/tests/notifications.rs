@@ -68,17 +68,22 @@ struct Notification {
 impl Notification {
     /// With the log sink only.
     async fn start(backend: Backend) -> anyhow::Result<Self> {
-        Self::start_with(backend, false).await
+        Self::start_with(backend, false, &[]).await
     }
 
     /// With the log sink and the test webhook.
     async fn start_with_webhook(backend: Backend) -> anyhow::Result<Self> {
-        Self::start_with(backend, true).await
+        Self::start_with(backend, true, &[]).await
     }
 
-    async fn start_with(backend: Backend, with_webhook: bool) -> anyhow::Result<Self> {
+    /// `backlog`: shipments scheduled (order, customer) before the service starts, so that its
+    /// first fetch holds them all.
+    async fn start_with(backend: Backend, with_webhook: bool, backlog: &[(Uuid, &str)]) -> anyhow::Result<Self> {
         let db = TestDb::new(backend, &[]).await?;
         let bus = Bus::new(service::NOTIFICATION)?;
+        for (order_id, customer_id) in backlog {
+            bus.publish(&bus.broker.topics.shipping, &scheduled(*order_id, customer_id)?).await?;
+        }
         let stop = CancellationToken::new();
         let mut config = Config::new(service_config(service::NOTIFICATION, &db, &bus))?;
         let mut webhook_seen = None;
@@ -102,15 +107,7 @@ impl Notification {
     }
 
     async fn scheduled(&self, order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
-        let payload = ShipmentScheduled {
-            order_id,
-            customer_id: customer_id.to_owned(),
-            shipment_id: Uuid::new_v4(),
-            carrier: "postnl".to_owned(),
-            ship_date: NaiveDate::from_ymd_opt(2030, 1, 2).ok_or_else(|| anyhow::anyhow!("bad date"))?,
-            ship_to: ShipTo { country: "NL".to_owned(), ..ShipTo::default() },
-        };
-        let e = envelope(event_type::SHIPMENT_SCHEDULED, service::SHIPPING, order_id, &payload)?;
+        let e = scheduled(order_id, customer_id)?;
         self.bus.publish(&self.bus.broker.topics.shipping, &e).await?;
         Ok(e)
     }
@@ -153,6 +150,18 @@ impl Notification {
         self.stop.cancel();
         self.run.await?
     }
+}
+
+fn scheduled(order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
+    let payload = ShipmentScheduled {
+        order_id,
+        customer_id: customer_id.to_owned(),
+        shipment_id: Uuid::new_v4(),
+        carrier: "postnl".to_owned(),
+        ship_date: NaiveDate::from_ymd_opt(2030, 1, 2).ok_or_else(|| anyhow::anyhow!("bad date"))?,
+        ship_to: ShipTo { country: "NL".to_owned(), ..ShipTo::default() },
+    };
+    envelope(event_type::SHIPMENT_SCHEDULED, service::SHIPPING, order_id, &payload)
 }
 
 fn kinds(deliveries: &[Delivery]) -> Vec<NotificationKind> {
@@ -264,5 +273,28 @@ async fn a_notification_the_sink_refuses_is_dead_lettered_and_the_next_one_goes_
     assert_eq!(svc.deliveries(refused).await?, Vec::<Delivery>::new(), "nothing was recorded");
     assert_eq!(svc.webhook_requests(refused).len(), 1, "a 400 is final");
     assert_eq!(kinds(&svc.deliveries(accepted).await?), [NotificationKind::Confirmation]);
+    svc.stop().await
+}
+
+both_backends!(a_refusal_in_a_backlog_delivers_no_other_notification_twice);
+async fn a_refusal_in_a_backlog_delivers_no_other_notification_twice(backend: Backend) -> anyhow::Result<()> {
+    let (before, refused, after) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let backlog = [(before, "cust-rich"), (refused, REFUSED), (after, "cust-rich")];
+    let svc = Notification::start_with(backend, true, &backlog).await?;
+
+    svc.sent.wait_for(before, 1).await?;
+    svc.sent.wait_for(after, 1).await?;
+    eventually(WAIT, "the refused notification dead-lettered", || async {
+        (!svc.dead_letters.records().ok()?.is_empty()).then_some(())
+    })
+    .await?;
+    svc.settled().await?;
+
+    for order_id in [before, after] {
+        assert_eq!(svc.webhook_requests(order_id).len(), 1, "the customer of {order_id} was told once");
+        assert_eq!(kinds(&svc.deliveries(order_id).await?), [NotificationKind::Confirmation]);
+    }
+    assert_eq!(svc.webhook_requests(refused).len(), 1, "a 400 is final");
+    assert_eq!(svc.dead_letters.records()?.len(), 1);
     svc.stop().await
 }

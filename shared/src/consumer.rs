@@ -11,7 +11,9 @@
 //!
 //! If the shared transaction fails, it is rolled back and the batch's messages are processed
 //! one at a time (one transaction each), so a failing message is retried and dead-lettered on
-//! its own and the others are applied without it.
+//! its own and the others are applied without it. A handler that calls out of the
+//! transaction (a webhook) opts out of sharing ([`Handler::shares_transactions`]): each of its
+//! messages gets a transaction of its own, and only the offset commit is batched.
 //!
 //! Failures: a message that is larger than [`ConsumerOptions::max_payload_bytes`], cannot be
 //! decoded, has an unknown type (or a command type on an event topic, or the reverse),
@@ -224,6 +226,16 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Decide and record the message's effects inside the open transaction.
     fn handle(&self, ctx: &mut MessageContext<'_>) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// May several messages share one transaction? Only when `handle` acts on nothing but the
+    /// transaction: a shared transaction that fails for one message is rolled back and its
+    /// messages are handled again one at a time, which would repeat an external call (a
+    /// webhook) made for the others, and it would hold the transaction open across all their
+    /// calls. A handler that calls out answers false and gets one transaction per message
+    /// (offsets are still committed once per batch).
+    fn shares_transactions(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -733,7 +745,7 @@ impl<H: Handler> ConsumerLoop<H> {
         shutdown: &CancellationToken,
     ) -> RunOutcome {
         // A single message gains nothing from the shared path: its own path retries it.
-        if envelopes.len() < 2 {
+        if envelopes.len() < 2 || !self.handler.shares_transactions() {
             return RunOutcome::Failed;
         }
         let mut backoff = Backoff::new(self.options.backoff_base, self.options.backoff_cap);
