@@ -513,6 +513,15 @@ def main() -> int:
     if args.embedded_rates:
         profile["embedded_rates"] = [float(r) for r in args.embedded_rates.split(",")]
     admin_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    # Fail before the build and the load steps, not in the middle of the run.
+    missing = [tool for tool in ("psql", "kcat") if not shutil.which(tool)]
+    if not shutil.which("pgbench") and not list(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
+        missing.append("pgbench")
+    if missing:
+        print(f"missing {', '.join(missing)}: apt-get install postgresql-client postgresql-contrib kcat", file=sys.stderr)
+        return 2
+    # Tuning variables the services read, when set for this run (they change what is measured).
+    overrides = {k: v for k, v in sorted(os.environ.items()) if k.startswith(("CONSUMER_", "OUTBOX_"))}
     if not args.skip_build:
         build(args.build)
     started = dt.datetime.now(dt.timezone.utc)
@@ -522,8 +531,10 @@ def main() -> int:
         result = {
             "date": started.isoformat(timespec="seconds"),
             "profile": args.profile,
-            "command": "python3 bench/bench.py --profile " + args.profile + ("" if args.build == "release" else " --build debug"),
+            "command": "".join(f"{k}={v} " for k, v in overrides.items())
+            + "python3 bench/bench.py --profile " + args.profile + ("" if args.build == "release" else " --build debug"),
             "build": args.build,
+            "service_environment": overrides,
             "machine": machine(),
             "production": production(profile, work, admin_url, run_id),
             "embedded": embedded(profile, work),
