@@ -708,7 +708,9 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut i = 0;
         while i < batch.len() {
             let run_end = (i..batch.len()).find(|&j| decoded[j].is_err()).unwrap_or(batch.len());
-            if run_end > i {
+            // A single message gains nothing from the shared path (its own path retries it),
+            // and a handler that calls out never shares.
+            if run_end - i >= 2 && self.handler.shares_transactions() {
                 let envelopes: Vec<&Envelope> = decoded[i..run_end].iter().filter_map(|d| d.as_ref().ok()).collect();
                 match self.apply_run(&envelopes, &spans[i..run_end], started, shutdown).await {
                     RunOutcome::Applied => {
@@ -720,8 +722,8 @@ impl<H: Handler> ConsumerLoop<H> {
                     RunOutcome::Failed => {}
                 }
             }
-            // One at a time: the message that does not decode, or every message of a run
-            // whose shared transaction failed.
+            // One at a time: the message that does not decode, a run of one, every message of
+            // a handler that does not share, or of a run whose shared transaction failed.
             let end = run_end.max(i + 1);
             for j in i..end {
                 match self.process(&batch[j], &decoded[j], spans[j].clone(), started, shutdown).await {
@@ -744,10 +746,6 @@ impl<H: Handler> ConsumerLoop<H> {
         started: Instant,
         shutdown: &CancellationToken,
     ) -> RunOutcome {
-        // A single message gains nothing from the shared path: its own path retries it.
-        if envelopes.len() < 2 || !self.handler.shares_transactions() {
-            return RunOutcome::Failed;
-        }
         let mut backoff = Backoff::new(self.options.backoff_base, self.options.backoff_cap);
         for _ in 0..RUN_CONTENTION_RETRIES {
             let error = match self.attempt_run(envelopes, spans).await {
