@@ -55,6 +55,10 @@ pub struct InventoryHandler {
 }
 
 impl Handler for InventoryHandler {
+    fn acts_on(&self, message_type: &str) -> bool {
+        shared::contracts::acts_on(shared::topics::service::INVENTORY, message_type)
+    }
+
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let decided = match ctx.message.event_type.as_str() {
             event_type::ORDER_PLACED => {
@@ -128,12 +132,14 @@ impl InventoryHandler {
         skus: impl Iterator<Item = &'a String>,
     ) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
         let reservation = self.store.load::<ReservationState>(tx, &domain::reservation::stream_id(order_id)).await?;
-        let mut loaded = Skus::new();
         let mut wanted: Vec<&String> = skus.collect();
         wanted.sort();
         wanted.dedup();
-        for sku in wanted {
-            let mut state = self.store.load::<SkuState>(tx, &domain::sku::stream_id(sku)).await?;
+        let streams: Vec<String> = wanted.iter().map(|sku| domain::sku::stream_id(sku)).collect();
+        let mut by_stream = self.store.load_many::<SkuState>(tx, &streams).await?;
+        let mut loaded = Skus::new();
+        for (sku, stream) in wanted.into_iter().zip(&streams) {
+            let mut state = by_stream.remove(stream).unwrap_or_default();
             state.state.sku = sku.clone();
             loaded.insert(sku.clone(), state);
         }

@@ -266,6 +266,13 @@ impl OrderState {
         self.updated_at
     }
 
+    /// When the order reached its outcome (the time its `OrderCompleted` or `OrderCancelled`
+    /// was recorded); `None` while it is open.
+    pub fn ended_at(&self) -> Option<DateTime<Utc>> {
+        use contracts::event_type::{ORDER_CANCELLED, ORDER_COMPLETED};
+        self.timeline.iter().find(|e| matches!(e.event_type, ORDER_COMPLETED | ORDER_CANCELLED)).map(|e| e.at)
+    }
+
     /// The number of events in the stream: the expected version for the next append.
     pub fn version(&self) -> u64 {
         self.version

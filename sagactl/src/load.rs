@@ -4,9 +4,11 @@
 //! outcomes, on the terminal and as a JSON result file.
 //!
 //! Terminal states are found through the API: `GET /orders?status=completed|cancelled` pages,
-//! newest first, down to the oldest order still open (ids are UUIDv7, ordered by time), then
-//! one `GET /orders/{id}` per finished order for its timeline. The placed→terminal latency is the
-//! server's own: from `created_at` to the time of the terminal event.
+//! newest first, down to the oldest order still open (ids are UUIDv7, ordered by time). Each
+//! page item carries the outcome and `ended_at`, so watching costs the system under load a few
+//! list queries per poll, not a read per order (a server without `ended_at` is asked
+//! `GET /orders/{id}` per finished order instead). The placed→terminal latency is the server's
+//! own: from `created_at` to the time of the terminal event.
 //!
 //! The run is bounded: orders are sent for `--duration`, then awaited for at most
 //! `--wait-timeout`; Ctrl-C stops sending and reports what it has.
@@ -349,48 +351,68 @@ async fn place(client: reqwest::Client, url: String, scenario: Scenario, body: V
     }
 }
 
+/// A finished order as a `GET /orders?status=` page shows it: its id, and its outcome and
+/// placed→terminal latency when the server reports `ended_at` (older servers do not: those
+/// orders are read one by one).
+type Listed = (Uuid, Option<(String, Duration)>);
+
 /// One `GET /orders?status=` page.
 async fn page(
     client: &reqwest::Client,
     base: &str,
     status: &str,
     cursor: Option<&str>,
-) -> anyhow::Result<(Vec<Uuid>, Option<String>)> {
+) -> anyhow::Result<(Vec<Listed>, Option<String>)> {
     let mut request = client.get(format!("{base}/orders")).query(&[("status", status), ("limit", "200")]);
     if let Some(cursor) = cursor {
         request = request.query(&[("cursor", cursor)]);
     }
     let response = request.send().await?.error_for_status()?;
     let body: Value = response.json().await?;
-    let ids = body["items"]
+    let listed = body["items"]
         .as_array()
-        .map(|items| items.iter().filter_map(|i| i["id"].as_str().and_then(|id| Uuid::parse_str(id).ok())).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| {
+                    let id = item["id"].as_str().and_then(|id| Uuid::parse_str(id).ok())?;
+                    Some((id, outcome_of(item, &item["ended_at"])))
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    Ok((ids, body["next_cursor"].as_str().map(str::to_owned)))
+    Ok((listed, body["next_cursor"].as_str().map(str::to_owned)))
+}
+
+fn time_of(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+/// `(outcome, placed→terminal)` of an order (a page item or a whole view) that ended at `ended`;
+/// `None` while it is open or when the end time is unknown.
+fn outcome_of(order: &Value, ended: &Value) -> Option<(String, Duration)> {
+    let outcome = match order["status"].as_str() {
+        Some("completed") => "completed".to_owned(),
+        Some("cancelled") => order["reason"].as_str().unwrap_or("cancelled").to_owned(),
+        _ => return None,
+    };
+    let latency = (time_of(ended)? - time_of(&order["created_at"])?).to_std().unwrap_or_default();
+    Some((outcome, latency))
 }
 
 /// `(outcome, placed→terminal)` of a finished order, from its timeline.
 async fn finished(client: &reqwest::Client, base: &str, id: Uuid) -> anyhow::Result<Option<(String, Duration)>> {
     let view: Value = client.get(format!("{base}/orders/{id}")).send().await?.error_for_status()?.json().await?;
-    let outcome = match view["status"].as_str() {
-        Some("completed") => "completed".to_owned(),
-        Some("cancelled") => view["reason"].as_str().unwrap_or("cancelled").to_owned(),
-        _ => return Ok(None),
-    };
-    let time = |v: &Value| v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
-    let created = time(&view["created_at"]);
-    let ended = view["events"].as_array().and_then(|events| {
-        events
-            .iter()
-            .rev()
-            .find(|e| matches!(e["type"].as_str(), Some("OrderCompleted" | "OrderCancelled")))
-            .and_then(|e| time(&e["at"]))
+    let terminal = view["events"].as_array().and_then(|events| {
+        events.iter().rev().find(|e| matches!(e["type"].as_str(), Some("OrderCompleted" | "OrderCancelled"))).cloned()
     });
-    let latency = match (created, ended) {
-        (Some(c), Some(e)) => (e - c).to_std().unwrap_or_default(),
-        _ => Duration::ZERO,
-    };
-    Ok(Some((outcome, latency)))
+    let ended = terminal.map_or(Value::Null, |e| e["at"].clone());
+    Ok(outcome_of(&view, &ended).or_else(|| {
+        // Terminal, but without a terminal event's time: count it with no latency.
+        matches!(view["status"].as_str(), Some("completed" | "cancelled"))
+            .then(|| outcome_of(&view, &view["created_at"]))
+            .flatten()
+    }))
 }
 
 /// One poll: find our finished orders and record their outcomes.
@@ -398,15 +420,21 @@ async fn poll_once(client: &reqwest::Client, base: &str, tracker: &Shared) -> an
     let Some(oldest) = lock(tracker).pending.keys().next().copied() else {
         return Ok(());
     };
-    let mut done = Vec::new();
+    let mut listed = Vec::new();
+    let mut unknown = Vec::new();
     for status in ["completed", "cancelled"] {
         let mut cursor: Option<String> = None;
         loop {
-            let (ids, next) = page(client, base, status, cursor.as_deref()).await?;
-            let reached_oldest = ids.last().is_none_or(|last| *last < oldest);
+            let (items, next) = page(client, base, status, cursor.as_deref()).await?;
+            let reached_oldest = items.last().is_none_or(|(last, _)| *last < oldest);
             {
                 let t = lock(tracker);
-                done.extend(ids.into_iter().filter(|id| t.pending.contains_key(id)));
+                for (id, outcome) in items.into_iter().filter(|(id, _)| t.pending.contains_key(id)) {
+                    match outcome {
+                        Some(outcome) => listed.push((id, outcome)),
+                        None => unknown.push(id),
+                    }
+                }
             }
             match next {
                 Some(next) if !reached_oldest => cursor = Some(next),
@@ -414,16 +442,23 @@ async fn poll_once(client: &reqwest::Client, base: &str, tracker: &Shared) -> an
             }
         }
     }
-    let mut details =
-        futures::stream::iter(done).map(|id| async move { (id, finished(client, base, id).await) }).buffer_unordered(8);
+    let record = |id: Uuid, (outcome, latency): (String, Duration)| {
+        let mut t = lock(tracker);
+        if let Some(scenario) = t.pending.remove(&id) {
+            t.saga.saturating_record(duration_micros(latency));
+            t.outcomes.push((scenario, outcome));
+            t.last_finished = Some(Instant::now());
+        }
+    };
+    for (id, outcome) in listed {
+        record(id, outcome);
+    }
+    let mut details = futures::stream::iter(unknown)
+        .map(|id| async move { (id, finished(client, base, id).await) })
+        .buffer_unordered(8);
     while let Some((id, result)) = details.next().await {
-        if let Some((outcome, latency)) = result? {
-            let mut t = lock(tracker);
-            if let Some(scenario) = t.pending.remove(&id) {
-                t.saga.saturating_record(duration_micros(latency));
-                t.outcomes.push((scenario, outcome));
-                t.last_finished = Some(Instant::now());
-            }
+        if let Some(outcome) = result? {
+            record(id, outcome);
         }
     }
     Ok(())

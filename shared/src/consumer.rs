@@ -236,6 +236,14 @@ pub trait Handler: Send + Sync + 'static {
     fn shares_transactions(&self) -> bool {
         true
     }
+
+    /// Does the handler act on messages of this type? The loop acknowledges the others on its
+    /// topics without opening a transaction or writing an inbox record (they have no effect to
+    /// apply, so nothing to dedupe); they count as `outcome="ignored"`. Services answer from
+    /// [`crate::contracts::acts_on`]; the default acts on everything.
+    fn acts_on(&self, _message_type: &str) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -700,20 +708,33 @@ impl<H: Handler> ConsumerLoop<H> {
     async fn process_batch(&self, batch: &[BorrowedMessage<'_>], shutdown: &CancellationToken) -> (usize, Outcome) {
         let started = Instant::now();
         let decoded: Vec<Result<Envelope, HandlerError>> = batch.iter().map(|m| self.decode(m)).collect();
+        // Admitted messages of a type the handler does not act on: acknowledged, nothing else.
+        let ignored: Vec<bool> =
+            decoded.iter().map(|d| d.as_ref().is_ok_and(|e| !self.handler.acts_on(&e.event_type))).collect();
         let spans: Vec<tracing::Span> = batch
             .iter()
             .zip(&decoded)
-            .map(|(m, d)| crate::telemetry::consumer_span(self.service, &self.group, m, d.as_ref().ok()))
+            .zip(&ignored)
+            .map(|((m, d), ignored)| {
+                if *ignored {
+                    tracing::Span::none()
+                } else {
+                    crate::telemetry::consumer_span(self.service, &self.group, m, d.as_ref().ok())
+                }
+            })
             .collect();
         let mut i = 0;
         while i < batch.len() {
             let run_end = (i..batch.len()).find(|&j| decoded[j].is_err()).unwrap_or(batch.len());
+            let handled: Vec<usize> = (i..run_end).filter(|&j| !ignored[j]).collect();
             // A single message gains nothing from the shared path (its own path retries it),
             // and a handler that calls out never shares.
-            if run_end - i >= 2 && self.handler.shares_transactions() {
-                let envelopes: Vec<&Envelope> = decoded[i..run_end].iter().filter_map(|d| d.as_ref().ok()).collect();
-                match self.apply_run(&envelopes, &spans[i..run_end], started, shutdown).await {
+            if handled.len() >= 2 && self.handler.shares_transactions() {
+                let envelopes: Vec<&Envelope> = handled.iter().filter_map(|&j| decoded[j].as_ref().ok()).collect();
+                let run_spans: Vec<tracing::Span> = handled.iter().map(|&j| spans[j].clone()).collect();
+                match self.apply_run(&envelopes, &run_spans, started, shutdown).await {
                     RunOutcome::Applied => {
+                        self.record_ignored(&decoded[i..run_end], &ignored[i..run_end]);
                         i = run_end;
                         continue;
                     }
@@ -726,6 +747,10 @@ impl<H: Handler> ConsumerLoop<H> {
             // a handler that does not share, or of a run whose shared transaction failed.
             let end = run_end.max(i + 1);
             for j in i..end {
+                if ignored[j] {
+                    self.record_ignored(&decoded[j..=j], &ignored[j..=j]);
+                    continue;
+                }
                 match self.process(&batch[j], &decoded[j], spans[j].clone(), started, shutdown).await {
                     Outcome::Done => {}
                     outcome => return (j, outcome),
@@ -734,6 +759,14 @@ impl<H: Handler> ConsumerLoop<H> {
             i = end;
         }
         (batch.len(), Outcome::Done)
+    }
+
+    fn record_ignored(&self, decoded: &[Result<Envelope, HandlerError>], ignored: &[bool]) {
+        for (envelope, _) in decoded.iter().zip(ignored).filter(|(_, ignored)| **ignored) {
+            if let Ok(envelope) = envelope {
+                m::message_ignored(self.service, &envelope.event_type);
+            }
+        }
     }
 
     /// Apply a run of decoded messages in one transaction (an inbox record and the handler's
@@ -795,12 +828,23 @@ impl<H: Handler> ConsumerLoop<H> {
         )
         .await;
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        // Every inbox record of the run in one statement; the ids it did not insert were
+        // processed before (or come twice in this run: the first one counts).
+        let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
+        let mut fresh = match record_all_in_inbox(&mut tx, self.service, &ids).await {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tx.rollback().await.ok();
+                return Err(err);
+            }
+        };
         let mut applied = Vec::with_capacity(envelopes.len());
         for (envelope, span) in envelopes.iter().zip(spans) {
+            if !fresh.remove(&envelope.id) {
+                applied.push(Applied::Duplicate);
+                continue;
+            }
             let result = async {
-                if !record_in_inbox(&mut tx, self.service, envelope.id).await? {
-                    return Ok(Applied::Duplicate);
-                }
                 let mut ctx = MessageContext { tx: &mut tx, message: envelope, source: self.service };
                 self.handler.handle(&mut ctx).await?;
                 Ok(Applied::Yes)
@@ -1025,6 +1069,26 @@ async fn record_in_inbox(tx: &mut Tx, consumer: &str, message_id: Uuid) -> Resul
             .map(|r| r.rows_affected())
     })?;
     Ok(result == 1)
+}
+
+/// Insert the message ids into the inbox in one statement; returns the ids it inserted (the
+/// others were already there).
+async fn record_all_in_inbox(tx: &mut Tx, consumer: &str, ids: &[Uuid]) -> Result<HashSet<Uuid>, HandlerError> {
+    let rows: Vec<String> =
+        (0..ids.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+    let sql = format!(
+        "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {} ON CONFLICT DO NOTHING RETURNING message_id",
+        rows.join(", ")
+    );
+    let now = chrono::Utc::now();
+    let inserted: Vec<Uuid> = on_tx!(tx, |conn| {
+        let mut query = sqlx::query_scalar(&sql);
+        for id in ids {
+            query = query.bind(consumer).bind(*id).bind(now);
+        }
+        query.fetch_all(conn).await
+    })?;
+    Ok(inserted.into_iter().collect())
 }
 
 /// The inbox entry that records the dead-lettering of the delivery at `topic`/`partition`/

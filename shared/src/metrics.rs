@@ -160,7 +160,7 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_counter!(
         MESSAGES_HANDLED,
-        "Messages consumed, by service, event type and outcome (ok, duplicate, dead_lettered)"
+        "Messages consumed, by service, event type and outcome (ok, duplicate, dead_lettered, ignored: a type the service does not act on)"
     );
     describe_histogram!(HANDLER_DURATION, Unit::Seconds, "Time from receiving a message to committing its effects");
     describe_counter!(MESSAGE_RETRIES, "Handler attempts that failed and were retried");
@@ -182,6 +182,12 @@ pub fn message_handled(service: &'static str, event_type: &str, outcome: &'stati
     counter!(MESSAGES_HANDLED, "service" => service, "type" => event_type.to_owned(), "outcome" => outcome)
         .increment(1);
     histogram!(HANDLER_DURATION, "service" => service, "type" => event_type.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// A message of a type its service does not act on, acknowledged without a transaction.
+pub fn message_ignored(service: &'static str, event_type: &str) {
+    counter!(MESSAGES_HANDLED, "service" => service, "type" => event_type.to_owned(), "outcome" => "ignored")
+        .increment(1);
 }
 
 pub fn message_retried(service: &'static str, event_type: &str) {

@@ -306,24 +306,35 @@ impl Relay {
         })
     }
 
+    /// Mark rows published: one statement, in no explicit transaction (marking is idempotent,
+    /// and a row left unmarked by a crash is only sent again). On PostgreSQL the ids are one
+    /// array parameter, so the statement is prepared once per connection whatever the count.
     async fn mark_published(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
         if ids.is_empty() {
             return Ok(());
         }
         let now = Utc::now();
-        let mut tx = self.db.begin().await?;
-        for chunk in ids.chunks(500) {
-            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({})", placeholders.join(","));
-            on_tx!(&mut tx, |conn| {
-                let mut q = sqlx::query(&sql).bind(now);
-                for id in chunk {
-                    q = q.bind(*id);
+        match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = ANY($2)")
+                    .bind(now)
+                    .bind(ids)
+                    .execute(pool)
+                    .await?;
+            }
+            Db::Sqlite(pool) => {
+                for chunk in ids.chunks(500) {
+                    let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                    let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({})", placeholders.join(","));
+                    let mut q = sqlx::query(&sql).bind(now);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    q.execute(pool).await?;
                 }
-                q.execute(conn).await.map(|r| r.rows_affected())
-            })?;
+            }
         }
-        tx.commit().await
+        Ok(())
     }
 
     async fn prune(&self) -> Result<(), sqlx::Error> {

@@ -69,6 +69,10 @@ pub struct ShippingHandler {
 type Days = BTreeMap<CarrierDayId, Loaded<CarrierDay>>;
 
 impl Handler for ShippingHandler {
+    fn acts_on(&self, message_type: &str) -> bool {
+        shared::contracts::acts_on(shared::topics::service::SHIPPING, message_type)
+    }
+
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let (order_id, mut shipment, mut days, decision) = match ctx.message.event_type.as_str() {
             event_type::PAYMENT_CAPTURED => {
@@ -114,10 +118,14 @@ impl ShippingHandler {
     }
 
     async fn load_days(&self, tx: &mut Tx, slots: Vec<CarrierDayId>) -> Result<Days, HandlerError> {
+        let streams: Vec<String> = slots.iter().map(CarrierDayId::stream_id).collect();
+        let mut by_stream = self.store.load_many::<CarrierDay>(tx, &streams).await?;
         let mut days = Days::new();
-        for slot in slots {
-            let day = self.store.load::<CarrierDay>(tx, &slot.stream_id()).await?;
-            days.insert(slot, day);
+        for (slot, stream) in slots.into_iter().zip(&streams) {
+            // A slot named twice keeps what the first took.
+            if let Some(day) = by_stream.remove(stream) {
+                days.insert(slot, day);
+            }
         }
         Ok(days)
     }

@@ -181,6 +181,11 @@ pub struct OrderView {
     pub ship_to: ShipToView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the order became `completed` or `cancelled` (its `OrderCompleted` or
+    /// `OrderCancelled` event); `null` while it is open. Later events (a cancellation notice,
+    /// a late refund) move `updated_at`, not this.
+    #[schema(required = true)]
+    pub ended_at: Option<DateTime<Utc>>,
     /// The order's timeline, oldest first.
     pub events: Vec<EventView>,
 }
@@ -201,6 +206,11 @@ pub struct OrderSummary {
     pub reason: Option<CancelReason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the order became `completed` or `cancelled`; `null` while it is open. (Absent from
+    /// projection rows written before the field existed: rebuild the projection to fill it.)
+    #[serde(default)]
+    #[schema(required = true)]
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// A page of `GET /orders`.
@@ -269,6 +279,7 @@ impl From<&OrderState> for OrderView {
             },
             created_at: state.placed_at(),
             updated_at: state.updated_at(),
+            ended_at: state.ended_at(),
             events: state
                 .timeline()
                 .iter()
@@ -294,6 +305,7 @@ impl From<&OrderState> for OrderSummary {
             reason: state.reason(),
             created_at: state.placed_at(),
             updated_at: state.updated_at(),
+            ended_at: state.ended_at(),
         }
     }
 }
