@@ -76,13 +76,15 @@ PROFILES = {
         "embedded_rates": [50],
     },
     "full": {
-        "rates": [25, 50, 75, 100, 150, 250, 500, 1000, 2000, 3000, 5000],
+        # Finer steps where this machine's limits have been (the run stops at the first step
+        # that is neither accept-ok nor sustainable, so the steps beyond cost nothing).
+        "rates": [25, 50, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000],
         "step_secs": 15,
         "latency_secs": 30,
         "pgbench_secs": 15,
         # The mock cluster keeps about 5 MiB per partition: stay under it.
         "broker_messages": 20000,
-        "embedded_rates": [25, 50, 75, 100, 150, 250, 500, 1000, 2000],
+        "embedded_rates": [25, 50, 100, 150, 200, 250, 300, 400, 500, 750, 1000, 2000],
     },
 }
 
@@ -493,6 +495,16 @@ def machine() -> dict:
     }
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (with "-dirty" when it has uncommitted changes), if it is a git one."""
+    try:
+        head = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True).stdout.strip()
+        dirty = run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="short")
@@ -502,11 +514,15 @@ def main() -> int:
         "--build", choices=["release", "debug"], default="release",
         help="debug: a smoke run of the harness on the test build (its figures mean nothing)",
     )
+    parser.add_argument(
+        "--bin-dir", type=Path,
+        help="run these prebuilt binaries instead (implies --skip-build): a before/after comparison on one machine",
+    )
     parser.add_argument("--rates", help="override the profile's production steps, e.g. 100,200,400 (exploration)")
     parser.add_argument("--embedded-rates", help="override the profile's embedded steps (exploration)")
     args = parser.parse_args()
     global BIN
-    BIN = ROOT / "target" / args.build
+    BIN = args.bin_dir.resolve() if args.bin_dir else ROOT / "target" / args.build
     profile = dict(PROFILES[args.profile])
     if args.rates:
         profile["rates"] = [float(r) for r in args.rates.split(",")]
@@ -522,7 +538,7 @@ def main() -> int:
         return 2
     # Tuning variables the services read, when set for this run (they change what is measured).
     overrides = {k: v for k, v in sorted(os.environ.items()) if k.startswith(("CONSUMER_", "OUTBOX_"))}
-    if not args.skip_build:
+    if not args.skip_build and not args.bin_dir:
         build(args.build)
     started = dt.datetime.now(dt.timezone.utc)
     run_id = uuid.uuid4().hex[:8]
@@ -532,8 +548,10 @@ def main() -> int:
             "date": started.isoformat(timespec="seconds"),
             "profile": args.profile,
             "command": "".join(f"{k}={v} " for k, v in overrides.items())
-            + "python3 bench/bench.py --profile " + args.profile + ("" if args.build == "release" else " --build debug"),
+            + "python3 bench/bench.py --profile " + args.profile + ("" if args.build == "release" else " --build debug")
+            + (f" --bin-dir {args.bin_dir}" if args.bin_dir else ""),
             "build": args.build,
+            "commit": git_commit(),
             "service_environment": overrides,
             "machine": machine(),
             "production": production(profile, work, admin_url, run_id),

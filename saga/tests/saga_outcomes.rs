@@ -38,6 +38,13 @@ async fn a_rich_customer_ordering_in_stock_items_to_a_served_country_completes(b
     let completed = types.iter().position(|t| t == "OrderCompleted");
     assert!(confirmed < completed, "{types:?}");
     assert_eq!(types.iter().filter(|t| *t == "OrderCompleted").count(), 1);
+    // `ended_at` is the completion's time, in the order and in its list item.
+    let completed_at = &order["events"][completed.unwrap_or_default()]["at"];
+    assert_eq!(&order["ended_at"], completed_at);
+    let page: serde_json::Value =
+        system.http.get(system.url("/orders?status=completed")).send().await?.error_for_status()?.json().await?;
+    let listed = page["items"].as_array().and_then(|items| items.iter().find(|i| i["id"] == id.as_str()));
+    assert_eq!(listed.map(|i| &i["ended_at"]), Some(completed_at), "{page}");
     system.stop().await
 }
 

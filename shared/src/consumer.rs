@@ -2,12 +2,15 @@
 //!
 //! For each batch of messages (what is already fetched, up to [`ConsumerOptions::max_batch`]:
 //! one message when the consumer keeps up), in partition order:
-//! 1. open a transaction;
-//! 2. for each message, record its id in the inbox; if it was already there, the message is
-//!    a redelivery: skip it; otherwise run the handler, which appends events and outbox rows
-//!    through [`MessageContext`];
-//! 3. commit;
-//! 4. only then store and commit the messages' offsets.
+//! 1. set aside the messages of types the handler does not act on ([`Handler::acts_on`]):
+//!    a group reads whole topics, but no message of such a type has an effect to apply, so it
+//!    needs no transaction and no inbox record (`outcome="ignored"`);
+//! 2. open a transaction;
+//! 3. record the other messages' ids in the inbox (one statement); an id that was already
+//!    there is a redelivery: skip it; run the handler for the rest, which appends events and
+//!    outbox rows through [`MessageContext`];
+//! 4. commit;
+//! 5. only then store and commit the messages' offsets (the ignored ones' too).
 //!
 //! If the shared transaction fails, it is rolled back and the batch's messages are processed
 //! one at a time (one transaction each), so a failing message is retried and dead-lettered on

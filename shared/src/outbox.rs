@@ -316,8 +316,13 @@ impl Relay {
         let now = Utc::now();
         match &self.db {
             Db::Postgres(pool) => {
-                sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = ANY($2)")
+                // The range keeps the primary-key index in the plan whatever the planner
+                // guesses about the array (a cached generic plan once scanned the whole table).
+                let (low, high) = (ids.iter().min(), ids.iter().max());
+                sqlx::query("UPDATE outbox SET published_at = $1 WHERE id BETWEEN $2 AND $3 AND id = ANY($4)")
                     .bind(now)
+                    .bind(low)
+                    .bind(high)
                     .bind(ids)
                     .execute(pool)
                     .await?;

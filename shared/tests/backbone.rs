@@ -95,6 +95,65 @@ async fn event_store_upcasts_an_old_schema_version_when_read(backend: Backend) -
     Ok(())
 }
 
+/// A test aggregate: the sum of the numbers added to its stream, snapshotted every 3 events.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Sum {
+    total: i64,
+    events: i64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Added {
+    n: i64,
+}
+
+impl shared::event_store::Aggregate for Sum {
+    type Event = Added;
+    const SNAPSHOT_EVERY: i64 = 3;
+    fn event_type(_: &Added) -> &'static str {
+        "Added"
+    }
+    fn apply(&mut self, event: &Added) {
+        self.total += event.n;
+        self.events += 1;
+    }
+}
+
+both_backends!(event_store_loads_many_streams_as_each_would_load_alone);
+async fn event_store_loads_many_streams_as_each_would_load_alone(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    // Arrange: "long" passes two snapshots (saved one event at a time), "short" has none,
+    // "empty" does not exist.
+    let mut tx = t.db.begin().await?;
+    let mut long = store.load::<Sum>(&mut tx, "long").await?;
+    for n in 1..=8 {
+        store.save(&mut tx, "long", &mut long, &[Added { n }], &json!({})).await?;
+    }
+    let mut short = store.load::<Sum>(&mut tx, "short").await?;
+    store.save(&mut tx, "short", &mut short, &[Added { n: 5 }, Added { n: 7 }], &json!({})).await?;
+    tx.commit().await?;
+
+    // Act
+    let mut tx = t.db.begin_read().await?;
+    let names: Vec<String> = ["short", "long", "empty", "long"].map(str::to_owned).to_vec();
+    let many = store.load_many::<Sum>(&mut tx, &names).await?;
+
+    // Assert: the same states and versions as loading each alone.
+    assert_eq!(many.len(), 3, "one entry per distinct stream");
+    for name in ["long", "short", "empty"] {
+        let alone = store.load::<Sum>(&mut tx, name).await?;
+        assert_eq!(many[name].state, alone.state, "{name}");
+        assert_eq!(many[name].version, alone.version, "{name}");
+    }
+    assert_eq!(many["long"].state, Sum { total: 36, events: 8 });
+    assert_eq!(many["long"].version, 8);
+    assert_eq!(many["short"].state, Sum { total: 12, events: 2 });
+    assert_eq!(many["empty"].version, 0);
+    assert_eq!(store.load_many::<Sum>(&mut tx, &[]).await?.len(), 0);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- outbox
 
 struct Upstream {
@@ -271,9 +330,15 @@ struct Recorder {
     /// Lose this many optimistic-concurrency races first.
     conflicts_first: AtomicU32,
     calls: AtomicUsize,
+    /// Act on this message type only (`None`: on every type).
+    only: Option<&'static str>,
 }
 
 impl Handler for Recorder {
+    fn acts_on(&self, message_type: &str) -> bool {
+        self.only.is_none_or(|only| only == message_type)
+    }
+
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail_first.load(Ordering::SeqCst) > 0 {
@@ -392,6 +457,55 @@ async fn consumer_applies_a_message_delivered_twice_once(backend: Backend) -> an
     assert_eq!(run.await??, Stopped::Shutdown);
     assert_eq!(counts.get(&first.id.to_string()), Some(&1), "applied once despite two deliveries");
     assert_eq!(counts.get(&second.id.to_string()), Some(&1));
+    Ok(())
+}
+
+/// The offsets `group` committed on `topic`, summed over its partitions.
+fn committed_total(broker: &TestBroker, group: &str, topic: &str) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = broker.kafka.consumer_config(group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for partition in end_offsets(broker, topic)?.keys() {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(5))?;
+    Ok(committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or_default().max(0)).sum())
+}
+
+both_backends!(consumer_acknowledges_types_its_handler_does_not_act_on_without_a_transaction);
+async fn consumer_acknowledges_types_its_handler_does_not_act_on_without_a_transaction(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    // A backlog that mixes a type the handler acts on with one it does not, on one key.
+    let mut acted_on = Vec::new();
+    for i in 0..3 {
+        let placed = placed("order-1", i)?;
+        publish(&producer, &up.broker.topics.orders, &placed).await?;
+        acted_on.push(placed.id);
+        let completed = Envelope::new(event_type::ORDER_COMPLETED, 1, service::ORDER, "order-1", &json!({"seq": i}))?;
+        publish(&producer, &up.broker.topics.orders, &completed).await?;
+    }
+
+    let stop = CancellationToken::new();
+    let handler = Arc::new(Recorder { only: Some(event_type::ORDER_PLACED), ..Recorder::default() });
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    // Every message is acknowledged: the group's offsets cover all six.
+    eventually(WAIT, "the group to commit past all six messages", || async {
+        (committed_total(&up.broker, "inventory-test", &up.broker.topics.orders).ok()? == 6).then_some(())
+    })
+    .await?;
+    stop.cancel();
+    assert_eq!(run.await??, Stopped::Shutdown);
+
+    // Only the messages it acts on reached the handler and left inbox records.
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(applied(&down.db).await?.len(), 3);
+    let inbox: Vec<uuid::Uuid> =
+        shared::on_db!(&down.db, |pool| { sqlx::query_scalar("SELECT message_id FROM inbox").fetch_all(pool).await? });
+    let inbox: HashSet<uuid::Uuid> = inbox.into_iter().collect();
+    assert_eq!(inbox, acted_on.into_iter().collect::<HashSet<_>>());
     Ok(())
 }
 
