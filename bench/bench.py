@@ -244,16 +244,28 @@ def step_summary(rate: float, secs: float, report: dict) -> dict:
 
 
 def backlog(bases: list[str]) -> float:
-    """Outbox rows not yet published plus consumer lag, over every service."""
-    return sum(metric_sum(b, "saga_outbox_backlog_messages") + metric_sum(b, "saga_consumer_lag_messages") for b in bases)
+    """Orders not terminal yet, outbox rows not yet published and consumer lag, over every
+    service."""
+    return sum(
+        metric_sum(b, "saga_orders_open")
+        + metric_sum(b, "saga_outbox_backlog_messages")
+        + metric_sum(b, "saga_consumer_lag_messages")
+        for b in bases
+    )
 
 
 def drain(bases: list[str], timeout: float = 180) -> float:
-    """Wait until the previous step's work is done, so that each step starts from rest."""
+    """Wait until the previous step's work is done, so that each step starts from rest. The
+    gauges are sampled (open orders every second, lag and backlog every few seconds), so rest
+    is three zero readings in a row, 2 s apart."""
     deadline = time.time() + timeout
+    quiet = 0
     left = backlog(bases)
-    while left > 0 and time.time() < deadline:
-        time.sleep(1)
+    while time.time() < deadline:
+        quiet = quiet + 1 if left == 0 else 0
+        if quiet >= 3:
+            return 0
+        time.sleep(2)
         left = backlog(bases)
     return left
 
@@ -518,6 +530,7 @@ def main() -> int:
         "--bin-dir", type=Path,
         help="run these prebuilt binaries instead (implies --skip-build): a before/after comparison on one machine",
     )
+    parser.add_argument("--bin-commit", help="with --bin-dir: the commit those binaries were built from (recorded)")
     parser.add_argument("--rates", help="override the profile's production steps, e.g. 100,200,400 (exploration)")
     parser.add_argument("--embedded-rates", help="override the profile's embedded steps (exploration)")
     args = parser.parse_args()
@@ -549,9 +562,10 @@ def main() -> int:
             "profile": args.profile,
             "command": "".join(f"{k}={v} " for k, v in overrides.items())
             + "python3 bench/bench.py --profile " + args.profile + ("" if args.build == "release" else " --build debug")
-            + (f" --bin-dir {args.bin_dir}" if args.bin_dir else ""),
+            + (f" --bin-dir {args.bin_dir}" if args.bin_dir else "")
+            + (f" --bin-commit {args.bin_commit}" if args.bin_commit else ""),
             "build": args.build,
-            "commit": git_commit(),
+            "commit": (args.bin_commit or f"binaries from {args.bin_dir}") if args.bin_dir else git_commit(),
             "service_environment": overrides,
             "machine": machine(),
             "production": production(profile, work, admin_url, run_id),

@@ -95,14 +95,18 @@ impl HandlerError {
         HandlerError::Transient(err.into())
     }
 
-    /// Did the handler lose an optimistic-concurrency race (retry, don't count an attempt)?
+    /// Did the handler lose an optimistic-concurrency race or a deadlock (retry, don't count an attempt)?
     /// Someone else's transaction made progress on the stream, so retrying cannot livelock the
     /// system, and dead-lettering a message for contention would drop a valid saga step.
     fn is_contention(&self) -> bool {
         let HandlerError::Transient(err) = self else {
             return false;
         };
-        err.chain().any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Conflict { .. })))
+        err.chain().any(|cause| {
+            matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Conflict { .. }))
+                || cause.downcast_ref::<sqlx::Error>().is_some_and(crate::db::is_lost_race)
+                || matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Db(db)) if crate::db::is_lost_race(db))
+        })
     }
 
     /// Is the database unreachable (pause, don't count an attempt)?

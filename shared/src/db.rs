@@ -220,6 +220,17 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     }))
 }
 
+/// Did this statement lose to a concurrent transaction (PostgreSQL: a deadlock or a
+/// serialization failure; SQLite: the database stayed locked past the busy timeout)? Nothing
+/// is wrong with the statement: the transaction is retried against the state that won.
+/// Consumer batches that share a transaction lock several streams (one order's SKUs in a
+/// fixed order, but several orders per batch), so two replicas can deadlock.
+pub fn is_lost_race(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+        c == "40P01" || c == "40001" || c == "5" || c == "6" || c == "517"
+    }))
+}
+
 /// Is this a unique-constraint violation (an optimistic concurrency conflict)?
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())

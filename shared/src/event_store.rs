@@ -87,7 +87,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Conflict { .. } => true,
-            StoreError::Db(e) => crate::db::is_unavailable(e),
+            StoreError::Db(e) => crate::db::is_unavailable(e) || crate::db::is_lost_race(e),
             _ => false,
         }
     }
