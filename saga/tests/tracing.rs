@@ -171,11 +171,13 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
 fn whole_trace(spans: &[ExportedSpan], id: &str) -> Option<Vec<ExportedSpan>> {
     let root = spans.iter().find(|s| s.name == "POST /orders" && attr(s, "order.id").as_deref() == Some(id))?;
     let trace: Vec<ExportedSpan> = spans.iter().filter(|s| s.trace_id == root.trace_id).cloned().collect();
+    // The last hop is order-svc sending OrderCompleted: no service acts on it (they acknowledge
+    // it without a transaction or a span).
     let last_hop = trace
         .iter()
-        .filter(|s| s.kind == KIND_CONSUMER && attr(s, "cloudevents.event_type").as_deref() == Some("OrderCompleted"))
+        .filter(|s| s.kind == KIND_PRODUCER && attr(s, "cloudevents.event_type").as_deref() == Some("OrderCompleted"))
         .count();
-    (last_hop == 4).then_some(trace)
+    (last_hop == 1).then_some(trace)
 }
 
 /// The trace as an indented tree, children in start order; store and outbox spans (internal)
