@@ -14,8 +14,8 @@
 //! `GET /orders/{id}` (`--api-url`). Fields compared: the order's summary (customer, status,
 //! items, total, currency, reason, created_at) plus, from the database, the `status`,
 //! `terminal` and `deadline_at` columns, or, from the API, the compensations, the address and
-//! the event types of the timeline. Not compared: `updated_at`, which is when order-svc recorded
-//! the last event, a time a replay from Kafka cannot know.
+//! the event types of the timeline. Not compared: `updated_at` and `ended_at`, which are when
+//! order-svc recorded the last and the terminal event, times a replay from Kafka cannot know.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -277,7 +277,7 @@ pub struct Difference {
     pub fields: Vec<FieldDiff>,
 }
 
-const NOT_COMPARED: [&str; 3] = ["updated_at", "events", "id"];
+const NOT_COMPARED: [&str; 4] = ["updated_at", "ended_at", "events", "id"];
 
 /// Compare the fields the live side has (except [`NOT_COMPARED`]).
 fn diff(fresh: &Map<String, Value>, live: &Map<String, Value>) -> Vec<FieldDiff> {
