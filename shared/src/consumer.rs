@@ -1081,11 +1081,9 @@ async fn record_in_inbox(tx: &mut Tx, consumer: &str, message_id: Uuid) -> Resul
 /// Insert the message ids into the inbox in one statement; returns the ids it inserted (the
 /// others were already there).
 async fn record_all_in_inbox(tx: &mut Tx, consumer: &str, ids: &[Uuid]) -> Result<HashSet<Uuid>, HandlerError> {
-    let rows: Vec<String> =
-        (0..ids.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
     let sql = format!(
         "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {} ON CONFLICT DO NOTHING RETURNING message_id",
-        rows.join(", ")
+        crate::db::value_rows(ids.len(), 3)
     );
     let now = chrono::Utc::now();
     let inserted: Vec<Uuid> = on_tx!(tx, |conn| {

@@ -231,7 +231,30 @@ pub fn is_lost_race(err: &sqlx::Error) -> bool {
     }))
 }
 
+/// `count` numbered placeholders from `$first`, comma-separated: `$2, $3, $4`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A multi-row `VALUES` list of `rows` rows of `columns` placeholders from `$1`:
+/// `($1, $2), ($3, $4)`.
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(1 + r * columns, columns))).collect::<Vec<_>>().join(", ")
+}
+
 /// Is this a unique-constraint violation (an optimistic concurrency conflict)?
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_value_rows_number_parameters_in_order() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 1), "($1)");
+    }
 }

@@ -190,16 +190,10 @@ impl EventStore {
         }
         // One statement for all the events (one round trip), with a row of 8 parameters each.
         let now = Utc::now();
-        let rows: Vec<String> = (0..events.len())
-            .map(|i| {
-                let p: Vec<String> = (1..=8).map(|c| format!("${}", i * 8 + c)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
              VALUES {}",
-            rows.join(", ")
+            crate::db::value_rows(events.len(), 8)
         );
         let result = on_tx!(tx, |conn| {
             let mut query = sqlx::query(&sql);
@@ -314,35 +308,24 @@ impl EventStore {
         tx: &mut Tx,
         streams: &[String],
     ) -> Result<HashMap<String, Loaded<A>>, StoreError> {
-        let mut wanted: Vec<&String> = streams.iter().collect();
-        wanted.sort();
-        wanted.dedup();
-        let mut out: HashMap<String, Loaded<A>> = HashMap::with_capacity(wanted.len());
-        if wanted.is_empty() {
+        let mut names: Vec<String> = streams.to_vec();
+        names.sort();
+        names.dedup();
+        let mut out: HashMap<String, Loaded<A>> = HashMap::with_capacity(names.len());
+        if names.is_empty() {
             return Ok(out);
         }
-        let names: Vec<String> = wanted.iter().map(|s| (*s).clone()).collect();
-        let snapshots = match &mut *tx {
-            // PostgreSQL takes the names as one array: one prepared statement whatever the count.
-            Tx::Postgres(t) => sqlx::query_as::<_, (String, i64, Json<serde_json::Value>)>(
-                "SELECT stream_id, version, state FROM snapshots WHERE snapshot_schema = $1 AND stream_id = ANY($2)",
-            )
-            .bind(A::SNAPSHOT_SCHEMA)
-            .bind(&names)
-            .fetch_all(&mut **t)
-            .await?,
-            Tx::Sqlite(t) => {
-                let list = (2..2 + names.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-                let sql = format!(
-                    "SELECT stream_id, version, state FROM snapshots WHERE snapshot_schema = $1 AND stream_id IN ({list})"
-                );
-                let mut query = sqlx::query_as(&sql).bind(A::SNAPSHOT_SCHEMA);
-                for name in &names {
-                    query = query.bind(name.as_str());
-                }
-                query.fetch_all(&mut **t).await?
+        let sql = format!(
+            "SELECT stream_id, version, state FROM snapshots WHERE snapshot_schema = $1 AND stream_id IN ({})",
+            crate::db::placeholders(2, names.len())
+        );
+        let snapshots: Vec<(String, i64, Json<serde_json::Value>)> = on_tx!(tx, |conn| {
+            let mut query = sqlx::query_as(&sql).bind(A::SNAPSHOT_SCHEMA);
+            for name in &names {
+                query = query.bind(name.as_str());
             }
-        };
+            query.fetch_all(conn).await?
+        });
         let mut snapshots: HashMap<String, (i64, Json<serde_json::Value>)> =
             snapshots.into_iter().map(|(stream, version, state)| (stream, (version, state))).collect();
         for name in &names {

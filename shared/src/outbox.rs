@@ -329,8 +329,10 @@ impl Relay {
             }
             Db::Sqlite(pool) => {
                 for chunk in ids.chunks(500) {
-                    let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-                    let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({})", placeholders.join(","));
+                    let sql = format!(
+                        "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
+                        crate::db::placeholders(2, chunk.len())
+                    );
                     let mut q = sqlx::query(&sql).bind(now);
                     for id in chunk {
                         q = q.bind(*id);
