@@ -176,7 +176,11 @@ def overview() -> dict:
                           ("sum(saga_orders_open)", "open"), ("sum(saga_orders_overdue)", "overdue (past deadline)")),
                8, 8)
     layout.add(timeseries("Messages handled / s by service", "reqps",
-                          (f"sum by (service) (rate(saga_messages_handled_total[{RATE}]))", "{{service}}")), 12, 8)
+                          (f'sum by (service) (rate(saga_messages_handled_total{{outcome!="ignored"}}[{RATE}]))',
+                           "{{service}}"),
+                          description="Messages each service acted on (processed, skipped as duplicates or "
+                                      "dead-lettered); messages of types it does not act on (outcome=\"ignored\") "
+                                      "are left out."), 12, 8)
     layout.add(timeseries("Outbox publish latency p95 (commit → broker ack)", "s",
                           (f"histogram_quantile(0.95, sum by (le, service) (rate(saga_outbox_publish_latency_seconds_bucket[{RATE}])))",
                            "{{service}}")), 12, 8)
