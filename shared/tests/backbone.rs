@@ -379,13 +379,13 @@ fn consumer_loop(
     consumer_loop_batching(up, down, handler, crash, ConsumerOptions::default().max_batch)
 }
 
-fn consumer_loop_batching(
+fn consumer_loop_batching<H: Handler>(
     up: &Upstream,
     down: &TestDb,
-    handler: Arc<Recorder>,
+    handler: Arc<H>,
     crash: Option<CrashHook>,
     max_batch: usize,
-) -> ConsumerLoop<Recorder> {
+) -> ConsumerLoop<H> {
     ConsumerLoop {
         service: service::INVENTORY,
         group: "inventory-test".into(),
@@ -701,6 +701,114 @@ async fn consumer_retries_lost_concurrency_races_beyond_its_attempts_and_never_d
 
     // Assert: applied once, after every race was retried; nothing dead-lettered.
     assert_eq!(handler.calls.load(Ordering::SeqCst), 13, "twelve lost races, then success");
+    assert_eq!(count_on(&up.broker, &up.broker.topics.dead_letter(service::INVENTORY))?, 0);
+    assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
+    Ok(())
+}
+
+/// A handler whose first attempt deadlocks against a rival transaction of the test's (on a
+/// PostgreSQL advisory lock and the `effects` stream's next version), and is the victim.
+struct Deadlocked {
+    calls: AtomicUsize,
+    /// The SQLSTATE of the error the first attempt's event-store append got.
+    first_error: std::sync::Mutex<Option<String>>,
+    /// The first attempt holds the advisory lock.
+    holds_lock: tokio::sync::Notify,
+    /// The rival waits for that lock: append now.
+    rival_waits: tokio::sync::Notify,
+}
+
+const DEADLOCK_KEY: i64 = 4242;
+
+impl Handler for Deadlocked {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let shared::db::Tx::Postgres(tx) = &mut *ctx.tx else {
+            return Err(HandlerError::permanent(anyhow::anyhow!("this handler needs PostgreSQL")));
+        };
+        if first {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(DEADLOCK_KEY).execute(&mut **tx).await?;
+            self.holds_lock.notify_one();
+            self.rival_waits.notified().await;
+            // Only this side checks for the cycle (the rival's timeout is an hour): it is the victim.
+            sqlx::query("SET LOCAL deadlock_timeout = '10ms'").execute(&mut **tx).await?;
+        }
+        let store = EventStore::default();
+        let current = store.read_stream(ctx.tx, "effects", 0).await?.len() as i64;
+        let effect = NewEvent::new("Applied", 1, &json!({"message_id": ctx.message.id}))?;
+        let result = store.append(ctx.tx, "effects", current, &[effect]).await;
+        if first && let Err(StoreError::Db(sqlx::Error::Database(db))) = &result {
+            *self.first_error.lock().expect("not poisoned") = db.code().map(|c| c.into_owned());
+        }
+        result?;
+        Ok(())
+    }
+}
+
+/// Two replicas' batches can lock the same streams in different orders; PostgreSQL then aborts
+/// one transaction with a deadlock (40P01) raised by an event-store statement. That is a lost
+/// race, not a broken message: it must be retried, never dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_retries_a_deadlocked_event_store_write_and_never_dead_letters_it() -> anyhow::Result<()> {
+    // Arrange: the rival holds an uncommitted `effects` version 1, so the handler's append of
+    // that version waits for it; the handler holds the advisory lock the rival will wait for.
+    let up = Upstream::new(Backend::Postgres).await?;
+    let down = TestDb::new(Backend::Postgres, &[]).await?;
+    let store = EventStore::default();
+    let mut rival = down.db.begin().await?;
+    let shared::db::Tx::Postgres(rival_tx) = &mut rival else { anyhow::bail!("expected PostgreSQL") };
+    sqlx::query("SET LOCAL deadlock_timeout = '1h'").execute(&mut **rival_tx).await?;
+    store.append(&mut rival, "effects", 0, &[NewEvent::new("Rival", 1, &json!({}))?]).await?;
+    let producer = up.broker.kafka.producer()?;
+    let message = placed("k", 1)?;
+    publish(&producer, &up.broker.topics.orders, &message).await?;
+    let handler = Arc::new(Deadlocked {
+        calls: AtomicUsize::new(0),
+        first_error: std::sync::Mutex::new(None),
+        holds_lock: tokio::sync::Notify::new(),
+        rival_waits: tokio::sync::Notify::new(),
+    });
+
+    // Act: close the cycle. The rival asks for the handler's lock; once PostgreSQL shows it
+    // waiting, the handler appends and waits for the rival.
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(
+        consumer_loop_batching(&up, &down, handler.clone(), None, ConsumerOptions::default().max_batch)
+            .run(stop.clone()),
+    );
+    tokio::time::timeout(WAIT, handler.holds_lock.notified()).await?;
+    let rival_done = tokio::spawn(async move {
+        let shared::db::Tx::Postgres(rival_tx) = &mut rival else { anyhow::bail!("expected PostgreSQL") };
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(DEADLOCK_KEY).execute(&mut **rival_tx).await?;
+        rival.rollback().await?;
+        anyhow::Ok(())
+    });
+    let shared::db::Db::Postgres(pool) = &down.db else { anyhow::bail!("expected PostgreSQL") };
+    eventually(WAIT, "the rival waits for the handler's lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = $1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(DEADLOCK_KEY)
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (waiting == 1).then_some(())
+    })
+    .await?;
+    handler.rival_waits.notify_one();
+    tokio::time::timeout(WAIT, rival_done).await???;
+    eventually(WAIT, "applied after the deadlock", || async {
+        (applied(&down.db).await.ok()?.len() == 1).then_some(())
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+
+    // Assert: the first attempt was the deadlock victim; the retry applied the message once.
+    assert_eq!(handler.first_error.lock().expect("not poisoned").as_deref(), Some("40P01"));
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2, "the deadlock, then success");
+    assert_eq!(applied(&down.db).await?.get(&message.id.to_string()), Some(&1));
     assert_eq!(count_on(&up.broker, &up.broker.topics.dead_letter(service::INVENTORY))?, 0);
     assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
     Ok(())
