@@ -214,10 +214,16 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed
-    ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
-        // PostgreSQL: admin shutdown, cannot connect now, too many connections.
-        c == "57P01" || c == "57P03" || c == "53300"
-    }))
+    ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| is_unavailable_code(&c)))
+}
+
+/// PostgreSQL SQLSTATEs that blame the server, not the statement: class 08 (connection
+/// exception), 57P01–57P03 (admin shutdown, crash shutdown, cannot connect now: shutting down,
+/// starting up or in recovery), class 53 (insufficient resources: disk full, out of memory, too
+/// many connections), 58030 (I/O error) and 25006 (a read-only transaction: connected to a
+/// standby during a failover). Dead-lettering on these would drop valid messages.
+fn is_unavailable_code(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03" | "58030" | "25006")
 }
 
 /// Did this statement lose to a concurrent transaction (PostgreSQL: a deadlock or a
@@ -248,8 +254,62 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 }
 
 #[cfg(test)]
-mod placeholder_tests {
+mod tests {
+    use std::borrow::Cow;
+
     use super::*;
+
+    /// A database error with only a SQLSTATE, as the drivers report one.
+    #[derive(Debug, thiserror::Error)]
+    #[error("SQLSTATE {0}")]
+    struct Sqlstate(&'static str);
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn database(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Sqlstate(code)))
+    }
+
+    #[test]
+    fn errors_are_classified_as_the_server_being_away_a_lost_race_or_the_statement() {
+        let away = ["08000", "08003", "08006", "08001", "57P01", "57P02", "57P03", "53300", "53100", "58030", "25006"];
+        for code in away {
+            assert!(is_unavailable(&database(code)), "{code}: the server is away");
+            assert!(!is_lost_race(&database(code)), "{code}");
+        }
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())));
+        // PostgreSQL deadlock and serialization failure; SQLite BUSY, LOCKED, BUSY_SNAPSHOT.
+        for code in ["40P01", "40001", "5", "6", "517"] {
+            assert!(is_lost_race(&database(code)), "{code}: lost a race");
+            assert!(!is_unavailable(&database(code)), "{code}");
+        }
+        // Unique violation, syntax error, undefined table, not-null violation:
+        // the statement or the schema is at fault.
+        for code in ["23505", "42601", "42P01", "23502"] {
+            assert!(!is_unavailable(&database(code)), "{code}");
+            assert!(!is_lost_race(&database(code)), "{code}");
+        }
+    }
 
     #[test]
     fn placeholders_and_value_rows_number_parameters_in_order() {
