@@ -265,7 +265,7 @@ struct GroupVsInbox {
 async fn group_vs_inbox(t: &Topology, name: &str) -> anyhow::Result<GroupVsInbox> {
     let topics = t.inputs(name);
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let committed = kafka::committed(t.bootstrap(), name, &topics).await?;
+    let committed = kafka::committed(t.bootstrap(), &t.topics.group(name), &topics).await?;
     let ends = kafka::ends(t.bootstrap(), &topics).await?;
     // The inbox only grows: read it after the offsets.
     let inbox = t.inbox(name).await?;
@@ -301,7 +301,7 @@ async fn all_committed(t: &Topology) -> anyhow::Result<HashMap<&'static str, kaf
     for name in service::ALL {
         let topics = t.inputs(name);
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        out.insert(name, kafka::committed(t.bootstrap(), name, &topics).await?);
+        out.insert(name, kafka::committed(t.bootstrap(), &t.topics.group(name), &topics).await?);
     }
     Ok(out)
 }
@@ -432,7 +432,7 @@ async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> any
         anyhow::ensure!(*clean, "{} failed to stop: {:?}", p.name, p.log_lines().last());
         anyhow::ensure!(*took < Duration::from_secs(10), "{} took {took:?} to stop", p.name);
     }
-    let before = kafka::committed(t.bootstrap(), name, &topics).await?;
+    let before = kafka::committed(t.bootstrap(), &t.topics.group(name), &topics).await?;
     let processed: i64 = before.values().sum();
     anyhow::ensure!(processed > 0, "{name} had processed nothing: the replay would prove nothing");
     // Graceful stops committed everything they processed: nothing is left half-processed.
@@ -454,8 +454,8 @@ async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> any
     // Act: commit offset 0 on every partition of every input topic in the service's group, as
     // an operator would, then start the replicas again.
     eventually(WAIT, &format!("{name}'s group offsets reset to 0"), || async {
-        kafka::commit_all(t.bootstrap(), name, &topics, 0).await.ok()?;
-        let now = kafka::committed(t.bootstrap(), name, &topics).await.ok()?;
+        kafka::commit_all(t.bootstrap(), &t.topics.group(name), &topics, 0).await.ok()?;
+        let now = kafka::committed(t.bootstrap(), &t.topics.group(name), &topics).await.ok()?;
         now.values().all(|o| *o == 0).then_some(())
     })
     .await?;
@@ -467,7 +467,7 @@ async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> any
     // Assert: the group reads everything again and every message it had processed is
     // recognised as a duplicate (the inbox), so none is applied twice.
     eventually(SETTLE, &format!("{name} to catch up with the replay"), || async {
-        let now = kafka::committed(t.bootstrap(), name, &topics).await.ok()?;
+        let now = kafka::committed(t.bootstrap(), &t.topics.group(name), &topics).await.ok()?;
         ends.iter().all(|(tp, end)| now.get(tp).is_some_and(|o| o >= end)).then_some(())
     })
     .await?;

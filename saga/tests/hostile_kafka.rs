@@ -87,7 +87,7 @@ async fn send_hostile_input(
     for letter in &letters {
         assert!(letter.header(dlq_header::ERROR).is_some_and(|e| !e.is_empty()), "{consumer}: {letter:?}");
         assert!(letter.header(dlq_header::ORIGINAL_TOPIC).is_some_and(|t| topics.contains(&t)));
-        assert_eq!(letter.header(dlq_header::CONSUMER_GROUP), Some(consumer));
+        assert_eq!(letter.header(dlq_header::CONSUMER_GROUP), Some(bus.broker.topics.group(consumer).as_str()));
     }
     let oversized: Vec<_> = letters.iter().filter(|l| l.header(dlq_header::PAYLOAD_OMITTED_BYTES).is_some()).collect();
     assert_eq!(oversized.len(), inputs.len(), "{consumer}: each oversized payload is left out of its dead letter");

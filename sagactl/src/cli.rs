@@ -225,7 +225,8 @@ pub struct DlqRedriveArgs {
 
 #[derive(Debug, Args)]
 pub struct LagArgs {
-    /// Consumer group; repeat for several (default: the five service groups).
+    /// Consumer group; repeat for several (default: the five service groups). A service's name
+    /// stands for its group (`<topic prefix><service>`); any other name is a group id.
     #[arg(long = "group", value_name = "GROUP")]
     pub groups: Vec<String>,
     /// Only these topics (without the prefix); default: the group's subscriptions for a

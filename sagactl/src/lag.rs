@@ -98,20 +98,29 @@ pub async fn group_lag(ctx: &Ctx, group: &str, topics: &[String], all_partitions
 }
 
 pub async fn run(ctx: &Ctx, args: LagArgs) -> anyhow::Result<ExitCode> {
-    let groups: Vec<String> = if args.groups.is_empty() {
-        service::ALL.iter().map(|s| (*s).to_owned()).collect()
+    let saga_topics = ctx.kafka.topics();
+    // Each group with the service it belongs to. A service's name stands for its group
+    // (`<prefix><service>`); any other name is a group id as it is.
+    let groups: Vec<(String, Option<&'static str>)> = if args.groups.is_empty() {
+        service::ALL.iter().map(|s| (saga_topics.group(s), Some(*s))).collect()
     } else {
-        args.groups.clone()
+        args.groups
+            .iter()
+            .map(|g| match service::ALL.into_iter().find(|s| s == g || saga_topics.group(s) == *g) {
+                Some(s) => (saga_topics.group(s), Some(s)),
+                None => (g.clone(), None),
+            })
+            .collect()
     };
     let asked: Vec<String> = args.topics.iter().map(|t| ctx.kafka.topic(t)).collect();
     let mut report = Vec::new();
-    for group in &groups {
+    for (group, service) in &groups {
         let (topics, all_partitions) = if !asked.is_empty() {
             (asked.clone(), true)
-        } else if let Some(subscribed) = saga::subscriptions(group, ctx.kafka.topics()) {
+        } else if let Some(subscribed) = service.and_then(|s| saga::subscriptions(s, saga_topics)) {
             (subscribed, true)
         } else {
-            (ctx.kafka.topics().all(), false)
+            (saga_topics.all(), false)
         };
         report.push(group_lag(ctx, group, &topics, all_partitions).await?);
     }

@@ -19,8 +19,8 @@ pub fn publisher(event_type: &str) -> Option<&'static str> {
 }
 
 /// The topics a service's consumer group subscribes to.
-pub fn subscriptions(group: &str, topics: &Topics) -> Option<Vec<String>> {
-    let list: Vec<&String> = match group {
+pub fn subscriptions(service: &str, topics: &Topics) -> Option<Vec<String>> {
+    let list: Vec<&String> = match service {
         service::ORDER => vec![&topics.inventory, &topics.payments, &topics.shipping, &topics.notifications],
         service::INVENTORY => vec![&topics.orders, &topics.payments, &topics.shipping, &topics.inventory_commands],
         service::PAYMENT => vec![&topics.inventory, &topics.shipping, &topics.orders, &topics.payment_commands],

@@ -196,7 +196,7 @@ impl ServiceContext {
     pub fn consumer<H: Handler>(&self, topics: Vec<(String, String)>, handler: Arc<H>) -> ConsumerLoop<H> {
         ConsumerLoop {
             service: self.config.service,
-            group: self.config.service.to_owned(),
+            group: self.config.topics.group(self.config.service),
             topics,
             dead_letter_topic: self.config.topics.dead_letter(self.config.service),
             db: self.db.clone(),

@@ -96,6 +96,12 @@ impl Topics {
         }
     }
 
+    /// A consuming service's consumer group: the service's name, with the prefix, so that
+    /// deployments isolated by a prefix on one cluster never share (and rebalance) a group.
+    pub fn group(&self, service: &str) -> String {
+        format!("{}{service}", self.prefix)
+    }
+
     /// Where a consuming service's undeliverable messages go.
     pub fn dead_letter(&self, service: &str) -> String {
         format!("{}{service}.dlq", self.prefix)

@@ -67,8 +67,9 @@ impl Bus {
     pub fn new(service: &str) -> anyhow::Result<Self> {
         let broker = TestBroker::new(2)?;
         let producer = broker.kafka.producer()?;
-        let offsets = Arc::new(broker.kafka.consumer_config(service).create::<BaseConsumer>()?);
-        Ok(Self { broker, producer, group: service.to_owned(), offsets })
+        let group = broker.topics.group(service);
+        let offsets = Arc::new(broker.kafka.consumer_config(&group).create::<BaseConsumer>()?);
+        Ok(Self { broker, producer, group, offsets })
     }
 
     /// Publish `envelope` to `topic`, keyed by its subject (the order id), with its headers.
