@@ -111,18 +111,6 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-/// Write every running replica's log lines to a directory of this case; returns it.
-fn dump_logs(t: &Topology) -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("fault-suite-{}", t.prefix.trim_end_matches('.')));
-    std::fs::create_dir_all(&dir)?;
-    for replica in t.replicas.values().flatten() {
-        if let Some(p) = &replica.process {
-            std::fs::write(dir.join(format!("{}.log", replica.name)), p.log_lines().join("\n"))?;
-        }
-    }
-    Ok(dir)
-}
-
 /// Start the order stream and wait until the warm-up orders went all the way through the
 /// saga: every group has joined and works before a fault is injected.
 async fn steady_stream(t: &Topology) -> anyhow::Result<OrderStream> {
@@ -139,7 +127,7 @@ async fn steady_stream(t: &Topology) -> anyhow::Result<OrderStream> {
             .filter(|(id, _)| settled.lost.contains(id))
             .map(|(id, view)| format!("{id}: status {} events {:?}", view["status"], common::event_types(view)))
             .collect();
-        let dir = dump_logs(t)?;
+        let dir = t.dump_logs();
         anyhow::bail!(
             "the warm-up orders did not finish within {WAIT:?}: {stuck:?} (the replicas' logs are in {})",
             dir.display()
@@ -277,7 +265,7 @@ async fn group_vs_inbox(t: &Topology, name: &str) -> anyhow::Result<GroupVsInbox
         let in_inbox = id.is_some_and(|id| inbox.contains(&id));
         if r.offset < committed.get(&(r.topic.clone(), r.partition)).copied().unwrap_or(0) {
             if !in_inbox {
-                let dir = dump_logs(t)?;
+                let dir = t.dump_logs();
                 anyhow::bail!(
                     "{name} committed past {}/{}@{} (message {id:?}, {:?}) whose effects are not in its inbox \
                      (the replicas' logs are in {})",
@@ -582,7 +570,10 @@ async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() 
                 .collect();
             expected.iter().all(|e| found.contains(e)).then_some(found)
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            e.context(format!("expected {expected:?} (the replicas' logs are in {})", t.dump_logs().display()))
+        })?;
         let unexpected: Vec<_> = found.iter().filter(|f| !expected.contains(*f)).collect();
         anyhow::ensure!(unexpected.is_empty(), "{dlq} holds messages that are not poison: {unexpected:?}");
         anyhow::ensure!(found.len() == expected.len(), "{dlq} holds a poison message twice: {found:?}");
