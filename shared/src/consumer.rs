@@ -401,6 +401,19 @@ fn commit_processed<C: Consumer<LoopContext>>(
     Ok(tpl.count())
 }
 
+/// Marks the loop as closing when dropped. Destroying a consumer revokes its partitions, and
+/// the revoke callback would commit synchronously; librdkafka's synchronous commit has no
+/// timeout, so with the broker already gone (a test's mock cluster dropped with its runtime) it
+/// never returns and the drop hangs. A closing loop skips that commit: what it processed
+/// without committing is read again by the next owner and skipped by the inbox.
+struct ClosingWhenDropped(Arc<AtomicBool>);
+
+impl Drop for ClosingWhenDropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Partitions taken from this consumer since the loop last looked: what it knows of their
 /// positions is stale (another member may have consumed them meanwhile).
 #[derive(Default)]
@@ -495,6 +508,9 @@ impl<H: Handler> ConsumerLoop<H> {
                 .create_with_context(context)
                 .context("failed to create consumer")?,
         );
+        // Declared after the consumer, so dropped before it when this future is dropped
+        // unfinished (its task cancelled, the runtime shutting down).
+        let _closing_when_dropped = ClosingWhenDropped(closing.clone());
         let topic_names: Vec<&str> = self.topics.iter().map(|(t, _)| t.as_str()).collect();
         if !self.await_topics(&consumer, &topic_names, &shutdown).await {
             return Ok(Stopped::Shutdown);
@@ -594,8 +610,10 @@ impl<H: Handler> ConsumerLoop<H> {
         // Leave the group. Closing the consumer waits on the group protocol (a rebalance in
         // progress can hold it for seconds), so it is bounded: the process must still stop in
         // time. If it runs out, the group notices the member gone after its session timeout.
+        // Set before the blocking task is queued: a runtime shutting down drops queued blocking
+        // tasks unrun, and the consumer with them.
+        closing.store(true, Ordering::SeqCst);
         let closing = tokio::task::spawn_blocking(move || {
-            closing.store(true, Ordering::SeqCst);
             consumer.unsubscribe();
             drop(consumer);
         });
