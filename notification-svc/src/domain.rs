@@ -1,6 +1,12 @@
 //! The notification domain: which messages an order's customer is owed, and that each is
 //! delivered once.
 //!
+//! order-svc is the one authority on an order's fate, and the customer is told its decision and
+//! nothing else: a confirmation on `OrderCompleted`, a cancellation notice on `OrderCancelled`.
+//! order-svc decides one of them per order, so an order's customer hears one thing; a second,
+//! contradicting decision would be a broken invariant upstream, and is refused
+//! ([`Contradiction`]) rather than told to the customer.
+//!
 //! One [`Notifications`] aggregate per order (stream `notifications-{order_id}`). A handler
 //! folds it, calls [`confirm`] or [`cancel_notice`], appends the decision's `events` whatever
 //! happens next, delivers its `delivery` (if any) to the sinks, and on success appends
@@ -15,7 +21,7 @@
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use shared::contracts::{CancelReason, NotificationKind, NotificationSent, OrderCancelled, ShipmentScheduled};
+use shared::contracts::{CancelReason, NotificationKind, NotificationSent, OrderCancelled, OrderCompleted};
 use uuid::Uuid;
 
 /// Namespace of the UUID v5 notification ids.
@@ -40,8 +46,7 @@ pub struct Notification {
     /// Why the order was cancelled (cancellations only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<CancelReason>,
-    /// The order total in minor units, when the handler knows it (neither triggering event
-    /// carries it).
+    /// The order total in minor units (confirmations only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_minor: Option<i64>,
     /// The shipment's carrier (confirmations only).
@@ -53,24 +58,30 @@ pub struct Notification {
 }
 
 impl Notification {
-    fn confirmation(shipment: &ShipmentScheduled) -> Self {
+    fn confirmation(completed: &OrderCompleted) -> Self {
         let kind = NotificationKind::Confirmation;
+        let order_id = completed.order_id;
+        let body = match &completed.shipment {
+            Some(shipment) => {
+                format!(
+                    "Your order {order_id} ships with {} on {}.",
+                    shipment.carrier,
+                    shipment.ship_date.format("%Y-%m-%d")
+                )
+            }
+            None => format!("Your order {order_id} is on its way."),
+        };
         Self {
-            order_id: shipment.order_id,
-            customer_id: shipment.customer_id.clone(),
+            order_id,
+            customer_id: completed.customer_id.clone(),
             kind,
-            notification_id: notification_id(shipment.order_id, kind),
-            subject: format!("Your order {} is confirmed", shipment.order_id),
-            body: format!(
-                "Your order {} ships with {} on {}.",
-                shipment.order_id,
-                shipment.carrier,
-                shipment.ship_date.format("%Y-%m-%d")
-            ),
+            notification_id: notification_id(order_id, kind),
+            subject: format!("Your order {order_id} is confirmed"),
+            body,
             reason: None,
-            total_minor: None,
-            carrier: Some(shipment.carrier.clone()),
-            ship_date: Some(shipment.ship_date),
+            total_minor: Some(completed.total_minor),
+            carrier: completed.shipment.as_ref().map(|s| s.carrier.clone()),
+            ship_date: completed.shipment.as_ref().map(|s| s.ship_date),
         }
     }
 
@@ -183,23 +194,38 @@ impl Decision {
     }
 }
 
-/// On `ShipmentScheduled`: confirm the order, unless it was confirmed already or its
-/// cancellation was noted first (events from different topics may arrive in either order).
-pub fn confirm(state: &Notifications, shipment: &ShipmentScheduled) -> Decision {
-    if state.is_recorded(NotificationKind::Confirmation) || state.cancellation_noted() {
-        return Decision::default();
+/// order-svc decided both outcomes for one order: the customer was (or is about to be) told one
+/// of them, and is not told the other. Refused, so that an operator sees it (dead letter).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("order {order_id} was {told} already: {refused} contradicts it, and the customer is not told both")]
+pub struct Contradiction {
+    pub order_id: Uuid,
+    pub told: &'static str,
+    pub refused: &'static str,
+}
+
+/// On `OrderCompleted`: confirm the order, unless it was confirmed already.
+pub fn confirm(state: &Notifications, completed: &OrderCompleted) -> Result<Decision, Contradiction> {
+    if state.cancellation_noted() {
+        return Err(Contradiction { order_id: completed.order_id, told: "cancelled", refused: "OrderCompleted" });
     }
-    Decision { events: Vec::new(), delivery: Some(Notification::confirmation(shipment)) }
+    if state.is_recorded(NotificationKind::Confirmation) {
+        return Ok(Decision::default());
+    }
+    Ok(Decision { events: Vec::new(), delivery: Some(Notification::confirmation(completed)) })
 }
 
 /// On `OrderCancelled`: note the cancellation and send the notice, unless it was sent already.
 /// A notice whose earlier delivery failed is owed again.
-pub fn cancel_notice(state: &Notifications, cancelled: &OrderCancelled) -> Decision {
+pub fn cancel_notice(state: &Notifications, cancelled: &OrderCancelled) -> Result<Decision, Contradiction> {
+    if state.is_recorded(NotificationKind::Confirmation) {
+        return Err(Contradiction { order_id: cancelled.order_id, told: "confirmed", refused: "OrderCancelled" });
+    }
     if state.is_recorded(NotificationKind::Cancellation) {
-        return Decision::default();
+        return Ok(Decision::default());
     }
     let events = if state.cancellation_noted() { Vec::new() } else { vec![NotificationEvent::CancellationNoted] };
-    Decision { events, delivery: Some(Notification::cancellation(cancelled)) }
+    Ok(Decision { events, delivery: Some(Notification::cancellation(cancelled)) })
 }
 
 /// What to write once a delivery succeeded.
@@ -236,21 +262,32 @@ pub fn record_delivery(state: &Notifications, notification: &Notification, sinks
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use shared::contracts::ShipTo;
+    use shared::contracts::CompletedShipment;
 
     fn order() -> Uuid {
         Uuid::from_u128(1)
     }
 
-    fn scheduled() -> ShipmentScheduled {
-        ShipmentScheduled {
+    fn completed() -> OrderCompleted {
+        OrderCompleted {
             order_id: order(),
             customer_id: "alice".to_owned(),
-            shipment_id: Uuid::from_u128(99),
-            carrier: "postnl".to_owned(),
-            ship_date: NaiveDate::from_ymd_opt(2025, 3, 10).expect("valid date"),
-            ship_to: ShipTo { country: "NL".to_owned(), ..ShipTo::default() },
+            total_minor: 3000,
+            currency: "EUR".to_owned(),
+            shipment: Some(CompletedShipment {
+                shipment_id: Uuid::from_u128(99),
+                carrier: "postnl".to_owned(),
+                ship_date: NaiveDate::from_ymd_opt(2025, 3, 10).expect("valid date"),
+            }),
         }
+    }
+
+    fn confirmed(state: &Notifications) -> Decision {
+        confirm(state, &completed()).expect("no contradiction")
+    }
+
+    fn noticed(state: &Notifications) -> Decision {
+        cancel_notice(state, &cancelled()).expect("no contradiction")
     }
 
     fn cancelled() -> OrderCancelled {
@@ -275,8 +312,8 @@ mod tests {
     }
 
     #[test]
-    fn a_scheduled_shipment_owes_a_confirmation() {
-        let decision = confirm(&Notifications::default(), &scheduled());
+    fn a_completed_order_owes_a_confirmation_with_its_shipment_and_total() {
+        let decision = confirmed(&Notifications::default());
 
         assert!(decision.events.is_empty());
         let delivery = decision.delivery.expect("a delivery");
@@ -286,28 +323,43 @@ mod tests {
         assert_eq!(delivery.notification_id, notification_id(order(), NotificationKind::Confirmation));
         assert_eq!(delivery.carrier.as_deref(), Some("postnl"));
         assert!(delivery.body.contains("2025-03-10"), "{}", delivery.body);
+        assert_eq!(delivery.total_minor, Some(3000));
         assert_eq!(delivery.reason, None);
+    }
+
+    #[test]
+    fn a_completion_recorded_without_its_shipment_is_still_confirmed() {
+        let completed = OrderCompleted { shipment: None, ..completed() };
+
+        let delivery = confirm(&Notifications::default(), &completed).expect("no contradiction").delivery;
+
+        let delivery = delivery.expect("a delivery");
+        assert_eq!(delivery.carrier, None);
+        assert!(delivery.body.contains(&order().to_string()), "{}", delivery.body);
     }
 
     #[test]
     fn a_confirmation_already_recorded_is_not_sent_again() {
         let state = fold(&[recorded(NotificationKind::Confirmation)]);
 
-        assert!(confirm(&state, &scheduled()).is_empty());
+        assert!(confirmed(&state).is_empty());
     }
 
     #[test]
-    fn no_confirmation_goes_out_after_the_cancellation_was_noted() {
+    fn a_completion_after_a_cancellation_is_refused_as_a_contradiction() {
         let noted = fold(&[NotificationEvent::CancellationNoted]);
         let notice_sent = fold(&[recorded(NotificationKind::Cancellation)]);
 
-        assert!(confirm(&noted, &scheduled()).is_empty());
-        assert!(confirm(&notice_sent, &scheduled()).is_empty());
+        for state in [noted, notice_sent] {
+            let refused = confirm(&state, &completed()).expect_err("a contradiction");
+            assert_eq!(refused.told, "cancelled");
+            assert_eq!(refused.refused, "OrderCompleted");
+        }
     }
 
     #[test]
     fn a_cancellation_notes_it_and_owes_a_notice_with_the_reason() {
-        let decision = cancel_notice(&Notifications::default(), &cancelled());
+        let decision = noticed(&Notifications::default());
 
         assert_eq!(decision.events, vec![NotificationEvent::CancellationNoted]);
         let delivery = decision.delivery.expect("a delivery");
@@ -321,7 +373,7 @@ mod tests {
     fn a_notice_whose_delivery_failed_is_owed_again_without_noting_twice() {
         let state = fold(&[NotificationEvent::CancellationNoted]);
 
-        let decision = cancel_notice(&state, &cancelled());
+        let decision = noticed(&state);
 
         assert!(decision.events.is_empty());
         assert!(decision.delivery.is_some());
@@ -331,16 +383,16 @@ mod tests {
     fn a_cancellation_notice_already_recorded_is_not_sent_again() {
         let state = fold(&[NotificationEvent::CancellationNoted, recorded(NotificationKind::Cancellation)]);
 
-        assert!(cancel_notice(&state, &cancelled()).is_empty());
+        assert!(noticed(&state).is_empty());
     }
 
     #[test]
-    fn a_cancellation_after_a_confirmation_still_owes_its_notice() {
+    fn a_cancellation_after_a_confirmation_is_refused_as_a_contradiction() {
         let state = fold(&[recorded(NotificationKind::Confirmation)]);
 
-        let decision = cancel_notice(&state, &cancelled());
+        let refused = cancel_notice(&state, &cancelled()).expect_err("a contradiction");
 
-        assert_eq!(decision.delivery.map(|n| n.kind), Some(NotificationKind::Cancellation));
+        assert_eq!(refused, Contradiction { order_id: order(), told: "confirmed", refused: "OrderCancelled" });
     }
 
     #[test]
@@ -356,7 +408,7 @@ mod tests {
 
     #[test]
     fn recording_a_delivery_publishes_notification_sent_with_the_sinks() {
-        let delivery = confirm(&Notifications::default(), &scheduled()).delivery.expect("a delivery");
+        let delivery = confirmed(&Notifications::default()).delivery.expect("a delivery");
         let sinks = vec!["log".to_owned(), "webhook".to_owned()];
 
         let recorded = record_delivery(&Notifications::default(), &delivery, sinks.clone());
@@ -384,7 +436,7 @@ mod tests {
     #[test]
     fn recording_a_delivery_already_recorded_writes_nothing() {
         let state = fold(&[recorded(NotificationKind::Confirmation)]);
-        let delivery = confirm(&Notifications::default(), &scheduled()).delivery.expect("a delivery");
+        let delivery = confirmed(&Notifications::default()).delivery.expect("a delivery");
 
         let recorded = record_delivery(&state, &delivery, vec!["log".to_owned()]);
 
@@ -413,33 +465,34 @@ mod tests {
         }
     }
 
-    // ---- property: one confirmation or one notice per order, never a confirmation after a
-    // noted cancellation, whatever the order and number of (re)deliveries ----
+    // ---- property: one message per order, whatever the order and number of (re)deliveries of
+    // the decisions (even contradicting ones, which order-svc never makes) ----
 
     #[derive(Debug, Clone, Copy)]
     enum Incoming {
-        Scheduled,
+        Completed,
         Cancelled,
     }
 
     proptest! {
         #[test]
-        fn each_kind_is_delivered_once_and_no_confirmation_follows_a_cancellation(
+        fn the_customer_hears_one_thing_once(
             incoming in prop::collection::vec(
-                prop_oneof![Just(Incoming::Scheduled), Just(Incoming::Cancelled)], 1..12),
+                prop_oneof![Just(Incoming::Completed), Just(Incoming::Cancelled)], 1..12),
             failures in prop::collection::vec(any::<bool>(), 12),
         ) {
             let mut state = Notifications::default();
             let mut delivered: Vec<NotificationKind> = Vec::new();
             let mut cancellation_seen = false;
             for (message, delivery_fails) in incoming.iter().zip(failures) {
-                let decision = match message {
-                    Incoming::Scheduled => confirm(&state, &scheduled()),
+                let decided = match message {
+                    Incoming::Completed => confirm(&state, &completed()),
                     Incoming::Cancelled => {
                         cancellation_seen = true;
                         cancel_notice(&state, &cancelled())
                     }
                 };
+                let Ok(decision) = decided else { continue };
                 let loaded = state;
                 state = decision.events.iter().fold(state, Notifications::apply);
                 let Some(notification) = decision.delivery else { continue };
@@ -455,9 +508,7 @@ mod tests {
                 }
                 state = recorded.events.iter().fold(state, Notifications::apply);
             }
-            for kind in [NotificationKind::Confirmation, NotificationKind::Cancellation] {
-                prop_assert!(delivered.iter().filter(|k| **k == kind).count() <= 1);
-            }
+            prop_assert!(delivered.len() <= 1, "delivered {:?}", delivered);
         }
     }
 }

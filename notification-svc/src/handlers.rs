@@ -1,9 +1,12 @@
 //! Saga messages → notification decisions → delivery to the sinks → one transaction (events +
 //! outbox).
 //!
-//! - `ShipmentScheduled`: confirm the order, unless it was confirmed already or its
-//!   cancellation was noted first.
+//! - `OrderCompleted`: confirm the order, unless it was confirmed already.
 //! - `OrderCancelled`: note the cancellation and send the notice, unless it was sent already.
+//!
+//! Both come from order-svc, the one authority on the order's fate, on `orders.events`, keyed by
+//! the order: one order's decisions arrive in the order they were made. A decision contradicting
+//! what the customer was told is refused (dead-lettered), never told.
 //!
 //! A notification owed is delivered before anything is appended, so the events table is not
 //! held while a webhook answers (the consumer's own transaction is open all along: on SQLite
@@ -20,7 +23,7 @@
 
 use chrono::{DateTime, Utc};
 use shared::consumer::{Handler, HandlerError, MessageContext};
-use shared::contracts::{NotificationKind, OrderCancelled, ShipmentScheduled, event_type};
+use shared::contracts::{NotificationKind, OrderCancelled, OrderCompleted, event_type};
 use shared::db::Tx;
 use shared::event_store::{Aggregate, EventStore, Loaded};
 use shared::topics::Topics;
@@ -64,16 +67,16 @@ impl Handler for NotificationHandler {
 
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let (order_id, mut state, decision) = match ctx.message.event_type.as_str() {
-            event_type::SHIPMENT_SCHEDULED => {
-                let shipment: ShipmentScheduled = ctx.message.decode()?;
-                let state = self.load(ctx.tx, shipment.order_id).await?;
-                let decision = domain::confirm(&state.state, &shipment);
-                (shipment.order_id, state, decision)
+            event_type::ORDER_COMPLETED => {
+                let completed: OrderCompleted = ctx.message.decode()?;
+                let state = self.load(ctx.tx, completed.order_id).await?;
+                let decision = domain::confirm(&state.state, &completed).map_err(HandlerError::permanent)?;
+                (completed.order_id, state, decision)
             }
             event_type::ORDER_CANCELLED => {
                 let cancelled: OrderCancelled = ctx.message.decode()?;
                 let state = self.load(ctx.tx, cancelled.order_id).await?;
-                let decision = domain::cancel_notice(&state.state, &cancelled);
+                let decision = domain::cancel_notice(&state.state, &cancelled).map_err(HandlerError::permanent)?;
                 (cancelled.order_id, state, decision)
             }
             // Other events on our topics are not ours to act on.

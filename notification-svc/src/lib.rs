@@ -1,4 +1,4 @@
-//! notification-svc: tells the customer that an order ships or was cancelled, once per kind.
+//! notification-svc: tells the customer what order-svc decided (confirmed or cancelled), once.
 
 pub mod domain;
 pub mod handlers;
@@ -50,10 +50,7 @@ impl WorkerSpec for Notification {
     }
 
     fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
-        vec![
-            (topics.shipping.clone(), service::SHIPPING.to_owned()),
-            (topics.orders.clone(), service::ORDER.to_owned()),
-        ]
+        vec![(topics.orders.clone(), service::ORDER.to_owned())]
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<NotificationHandler> {

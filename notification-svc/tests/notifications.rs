@@ -18,7 +18,7 @@ use shared::CancellationToken;
 use shared::both_backends;
 use shared::consumer::dlq_header;
 use shared::contracts::{
-    CancelReason, NotificationKind, NotificationSent, OrderCancelled, ShipTo, ShipmentScheduled, event_type,
+    CancelReason, CompletedShipment, NotificationKind, NotificationSent, OrderCancelled, OrderCompleted, event_type,
 };
 use shared::db::Backend;
 use shared::envelope::Envelope;
@@ -76,13 +76,13 @@ impl Notification {
         Self::start_with(backend, true, &[]).await
     }
 
-    /// `backlog`: shipments scheduled (order, customer) before the service starts, so that its
+    /// `backlog`: orders completed (order, customer) before the service starts, so that its
     /// first fetch holds them all.
     async fn start_with(backend: Backend, with_webhook: bool, backlog: &[(Uuid, &str)]) -> anyhow::Result<Self> {
         let db = TestDb::new(backend, &[]).await?;
         let bus = Bus::new(service::NOTIFICATION)?;
         for (order_id, customer_id) in backlog {
-            bus.publish(&bus.broker.topics.shipping, &scheduled(*order_id, customer_id)?).await?;
+            bus.publish(&bus.broker.topics.orders, &completed(*order_id, customer_id)?).await?;
         }
         let stop = CancellationToken::new();
         let mut config = Config::new(service_config(service::NOTIFICATION, &db, &bus))?;
@@ -106,9 +106,9 @@ impl Notification {
         Ok(Self { db, bus, handler, sent, dead_letters, webhook: webhook_seen, stop, run })
     }
 
-    async fn scheduled(&self, order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
-        let e = scheduled(order_id, customer_id)?;
-        self.bus.publish(&self.bus.broker.topics.shipping, &e).await?;
+    async fn completed(&self, order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
+        let e = completed(order_id, customer_id)?;
+        self.bus.publish(&self.bus.broker.topics.orders, &e).await?;
         Ok(e)
     }
 
@@ -141,7 +141,7 @@ impl Notification {
     /// Wait until every input message was consumed and every resulting event published.
     async fn settled(&self) -> anyhow::Result<()> {
         let topics = &self.bus.broker.topics;
-        self.bus.settled(&self.db.db, &[&topics.shipping, &topics.orders]).await?;
+        self.bus.settled(&self.db.db, &[&topics.orders]).await?;
         self.sent.caught_up().await?;
         self.dead_letters.caught_up().await
     }
@@ -152,28 +152,31 @@ impl Notification {
     }
 }
 
-fn scheduled(order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
-    let payload = ShipmentScheduled {
+fn completed(order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
+    let payload = OrderCompleted {
         order_id,
         customer_id: customer_id.to_owned(),
-        shipment_id: Uuid::new_v4(),
-        carrier: "postnl".to_owned(),
-        ship_date: NaiveDate::from_ymd_opt(2030, 1, 2).ok_or_else(|| anyhow::anyhow!("bad date"))?,
-        ship_to: ShipTo { country: "NL".to_owned(), ..ShipTo::default() },
+        total_minor: 3000,
+        currency: "EUR".to_owned(),
+        shipment: Some(CompletedShipment {
+            shipment_id: Uuid::new_v4(),
+            carrier: "postnl".to_owned(),
+            ship_date: NaiveDate::from_ymd_opt(2030, 1, 2).ok_or_else(|| anyhow::anyhow!("bad date"))?,
+        }),
     };
-    envelope(event_type::SHIPMENT_SCHEDULED, service::SHIPPING, order_id, &payload)
+    envelope(event_type::ORDER_COMPLETED, service::ORDER, order_id, &payload)
 }
 
 fn kinds(deliveries: &[Delivery]) -> Vec<NotificationKind> {
     deliveries.iter().map(|d| d.kind).collect()
 }
 
-both_backends!(a_scheduled_shipment_is_confirmed_to_the_customer_through_every_sink);
-async fn a_scheduled_shipment_is_confirmed_to_the_customer_through_every_sink(backend: Backend) -> anyhow::Result<()> {
+both_backends!(a_completed_order_is_confirmed_to_the_customer_through_every_sink);
+async fn a_completed_order_is_confirmed_to_the_customer_through_every_sink(backend: Backend) -> anyhow::Result<()> {
     let svc = Notification::start_with_webhook(backend).await?;
     let order_id = Uuid::now_v7();
 
-    let cause = svc.scheduled(order_id, "cust-rich").await?;
+    let cause = svc.completed(order_id, "cust-rich").await?;
 
     let out = svc.sent.wait_for(order_id, 1).await?;
     assert_eq!(out[0].event_type, event_type::NOTIFICATION_SENT);
@@ -186,6 +189,7 @@ async fn a_scheduled_shipment_is_confirmed_to_the_customer_through_every_sink(ba
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].0, Some(key.to_string()), "the idempotency key is the notification id");
     assert_eq!(requests[0].1["carrier"], "postnl");
+    assert_eq!(requests[0].1["total_minor"], 3000);
     let deliveries = svc.deliveries(order_id).await?;
     assert_eq!(kinds(&deliveries), [NotificationKind::Confirmation]);
     assert_eq!(deliveries[0].notification_id, key);
@@ -209,19 +213,28 @@ async fn a_cancelled_order_gets_a_cancellation_notice(backend: Backend) -> anyho
     svc.stop().await
 }
 
-both_backends!(a_shipment_scheduled_after_the_cancellation_is_not_confirmed);
-async fn a_shipment_scheduled_after_the_cancellation_is_not_confirmed(backend: Backend) -> anyhow::Result<()> {
-    let svc = Notification::start(backend).await?;
+both_backends!(a_completion_contradicting_a_cancellation_is_dead_lettered_not_told);
+async fn a_completion_contradicting_a_cancellation_is_dead_lettered_not_told(backend: Backend) -> anyhow::Result<()> {
+    let svc = Notification::start_with_webhook(backend).await?;
     let order_id = Uuid::now_v7();
     svc.cancelled(order_id, "cust-poor").await?;
     svc.sent.wait_for(order_id, 1).await?;
 
-    svc.scheduled(order_id, "cust-poor").await?;
+    let contradiction = svc.completed(order_id, "cust-poor").await?;
+    eventually(WAIT, "the contradicting decision dead-lettered", || async {
+        (!svc.dead_letters.records().ok()?.is_empty()).then_some(())
+    })
+    .await?;
     svc.settled().await?;
 
     let sent: Vec<NotificationSent> = svc.sent.about(order_id)?.iter().map(|e| e.decode()).collect::<Result<_, _>>()?;
     assert_eq!(sent.iter().map(|s| s.kind).collect::<Vec<_>>(), [NotificationKind::Cancellation]);
     assert_eq!(kinds(&svc.deliveries(order_id).await?), [NotificationKind::Cancellation]);
+    let told: Vec<_> = svc.webhook_requests(order_id).iter().map(|(_, body)| body["kind"].clone()).collect();
+    assert_eq!(told, ["cancellation"], "the customer heard one thing");
+    let letters = svc.dead_letters.records()?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].0.id, contradiction.id);
     svc.stop().await
 }
 
@@ -229,12 +242,12 @@ both_backends!(a_redelivered_message_changes_nothing);
 async fn a_redelivered_message_changes_nothing(backend: Backend) -> anyhow::Result<()> {
     let svc = Notification::start_with_webhook(backend).await?;
     let order_id = Uuid::now_v7();
-    let scheduled = svc.scheduled(order_id, "cust-rich").await?;
+    let completed = svc.completed(order_id, "cust-rich").await?;
     svc.sent.wait_for(order_id, 1).await?;
 
     // The same message again (a redelivery), and a copy with a new id (a replay upstream).
-    svc.bus.publish(&svc.bus.broker.topics.shipping, &scheduled).await?;
-    svc.scheduled(order_id, "cust-rich").await?;
+    svc.bus.publish(&svc.bus.broker.topics.orders, &completed).await?;
+    svc.completed(order_id, "cust-rich").await?;
     svc.settled().await?;
 
     assert_eq!(svc.sent.about(order_id)?.len(), 1, "one NotificationSent");
@@ -250,8 +263,8 @@ async fn a_notification_the_sink_refuses_is_dead_lettered_and_the_next_one_goes_
     let svc = Notification::start_with_webhook(backend).await?;
     let (refused, accepted) = (Uuid::now_v7(), Uuid::now_v7());
 
-    let poison = svc.scheduled(refused, REFUSED).await?;
-    svc.scheduled(accepted, "cust-rich").await?;
+    let poison = svc.completed(refused, REFUSED).await?;
+    svc.completed(accepted, "cust-rich").await?;
 
     eventually(WAIT, "the refused notification dead-lettered", || async {
         (!svc.dead_letters.records().ok()?.is_empty()).then_some(())
@@ -266,7 +279,7 @@ async fn a_notification_the_sink_refuses_is_dead_lettered_and_the_next_one_goes_
     let (letter, headers) = &letters[0];
     assert_eq!(letter.id, poison.id, "the original message, as it arrived");
     let header = |name: &str| headers.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    assert_eq!(header(dlq_header::ORIGINAL_TOPIC), Some(svc.bus.broker.topics.shipping.as_str()));
+    assert_eq!(header(dlq_header::ORIGINAL_TOPIC), Some(svc.bus.broker.topics.orders.as_str()));
     assert!(header(dlq_header::ERROR).is_some_and(|e| e.contains("rejected")), "{:?}", header(dlq_header::ERROR));
     assert_eq!(header(dlq_header::ATTEMPTS), Some("1"), "a refusal is not retried");
     assert_eq!(svc.sent.about(refused)?, Vec::<Envelope>::new(), "nothing was sent");

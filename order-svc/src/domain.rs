@@ -2,9 +2,11 @@
 //!
 //! An order's stream (stream id = order id) holds `OrderPlaced`, every fact the other services
 //! published about the order, and the one terminal event order-svc decides: `OrderCompleted`
-//! once the confirmation was sent, or `OrderCancelled` once every compensation the failure
-//! requires was observed (or at the saga deadline). The status is derived by folding the
-//! stream; nothing here is a mutable column.
+//! when it accepts the order's `ShipmentScheduled` (the point of no return: from then on the
+//! saga deadline no longer applies), or `OrderCancelled` once every compensation the failure
+//! requires was observed (or at the saga deadline). notification-svc tells the customer that
+//! decision and nothing else, so the customer hears one thing, once. The status is derived by
+//! folding the stream; nothing here is a mutable column.
 //!
 //! Facts may arrive in any order: they come from different topics, and one order's events are
 //! ordered only within one topic. So decisions look at which facts were observed, never at the
@@ -17,7 +19,8 @@
 //! | `ShipmentFailed`     | `PaymentRefunded` and `InventoryReleased`  |
 //!
 //! After a terminal event, facts are still recorded (the timeline shows a late capture and its
-//! refund) but never change the outcome.
+//! refund, or a shipment scheduled after the deadline and its cancellation) but never change
+//! the outcome: the service that completed a step late undoes it on `OrderCancelled`.
 
 pub mod admin;
 mod command;
@@ -25,7 +28,7 @@ mod event;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use shared::contracts::{self, CancelReason, NotificationKind, OrderLine, ShipTo};
+use shared::contracts::{self, CancelReason, OrderLine, ShipTo};
 use uuid::Uuid;
 
 pub use command::{
@@ -127,8 +130,7 @@ impl Failure {
 struct Observed {
     reserved_total: Option<i64>,
     captured_amount: Option<i64>,
-    shipment_scheduled: bool,
-    confirmation_sent: bool,
+    shipment: Option<contracts::CompletedShipment>,
     inventory_released: bool,
     payment_refunded: bool,
     /// Compensating events in the order they were first observed.
@@ -201,12 +203,15 @@ impl OrderState {
             OrderEvent::OrderPlaced(_) => {}
             OrderEvent::InventoryReserved(e) => observed.reserved_total = Some(e.total_minor),
             OrderEvent::PaymentCaptured(e) => observed.captured_amount = Some(e.amount_minor),
-            OrderEvent::ShipmentScheduled(_) => observed.shipment_scheduled = true,
-            OrderEvent::NotificationSent(e) => {
-                if e.kind == NotificationKind::Confirmation {
-                    observed.confirmation_sent = true;
-                }
+            OrderEvent::ShipmentScheduled(e) => {
+                observed.shipment.get_or_insert_with(|| contracts::CompletedShipment {
+                    shipment_id: e.shipment_id,
+                    carrier: e.carrier.clone(),
+                    ship_date: e.ship_date,
+                });
             }
+            // The customer was told the outcome: recorded in the timeline, it decides nothing.
+            OrderEvent::NotificationSent(_) => {}
             OrderEvent::InventoryRejected(e) => {
                 self.failure.get_or_insert(Failure::InventoryRejected(e.reason));
             }
@@ -292,7 +297,7 @@ impl OrderState {
             (Some(Outcome::Completed { .. }), _) => OrderStatus::Completed,
             (Some(Outcome::Cancelled { .. }), _) => OrderStatus::Cancelled,
             (None, Some(_)) => OrderStatus::Cancelling,
-            (None, None) if self.observed.shipment_scheduled => OrderStatus::Shipped,
+            (None, None) if self.observed.shipment.is_some() => OrderStatus::Shipped,
             (None, None) if self.observed.captured_amount.is_some() => OrderStatus::Paid,
             (None, None) if self.observed.reserved_total.is_some() => OrderStatus::Reserved,
             (None, None) => OrderStatus::Pending,
@@ -343,15 +348,20 @@ impl OrderState {
                 };
                 compensated.then(|| self.cancelled(failure.reason()))
             }
-            None if self.observed.confirmation_sent => self.total_minor().map(|total_minor| {
-                OrderEvent::OrderCompleted(contracts::OrderCompleted {
-                    order_id: self.order_id,
-                    customer_id: self.customer_id.clone(),
-                    total_minor,
-                    currency: contracts::CURRENCY.to_owned(),
+            // The shipment is scheduled and nothing failed: accept it. Its price may not be in
+            // yet (the facts come from different topics); then the price completes it.
+            None => {
+                let shipment = self.observed.shipment.clone()?;
+                self.total_minor().map(|total_minor| {
+                    OrderEvent::OrderCompleted(contracts::OrderCompleted {
+                        order_id: self.order_id,
+                        customer_id: self.customer_id.clone(),
+                        total_minor,
+                        currency: contracts::CURRENCY.to_owned(),
+                        shipment: Some(shipment),
+                    })
                 })
-            }),
-            None => None,
+            }
         }
     }
 

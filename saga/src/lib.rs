@@ -30,6 +30,8 @@ pub struct EmbeddedConfig {
     /// Payment fault profile: share of payments declined on purpose, and added latency.
     pub payment_decline_rate: f64,
     pub payment_latency: Duration,
+    /// Shipping fault profile: latency added before each shipment decision.
+    pub shipping_latency: Duration,
     /// Optional webhook for notifications.
     pub notify_webhook_url: Option<String>,
     /// Per-service database URLs overriding the SQLite files in `data_dir` (tests run the
@@ -53,6 +55,7 @@ impl Default for EmbeddedConfig {
             log_format: LogFormat::Json,
             payment_decline_rate: 0.0,
             payment_latency: Duration::ZERO,
+            shipping_latency: Duration::ZERO,
             notify_webhook_url: None,
             database_urls: Default::default(),
             api: order_svc::ApiConfig::with_keys(order_svc::http::ApiKeys::default()),
@@ -183,8 +186,9 @@ impl Embedded {
         let inventory =
             inventory_svc::App::build(inventory_svc::Config::new(cfg(service::INVENTORY, 1))?, shutdown).await?;
         let payment = payment_svc::App::build(payment_config, shutdown).await?;
-        let shipping =
-            shipping_svc::App::build(shipping_svc::Config::new(cfg(service::SHIPPING, 3))?, shutdown).await?;
+        let mut shipping_config = shipping_svc::Config::new(cfg(service::SHIPPING, 3))?;
+        shipping_config.latency = config.shipping_latency;
+        let shipping = shipping_svc::App::build(shipping_config, shutdown).await?;
         let notification = notification_svc::App::build(notification_config, shutdown).await?;
         let endpoints = Endpoints {
             api: order.local_addr()?,

@@ -37,6 +37,9 @@ struct Args {
     /// Fault profile: latency added to every payment, in milliseconds.
     #[arg(long, env = "PAYMENT_LATENCY_MS", default_value_t = 0)]
     payment_latency_ms: u64,
+    /// Fault profile: latency added before every shipment decision, in milliseconds.
+    #[arg(long, env = "SHIPPING_LATENCY_MS", default_value_t = 0)]
+    shipping_latency_ms: u64,
     /// Deliver notifications to this webhook too (JSON POST with an Idempotency-Key).
     #[arg(long, env = "NOTIFY_WEBHOOK_URL")]
     notify_webhook_url: Option<String>,
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         log_format: args.log_format,
         payment_decline_rate: args.payment_decline_rate,
         payment_latency: Duration::from_millis(args.payment_latency_ms),
+        shipping_latency: Duration::from_millis(args.shipping_latency_ms),
         notify_webhook_url: args.notify_webhook_url,
         database_urls: Default::default(),
         api,

@@ -35,7 +35,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
     let prefix = format!("mp{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let admin_key = order_svc::http::generate_key();
     let (broker, bootstrap, create_topics) = common::topology::start_broker(4, &prefix).await?;
-    let (sink, sink_addr) = Sink::start().await?;
+    let (sink, sink_addr) = Sink::start(|_| Duration::ZERO).await?;
     let mut dbs = HashMap::new();
     for name in service::ALL {
         dbs.insert(name, TestDb::new(Backend::Postgres, &[]).await?);

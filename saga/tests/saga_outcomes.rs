@@ -17,6 +17,13 @@ async fn a_rich_customer_ordering_in_stock_items_to_a_served_country_completes(b
     let id = system.place_ok("cust-rich", &[("sku-tee", 2), ("sku-mug", 1)], "NL").await?;
     let order = system.terminal(&id).await?;
     assert_eq!(order["status"], "completed");
+    // The confirmation follows the completion: wait for it to be recorded in the timeline.
+    let order = eventually(common::WAIT, "the confirmation recorded", || async {
+        let (_, order) = system.get(&id).await.ok()?;
+        event_types(&order).contains(&"NotificationSent".to_owned()).then_some(order)
+    })
+    .await?;
+    assert_eq!(order["status"], "completed");
     assert_eq!(order["total_minor"], 2 * 1500 + 900);
     assert_eq!(order["currency"], "EUR");
     assert_eq!(order["reason"], serde_json::Value::Null);
@@ -32,11 +39,11 @@ async fn a_rich_customer_ordering_in_stock_items_to_a_served_country_completes(b
         assert!(types.contains(&expected.to_owned()), "{expected} missing from {types:?}");
     }
     assert_eq!(types.first().map(String::as_str), Some("OrderPlaced"));
-    // Facts from different topics may be observed in any order (a confirmation can overtake the
-    // shipment it confirms), but completion always follows the confirmation.
-    let confirmed = types.iter().position(|t| t == "NotificationSent");
-    let completed = types.iter().position(|t| t == "OrderCompleted");
-    assert!(confirmed < completed, "{types:?}");
+    // order-svc completes the order when it accepts the shipment, and the customer is told so:
+    // the confirmation always follows the completion.
+    let position = |name: &str| types.iter().position(|t| t == name);
+    let (scheduled, completed) = (position("ShipmentScheduled"), position("OrderCompleted"));
+    assert!(scheduled < completed && completed < position("NotificationSent"), "{types:?}");
     assert_eq!(types.iter().filter(|t| *t == "OrderCompleted").count(), 1);
     // `ended_at` is the completion's time, in the order and in its list item (the projection
     // takes the time when it is written, within moments of the event's recorded time).
@@ -148,6 +155,104 @@ async fn a_saga_past_its_deadline_is_cancelled_and_a_late_capture_is_refunded(ba
     let captured = types.iter().position(|t| t == "PaymentCaptured").unwrap_or(0);
     assert!(captured > cancelled, "the capture completed after the cancellation: {types:?}");
     assert_eq!(order["status"], "cancelled", "late steps never change the outcome");
+    system.stop().await
+}
+
+/// The customer messages the webhook received about one order: (kind, idempotency key), in
+/// the order they arrived.
+fn messages_about(system: &TestSystem, id: &str) -> Vec<(String, String)> {
+    let deliveries = system.sink.deliveries.lock().map(|d| d.clone()).unwrap_or_default();
+    deliveries.into_iter().filter(|d| d.order_id == id).map(|d| (d.kind, d.idempotency_key)).collect()
+}
+
+/// Warm up until shipping-svc decided a first order: every consumer joined its group, and the
+/// path from the API to shipping runs within the deadline.
+async fn warm_up_to_shipping(system: &TestSystem) -> anyhow::Result<()> {
+    let warm_up = system.place_ok("cust-rich", &[("sku-mug", 1)], "NL").await?;
+    let shipping_db = system.db(shared::topics::service::SHIPPING);
+    eventually(common::WAIT, "the shipping path warmed up", || async {
+        let mut tx = shipping_db.begin_read().await.ok()?;
+        let stream = format!("shipment-{warm_up}");
+        let events = shared::event_store::EventStore::default().read_stream(&mut tx, &stream, 0).await.ok()?;
+        (!events.is_empty()).then_some(())
+    })
+    .await?;
+    system.terminal(&warm_up).await?;
+    Ok(())
+}
+
+both_backends!(a_shipment_scheduled_after_the_deadline_is_undone_and_the_customer_hears_only_the_cancellation);
+async fn a_shipment_scheduled_after_the_deadline_is_undone_and_the_customer_hears_only_the_cancellation(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // Shipping decides later than the whole saga may take: the deadline's OrderCancelled is
+    // published while the shipment is being scheduled, and the ShipmentScheduled follows it.
+    let options = Options {
+        saga_deadline: Duration::from_secs(2),
+        shipping_latency: Duration::from_secs(4),
+        ..Options::default()
+    };
+    let system = TestSystem::start(backend, options).await?;
+    warm_up_to_shipping(&system).await?;
+
+    let id = system.place_ok("cust-rich", &[("sku-tee", 1)], "NL").await?;
+    let order = system.terminal(&id).await?;
+
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["reason"], "deadline_exceeded");
+    // The late shipment is recorded and undone, the payment refunded and the stock released.
+    let undone = ["ShipmentScheduled", "ShipmentCancelled", "PaymentRefunded", "InventoryReleased", "NotificationSent"];
+    let order = eventually(common::WAIT, "the late shipment undone and the customer told", || async {
+        let (_, order) = system.get(&id).await.ok()?;
+        let types = event_types(&order);
+        undone.iter().all(|t| types.contains(&(*t).to_owned())).then_some(order)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; the order's timeline: {:?}", event_types(&order)))?;
+    let types = event_types(&order);
+    let position = |name: &str| types.iter().position(|t| t == name);
+    assert!(position("OrderCancelled") < position("ShipmentScheduled"), "the shipment came after: {types:?}");
+    assert_eq!(order["status"], "cancelled", "a late shipment never completes a cancelled order");
+    assert!(!types.contains(&"OrderCompleted".to_owned()), "{types:?}");
+    // One customer message, and it matches the final status.
+    let told = messages_about(&system, &id);
+    assert_eq!(told.iter().map(|(kind, _)| kind.as_str()).collect::<Vec<_>>(), ["cancellation"], "{told:?}");
+    system.stop().await
+}
+
+both_backends!(a_confirmation_slower_than_the_deadline_is_the_only_message_the_customer_gets);
+async fn a_confirmation_slower_than_the_deadline_is_the_only_message_the_customer_gets(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // The webhook takes longer to acknowledge a confirmation than the whole saga may take (but
+    // less than the webhook client's 5 s request timeout). The
+    // order was decided before the confirmation went out: the deadline no longer applies to it,
+    // and the customer is not told a cancellation after the confirmation.
+    let options = Options {
+        saga_deadline: Duration::from_secs(3),
+        sink_delay: |kind| if kind == "confirmation" { Duration::from_secs(4) } else { Duration::ZERO },
+        ..Options::default()
+    };
+    let system = TestSystem::start(backend, options).await?;
+    warm_up_to_shipping(&system).await?;
+
+    let id = system.place_ok("cust-rich", &[("sku-tee", 1)], "NL").await?;
+    let order = system.terminal(&id).await?;
+    assert_eq!(order["status"], "completed", "{:?}", event_types(&order));
+
+    // The confirmation is recorded once the webhook answered, past the deadline.
+    let order = eventually(common::WAIT, "the confirmation recorded", || async {
+        let (_, order) = system.get(&id).await.ok()?;
+        event_types(&order).contains(&"NotificationSent".to_owned()).then_some(order)
+    })
+    .await?;
+    let deadline = order["events"][0]["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    assert!(deadline.is_some_and(|placed| chrono::Utc::now() > placed + chrono::TimeDelta::seconds(3)));
+    let types = event_types(&order);
+    assert_eq!(order["status"], "completed");
+    assert!(!types.contains(&"OrderCancelled".to_owned()), "{types:?}");
+    let told = messages_about(&system, &id);
+    assert_eq!(told.iter().map(|(kind, _)| kind.as_str()).collect::<Vec<_>>(), ["confirmation"], "{told:?}");
     system.stop().await
 }
 

@@ -47,8 +47,8 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
     let order = system.terminal(&id).await?;
     assert_eq!(order["status"], "completed", "{order}");
 
-    // Collect spans until the saga's last hop (order-svc's OrderCompleted, consumed by the
-    // four other services) has been exported. The collector is drained all along: it holds
+    // Collect spans until the saga's last hop (notification-svc's NotificationSent, consumed by
+    // order-svc for the order's timeline) has been exported. The collector is drained all along: it holds
     // only a few batches, and a full collector would hold up the exporter.
     let received: Arc<Mutex<Vec<ExportedSpan>>> = Arc::default();
     let drain = tokio::spawn({
@@ -156,8 +156,8 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
         "InventoryReserved",
         "PaymentCaptured",
         "ShipmentScheduled",
-        "NotificationSent",
         "OrderCompleted",
+        "NotificationSent",
     ] {
         assert!(sent.contains(event), "{event} sent in the trace: {sent:?}");
     }
@@ -167,15 +167,15 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
 }
 
 /// The spans of the trace started by the order's `POST /orders`, once its last hop is in:
-/// OrderCompleted consumed by the four services subscribed to order-svc's topic.
+/// the confirmation's NotificationSent consumed by order-svc.
 fn whole_trace(spans: &[ExportedSpan], id: &str) -> Option<Vec<ExportedSpan>> {
     let root = spans.iter().find(|s| s.name == "POST /orders" && attr(s, "order.id").as_deref() == Some(id))?;
     let trace: Vec<ExportedSpan> = spans.iter().filter(|s| s.trace_id == root.trace_id).cloned().collect();
-    // The last hop is order-svc sending OrderCompleted: no service acts on it (they acknowledge
-    // it without a transaction or a span).
+    // The last hop is order-svc recording the NotificationSent that confirms the order.
     let last_hop = trace
         .iter()
-        .filter(|s| s.kind == KIND_PRODUCER && attr(s, "cloudevents.event_type").as_deref() == Some("OrderCompleted"))
+        .filter(|s| s.kind == KIND_CONSUMER && attr(s, "cloudevents.event_type").as_deref() == Some("NotificationSent"))
+        .filter(|s| attr(s, "service").as_deref() == Some("order-svc"))
         .count();
     (last_hop == 1).then_some(trace)
 }

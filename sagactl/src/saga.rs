@@ -25,7 +25,7 @@ pub fn subscriptions(service: &str, topics: &Topics) -> Option<Vec<String>> {
         service::INVENTORY => vec![&topics.orders, &topics.payments, &topics.shipping, &topics.inventory_commands],
         service::PAYMENT => vec![&topics.inventory, &topics.shipping, &topics.orders, &topics.payment_commands],
         service::SHIPPING => vec![&topics.payments, &topics.orders, &topics.shipping_commands],
-        service::NOTIFICATION => vec![&topics.shipping, &topics.orders],
+        service::NOTIFICATION => vec![&topics.orders],
         _ => return None,
     };
     Some(list.into_iter().cloned().collect())

@@ -3,9 +3,10 @@
 //!
 //! The status is folded with order-svc's own domain ([`order_svc::domain::evolve`]), so it is
 //! the status the API would report for the same facts. What each status waits for follows the
-//! saga: reserve → capture → schedule → notify → complete; a failure waits for the
-//! compensations it requires, then for `OrderCancelled`; a cancelled order waits until every
-//! step it did is undone and the cancellation notice is sent.
+//! saga: reserve → capture → schedule → complete (order-svc accepts the shipment) → confirm; a
+//! failure waits for the compensations it requires, then for `OrderCancelled`; a completed order
+//! waits for its confirmation, and a cancelled one until every step it did is undone and the
+//! cancellation notice is sent.
 
 use std::time::Duration;
 
@@ -179,8 +180,6 @@ impl Seen {
             Awaited::new(&[ev::PAYMENT_CAPTURED, ev::PAYMENT_DECLINED], service::PAYMENT)
         } else if !self.scheduled {
             Awaited::new(&[ev::SHIPMENT_SCHEDULED, ev::SHIPMENT_FAILED], service::SHIPPING)
-        } else if !self.confirmation_sent {
-            Awaited::new(&[ev::NOTIFICATION_SENT], service::NOTIFICATION)
         } else {
             Awaited::new(&[ev::ORDER_COMPLETED], service::ORDER)
         };
@@ -250,18 +249,27 @@ pub fn judge(facts: &[Fact], blocked: &[Blocked], now: DateTime<Utc>, stuck_afte
     }
 
     if seen.completed {
+        let waiting_for = if seen.confirmation_sent {
+            Vec::new()
+        } else {
+            vec![Awaited::new(&[ev::NOTIFICATION_SENT], service::NOTIFICATION)]
+        };
+        let mut summary = match total_minor {
+            Some(total) => format!("completed: total {}", crate::output::money(total)),
+            None => "completed".to_owned(),
+        };
+        if !waiting_for.is_empty() {
+            summary.push_str("; the confirmation is not sent yet");
+        }
         return Verdict {
             state: State::Completed,
             status,
             reason: None,
             total_minor,
-            settled: true,
-            waiting_for: Vec::new(),
+            settled: waiting_for.is_empty(),
+            waiting_for,
             notes,
-            summary: match total_minor {
-                Some(total) => format!("completed: total {}", crate::output::money(total)),
-                None => "completed".to_owned(),
-            },
+            summary,
         };
     }
     if seen.cancelled {
@@ -381,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn a_completed_order_is_completed_and_settled() {
+    fn a_completed_order_is_settled_once_its_confirmation_is_sent() {
         let facts = vec![
             placed(),
             reserved(1),
@@ -391,13 +399,20 @@ mod tests {
                 3,
                 json!({"shipment_id": Uuid::nil(), "carrier": "postnl", "ship_date": "2026-01-01", "ship_to": {"country": "NL"}}),
             ),
-            fact(
-                ev::NOTIFICATION_SENT,
-                4,
-                json!({"kind": "confirmation", "notification_id": Uuid::nil(), "sinks": ["log"]}),
-            ),
-            fact(ev::ORDER_COMPLETED, 5, json!({"total_minor": 3000, "currency": "EUR"})),
+            fact(ev::ORDER_COMPLETED, 4, json!({"total_minor": 3000, "currency": "EUR"})),
         ];
+        let unconfirmed = judge_at(&facts, 5);
+        assert_eq!(unconfirmed.state, State::Completed);
+        assert!(!unconfirmed.settled);
+        assert_eq!(unconfirmed.waiting_for, vec![Awaited::new(&[ev::NOTIFICATION_SENT], service::NOTIFICATION)]);
+        assert_eq!(unconfirmed.summary, "completed: total 30.00 EUR; the confirmation is not sent yet");
+
+        let mut facts = facts;
+        facts.push(fact(
+            ev::NOTIFICATION_SENT,
+            5,
+            json!({"kind": "confirmation", "notification_id": Uuid::nil(), "sinks": ["log"]}),
+        ));
         let verdict = judge_at(&facts, 6);
         assert_eq!(verdict.state, State::Completed);
         assert!(verdict.settled);

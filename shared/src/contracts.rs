@@ -116,7 +116,7 @@ pub fn acts_on(service: &str, message_type: &str) -> bool {
                 | c::SET_ACCOUNT_BALANCE
         ),
         s::SHIPPING => matches!(message_type, e::PAYMENT_CAPTURED | e::ORDER_CANCELLED | c::SET_DESTINATIONS),
-        s::NOTIFICATION => matches!(message_type, e::SHIPMENT_SCHEDULED | e::ORDER_CANCELLED),
+        s::NOTIFICATION => matches!(message_type, e::ORDER_COMPLETED | e::ORDER_CANCELLED),
         _ => true,
     }
 }
@@ -209,12 +209,26 @@ pub struct OrderPlaced {
     pub deadline_at: DateTime<Utc>,
 }
 
+/// order-svc accepted the order's `ShipmentScheduled`: the point of no return. The saga
+/// deadline no longer applies, and notification-svc confirms the order to the customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCompleted {
     pub order_id: Uuid,
     pub customer_id: String,
     pub total_minor: i64,
     pub currency: String,
+    /// The shipment the order completed with, for the customer's confirmation. Absent on
+    /// events recorded before order-svc completed on the shipment itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<CompletedShipment>,
+}
+
+/// The shipment an order completed with, as shipping-svc scheduled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedShipment {
+    pub shipment_id: Uuid,
+    pub carrier: String,
+    pub ship_date: chrono::NaiveDate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

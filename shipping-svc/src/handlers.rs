@@ -63,6 +63,8 @@ impl Aggregate for Shipment {
 pub struct ShippingHandler {
     pub store: EventStore,
     pub topics: Topics,
+    /// The fault profile's latency before each shipment decision (zero by default).
+    pub latency: std::time::Duration,
 }
 
 /// The carrier days a decision was taken on, as loaded.
@@ -71,6 +73,14 @@ type Days = BTreeMap<CarrierDayId, Loaded<CarrierDay>>;
 impl Handler for ShippingHandler {
     fn acts_on(&self, message_type: &str) -> bool {
         shared::contracts::acts_on(shared::topics::service::SHIPPING, message_type)
+    }
+
+    /// A slow carrier API: the wait happens before the transaction opens (so it holds no lock),
+    /// and the decision after it sees whatever was committed meanwhile.
+    async fn before_transaction(&self, message: &shared::envelope::Envelope) {
+        if message.event_type == event_type::PAYMENT_CAPTURED && !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
     }
 
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {

@@ -4,8 +4,10 @@
 pub mod domain;
 pub mod handlers;
 
+use std::time::Duration;
+
 use anyhow::Context as _;
-use shared::config::{ServiceConfig, seed_text};
+use shared::config::{ServiceConfig, env_millis, seed_text};
 use shared::service::{ServiceContext, Worker, WorkerSpec};
 use shared::topics::{Topics, service};
 
@@ -20,6 +22,9 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `SHIPPING_SEED_FILE`: carriers registered at start-up (default: the demo network).
     pub seed: domain::NetworkSeed,
+    /// `SHIPPING_LATENCY_MS` (default 0): the fault profile's latency added before every
+    /// shipment decision, as a slow carrier API would (for demos and tests of late shipments).
+    pub latency: Duration,
 }
 
 impl Config {
@@ -27,11 +32,12 @@ impl Config {
         Ok(Self {
             service: ServiceConfig::from_env(service::SHIPPING, 8083)?,
             seed: parse_seed(&seed_text("SHIPPING_SEED_FILE", DEMO_NETWORK)?)?,
+            latency: env_millis("SHIPPING_LATENCY_MS", Duration::ZERO)?,
         })
     }
 
     pub fn new(service: ServiceConfig) -> anyhow::Result<Self> {
-        Ok(Self { service, seed: parse_seed(DEMO_NETWORK)? })
+        Ok(Self { service, seed: parse_seed(DEMO_NETWORK)?, latency: Duration::ZERO })
     }
 }
 
@@ -63,7 +69,8 @@ impl WorkerSpec for Shipping {
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<ShippingHandler> {
-        let handler = ShippingHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone() };
+        let handler =
+            ShippingHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone(), latency: config.latency };
         ctx.seed(|| async {
             let mut tx = ctx.db.begin().await?;
             handler.seed(&mut tx, &config.seed).await?;

@@ -2,7 +2,7 @@
 
 use super::*;
 use chrono::NaiveDate;
-use contracts::{CompensationTrigger, PricedLine};
+use contracts::{CompensationTrigger, NotificationKind, PricedLine};
 use proptest::prelude::*;
 
 const TOTAL: i64 = 3000;
@@ -143,6 +143,11 @@ fn completed() -> OrderEvent {
         customer_id: "cust-rich".into(),
         total_minor: TOTAL,
         currency: "EUR".into(),
+        shipment: Some(contracts::CompletedShipment {
+            shipment_id: Uuid::from_u128(3),
+            carrier: "postnl".into(),
+            ship_date: NaiveDate::from_ymd_opt(2025, 6, 16).unwrap_or_default(),
+        }),
     })
 }
 
@@ -227,16 +232,8 @@ fn payment_captured_makes_the_order_paid() {
 }
 
 #[test]
-fn shipment_scheduled_makes_the_order_shipped() {
+fn accepting_the_scheduled_shipment_completes_the_order_with_its_total_and_shipment() {
     let (state, decided) = run([reserved(), captured(), scheduled()]);
-
-    assert_eq!(state.status(), OrderStatus::Shipped);
-    assert!(decided.is_empty());
-}
-
-#[test]
-fn the_confirmation_completes_a_shipped_order_with_its_total() {
-    let (state, decided) = run([reserved(), captured(), scheduled(), notified(NotificationKind::Confirmation)]);
 
     assert_eq!(decided, vec![completed()]);
     assert_eq!(state.status(), OrderStatus::Completed);
@@ -246,41 +243,38 @@ fn the_confirmation_completes_a_shipped_order_with_its_total() {
 
 #[test]
 fn observe_returns_the_fact_first_and_then_the_decision() {
-    let (state, _) = run([reserved(), captured(), scheduled()]);
+    let (state, _) = run([reserved(), captured()]);
 
-    let events = observe(&state, notified(NotificationKind::Confirmation)).expect("valid");
+    let events = observe(&state, scheduled()).expect("valid");
 
-    assert_eq!(events, vec![notified(NotificationKind::Confirmation), completed()]);
+    assert_eq!(events, vec![scheduled(), completed()]);
 }
 
 #[test]
-fn a_confirmation_seen_before_the_price_waits_for_the_price() {
-    let (state, decided) = run([notified(NotificationKind::Confirmation), scheduled()]);
+fn a_shipment_seen_before_the_price_leaves_the_order_shipped_until_the_price_arrives() {
+    let (state, decided) = run([scheduled()]);
     assert!(decided.is_empty());
     assert_eq!(state.status(), OrderStatus::Shipped);
 
-    let (state, decided) = run([notified(NotificationKind::Confirmation), scheduled(), captured()]);
+    let (state, decided) = run([scheduled(), captured()]);
     assert_eq!(decided, vec![completed()]);
     assert_eq!(state.status(), OrderStatus::Completed);
 }
 
 #[test]
-fn a_cancellation_notice_does_not_complete_an_order() {
-    let (state, decided) = run([reserved(), captured(), scheduled(), notified(NotificationKind::Cancellation)]);
+fn notifications_are_recorded_but_decide_nothing() {
+    for kind in [NotificationKind::Confirmation, NotificationKind::Cancellation] {
+        let (state, decided) = run([reserved(), captured(), notified(kind)]);
 
-    assert!(decided.is_empty());
-    assert_eq!(state.status(), OrderStatus::Shipped);
+        assert!(decided.is_empty(), "{kind:?} decided {decided:?}");
+        assert_eq!(state.status(), OrderStatus::Paid);
+        assert_eq!(state.timeline().last().map(|e| e.event_type), Some("NotificationSent"));
+    }
 }
 
 #[test]
-fn a_second_confirmation_does_not_complete_the_order_twice() {
-    let (state, decided) = run([
-        reserved(),
-        captured(),
-        scheduled(),
-        notified(NotificationKind::Confirmation),
-        notified(NotificationKind::Confirmation),
-    ]);
+fn a_redelivered_shipment_does_not_complete_the_order_twice() {
+    let (state, decided) = run([reserved(), captured(), scheduled(), scheduled()]);
 
     assert_eq!(decided, vec![completed()]);
     assert_eq!(state.status(), OrderStatus::Completed);
@@ -442,11 +436,34 @@ fn the_deadline_keeps_the_reason_of_a_failure_awaiting_compensation() {
 
 #[test]
 fn the_deadline_does_nothing_to_a_terminal_order() {
-    let (completed_order, _) = run([reserved(), captured(), scheduled(), notified(NotificationKind::Confirmation)]);
+    let (completed_order, _) = run([reserved(), captured(), scheduled()]);
     let (cancelled_order, _) = run([rejected()]);
 
     assert!(expire(&completed_order, at(3600)).is_empty());
     assert!(expire(&cancelled_order, at(3600)).is_empty());
+}
+
+#[test]
+fn the_deadline_no_longer_applies_once_the_shipment_is_accepted() {
+    let (state, decided) = run([reserved(), captured(), scheduled()]);
+    assert_eq!(decided, vec![completed()]);
+
+    assert!(expire(&state, state.deadline_at()).is_empty());
+    assert!(expire(&state, at(3600)).is_empty());
+}
+
+#[test]
+fn a_shipment_scheduled_after_the_deadline_cancelled_the_order_does_not_complete_it() {
+    let (mut state, _) = run([reserved(), captured()]);
+    for event in expire(&state, at(30)) {
+        state.apply(&event, at(30));
+    }
+
+    let decided = step(&mut state, scheduled());
+
+    assert_eq!(decided, vec![scheduled()], "recorded, nothing decided");
+    assert_eq!(state.status(), OrderStatus::Cancelled);
+    assert_eq!(state.reason(), Some(CancelReason::DeadlineExceeded));
 }
 
 #[test]
@@ -538,8 +555,8 @@ fn the_timeline_lists_every_event_oldest_first_with_its_source() {
             ("InventoryReserved", "inventory-svc"),
             ("PaymentCaptured", "payment-svc"),
             ("ShipmentScheduled", "shipping-svc"),
-            ("NotificationSent", "notification-svc"),
             ("OrderCompleted", "order-svc"),
+            ("NotificationSent", "notification-svc"),
         ]
     );
     assert!(state.timeline().windows(2).all(|pair| pair[0].at <= pair[1].at));

@@ -40,7 +40,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub async fn start() -> anyhow::Result<(Self, SocketAddr)> {
+    /// A sink that records each delivery as it arrives and answers after `delay(kind)`.
+    pub async fn start(delay: fn(&str) -> Duration) -> anyhow::Result<(Self, SocketAddr)> {
         let sink = Sink::default();
         let recorded = sink.deliveries.clone();
         let app = axum::Router::new().route(
@@ -49,11 +50,13 @@ impl Sink {
                 let recorded = recorded.clone();
                 async move {
                     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    let kind = body["kind"].as_str().unwrap_or_default().to_owned();
                     recorded.lock().expect("sink lock").push(Delivery {
                         idempotency_key: key.to_owned(),
                         order_id: body["order_id"].as_str().unwrap_or_default().to_owned(),
-                        kind: body["kind"].as_str().unwrap_or_default().to_owned(),
+                        kind: kind.clone(),
                     });
+                    tokio::time::sleep(delay(&kind)).await;
                     axum::http::StatusCode::OK
                 }
             }),
@@ -138,13 +141,22 @@ impl Drop for TempDir {
 pub struct Options {
     pub saga_deadline: Duration,
     pub payment_latency: Duration,
+    pub shipping_latency: Duration,
+    /// How long the webhook sink takes to answer a notification of each kind.
+    pub sink_delay: fn(&str) -> Duration,
     /// librdkafka properties for every client.
     pub kafka_properties: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { saga_deadline: Duration::from_secs(60), payment_latency: Duration::ZERO, kafka_properties: Vec::new() }
+        Self {
+            saga_deadline: Duration::from_secs(60),
+            payment_latency: Duration::ZERO,
+            shipping_latency: Duration::ZERO,
+            sink_delay: |_| Duration::ZERO,
+            kafka_properties: Vec::new(),
+        }
     }
 }
 
@@ -160,7 +172,7 @@ impl TestSystem {
         options: Options,
         url: impl Fn(&str) -> String,
     ) -> anyhow::Result<Self> {
-        let (sink, sink_addr) = Sink::start().await?;
+        let (sink, sink_addr) = Sink::start(options.sink_delay).await?;
         let mut dbs = HashMap::new();
         let mut urls = HashMap::new();
         for name in service::ALL {
@@ -176,6 +188,7 @@ impl TestSystem {
             partitions: 4,
             saga_deadline: options.saga_deadline,
             payment_latency: options.payment_latency,
+            shipping_latency: options.shipping_latency,
             notify_webhook_url: Some(format!("http://{sink_addr}/hook")),
             database_urls: urls,
             api: keys.api_config(),

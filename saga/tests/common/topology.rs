@@ -21,10 +21,6 @@ use super::processes::{BrokerProcess, Process};
 use super::proxy::{DbProxy, upstream_of};
 use super::{Sink, WAIT};
 
-/// The services' consumer session timeout: how long the group waits for a killed member before
-/// rebalancing (6 s is real Kafka's minimum default; the services' own default is 10 s).
-pub const SESSION_TIMEOUT_MS: &str = "6000";
-
 /// How long, once every order is terminal, the steps off their critical path may take.
 const SETTLE_MESSAGES: Duration = Duration::from_secs(60);
 
@@ -198,7 +194,7 @@ impl Topology {
         let admin_key = order_svc::http::generate_key();
         let partitions = options.partitions.to_string();
         let (broker, bootstrap, create_topics) = start_broker(options.partitions, &prefix).await?;
-        let (sink, sink_addr) = Sink::start().await?;
+        let (sink, sink_addr) = Sink::start(|_| Duration::ZERO).await?;
         let mut dbs = HashMap::new();
         for name in service::ALL {
             dbs.insert(name, TestDb::new(Backend::Postgres, &[]).await?);
@@ -211,7 +207,6 @@ impl Topology {
             ("KAFKA_BROKERS", bootstrap.clone()),
             ("KAFKA_CREATE_TOPICS", create_topics.to_owned()),
             ("KAFKA_PARTITIONS", partitions),
-            ("KAFKA_PROP_SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS.to_owned()),
             ("TOPIC_PREFIX", prefix.clone()),
             // Ten processes share one PostgreSQL server (and its 100 connections) with other
             // tests: a few connections each are plenty for one consumer, one relay and the API.

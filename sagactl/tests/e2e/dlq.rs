@@ -74,9 +74,10 @@ async fn dead_letters_are_listed_shown_and_redriven_end_to_end() -> anyhow::Resu
         .await
         .map_err(|(e, _)| e)?;
 
-    // An order whose confirmation the webhook refuses: notification-svc dead-letters it.
+    // An order whose confirmation the webhook refuses: notification-svc dead-letters its
+    // OrderCompleted.
     let order = system.api.place("cust-rich", &[("sku-tee", 1)], "NL").await?;
-    system.api.status(&order, "shipped").await?;
+    system.api.status(&order, "completed").await?;
 
     let letters = dead_letters(&system, 2).await?;
     let poison = letters.iter().find(|d| d["key"] == "poison-1").cloned().unwrap_or_default();
@@ -87,16 +88,19 @@ async fn dead_letters_are_listed_shown_and_redriven_end_to_end() -> anyhow::Resu
     assert!(poison["error"].as_str().is_some_and(|e| e.contains("not valid JSON")), "{poison:#}");
     let refused = letters.iter().find(|d| d["key"] == order.as_str()).cloned().unwrap_or_default();
     assert_eq!(refused["service"], "notification-svc");
-    assert_eq!(refused["original_topic"], "shipping.events");
-    assert_eq!(refused["event_type"], "ShipmentScheduled");
+    assert_eq!(refused["original_topic"], "orders.events");
+    assert_eq!(refused["event_type"], "OrderCompleted");
     assert!(refused["attempts"].as_u64().is_some(), "{refused:#}");
     assert!(refused["error"].as_str().is_some_and(|e| e.contains("400")), "{refused:#}");
     let (poison_dl, refused_dl) =
         (poison["id"].as_str().unwrap_or_default(), refused["id"].as_str().unwrap_or_default());
 
-    // trace names the dead letter as the reason the order is stuck.
+    // trace names the dead letter as the reason the completed order is not settled: its
+    // customer was not told.
     let trace = system.cli(&["trace", &order, "-o", "json"]).await?.json()?;
-    assert_eq!(trace["verdict"]["state"], "stuck", "{trace:#}");
+    assert_eq!(trace["verdict"]["state"], "completed", "{trace:#}");
+    assert_eq!(trace["verdict"]["settled"], false, "{trace:#}");
+    assert_eq!(trace["verdict"]["waiting_for"][0]["from"], "notification-svc", "{trace:#}");
     assert!(
         trace["verdict"]["notes"]
             .as_array()
@@ -112,23 +116,29 @@ async fn dead_letters_are_listed_shown_and_redriven_end_to_end() -> anyhow::Resu
     assert_eq!(header(&shown, "ce_id"), Some(poison_id.as_str()));
     assert_eq!(header(&shown, "dlq_original_topic"), Some("notifications.events"));
     let table = system.cli(&["dlq", "show", refused_dl]).await?;
-    assert!(table.stdout.contains("ShipmentScheduled") && table.stdout.contains("shipping.events"), "{}", table.stdout);
+    assert!(table.stdout.contains("OrderCompleted") && table.stdout.contains("orders.events"), "{}", table.stdout);
 
     // A dry run publishes nothing.
     let dry = system.cli(&["dlq", "redrive", "--id", refused_dl, "--dry-run", "-o", "json"]).await?.json()?;
     assert_eq!(dry["redrives"][0]["result"], "would_redrive");
-    let shipped = system.cli(&["replay", "--topic", "shipping.events", "--key", &order]).await?.lines()?;
-    assert_eq!(shipped.len(), 1);
+    let completions =
+        |lines: Vec<Value>| -> Vec<Value> { lines.into_iter().filter(|m| m["type"] == "OrderCompleted").collect() };
+    let decided = completions(system.cli(&["replay", "--topic", "orders.events", "--key", &order]).await?.lines()?);
+    assert_eq!(decided.len(), 1);
 
-    // The webhook is fixed; the redrive completes the order.
+    // The webhook is fixed; the redrive delivers the confirmation.
     accept.store(true, Ordering::SeqCst);
     let redriven = system.cli(&["dlq", "redrive", "--id", refused_dl, "-o", "json"]).await?.json()?;
     assert_eq!(redriven["redrives"][0]["result"], "redriven", "{redriven:#}");
-    system.api.status(&order, "completed").await?;
+    eventually(WAIT, "the confirmation recorded", || async {
+        let order = system.api.get(&order).await.ok()?;
+        crate::harness::api_types(&order).contains(&"NotificationSent".to_owned()).then_some(())
+    })
+    .await?;
 
-    let shipped = system.cli(&["replay", "--topic", "shipping.events", "--key", &order]).await?.lines()?;
-    assert_eq!(shipped.len(), 2, "the original and the redriven copy");
-    let (original, copy) = (&shipped[0], &shipped[1]);
+    let decided = completions(system.cli(&["replay", "--topic", "orders.events", "--key", &order]).await?.lines()?);
+    assert_eq!(decided.len(), 2, "the original and the redriven copy");
+    let (original, copy) = (&decided[0], &decided[1]);
     assert_eq!(copy["id"], original["id"], "the copy keeps its message id");
     assert_eq!(copy["payload"], original["payload"]);
     assert_eq!(header(copy, "ce_correlationid"), header(original, "ce_correlationid"));
@@ -138,7 +148,7 @@ async fn dead_letters_are_listed_shown_and_redriven_end_to_end() -> anyhow::Resu
     let records = system.cli(&["replay", "--topic", "sagactl.redrives"]).await?.lines()?;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["key"], refused_dl);
-    assert_eq!(records[0]["payload"]["original_topic"], "shipping.events");
+    assert_eq!(records[0]["payload"]["original_topic"], "orders.events");
 
     // Redriving the poison: it fails again and is dead-lettered again, naming where it came from.
     let again = system.cli(&["dlq", "redrive", "--id", poison_dl, "-o", "json"]).await?.json()?;

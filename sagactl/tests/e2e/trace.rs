@@ -32,8 +32,8 @@ async fn trace_finds_every_event_of_a_completed_and_a_cancelled_order_and_their_
             "InventoryReserved",
             "PaymentCaptured",
             "ShipmentScheduled",
-            "NotificationSent",
-            "OrderCompleted"
+            "OrderCompleted",
+            "NotificationSent"
         ]
     );
     for event in report["events"].as_array().into_iter().flatten() {
