@@ -9,6 +9,20 @@
 //! created through the mock API. It keeps about 5 MiB per partition and drops older data, so
 //! the embedded mode retains only recent history per partition (the services' databases keep
 //! everything; consumers surface any skipped offsets as an error and a metric).
+//!
+//! ## Consumer groups: the KIP-848 protocol
+//!
+//! Consumers join their groups with `group.protocol=consumer` (KIP-848): the broker assigns
+//! partitions and moves them one member at a time, with no stop-the-world rebalance, so a
+//! member joining or leaving never stalls the others and offset commits are never refused for a
+//! rebalance in progress. Failure detection is the broker's: a member that stops heartbeating
+//! (killed, or wedged) keeps its partitions until its session expires, then they move to the
+//! live members; a member that leaves gracefully hands them over at once. The mock cluster runs
+//! with [`MOCK_GROUP_SESSION_TIMEOUT_MS`] and [`MOCK_GROUP_HEARTBEAT_INTERVAL_MS`]; a Kafka
+//! cluster takes `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`
+//! from its own configuration (45 s and 5 s by default: see the README). Brokers without
+//! KIP-848 get the classic protocol with `KAFKA_PROP_GROUP_PROTOCOL=classic` (see
+//! [`KafkaConfig::consumer_config`]).
 
 use std::sync::mpsc;
 use std::thread;
@@ -19,8 +33,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{BaseProducer, FutureProducer, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// How to reach the broker.
@@ -87,12 +100,24 @@ impl KafkaConfig {
         config.create().context("failed to create kafka producer")
     }
 
+    /// The consumer group protocol: `consumer` (KIP-848, the default) unless the operator set
+    /// `group.protocol` (`KAFKA_PROP_GROUP_PROTOCOL=classic` for a broker without KIP-848).
+    pub fn group_protocol(&self) -> &str {
+        self.properties.iter().rev().find(|(k, _)| k == "group.protocol").map_or("consumer", |(_, v)| v.as_str())
+    }
+
     /// A consumer in `group` that never commits on its own: the consumer loop stores and
     /// commits each offset after the message's transaction committed.
+    ///
+    /// On the KIP-848 protocol the session timeout, heartbeat interval and assignor are the
+    /// broker's (librdkafka refuses them client-side). On the classic protocol the client sets
+    /// them: a 10 s session, 1 s heartbeats and the cooperative-sticky assignor, so a member
+    /// keeps its partitions through a rebalance.
     pub fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut config = self.base();
         config
             .set("group.id", group)
+            .set("group.protocol", "consumer")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -101,10 +126,13 @@ impl KafkaConfig {
             // a fetch only when its wait expires (the mock cluster); real Kafka answers as soon
             // as data arrives either way.
             .set("fetch.wait.max.ms", "20")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("statistics.interval.ms", "5000");
+        if self.group_protocol() == "classic" {
+            config
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000")
+                .set("partition.assignment.strategy", "cooperative-sticky");
+        }
         // Operator-supplied properties win over our defaults.
         for (k, v) in &self.properties {
             config.set(k, v);
@@ -142,6 +170,14 @@ enum Command {
     Stop,
 }
 
+/// The mock cluster's session timeout for consumer-protocol groups: a member killed without
+/// leaving keeps its partitions this long. Short, because the mock serves one machine (tests,
+/// the embedded mode) where a missed heartbeat means a dead process, not a slow network.
+pub const MOCK_GROUP_SESSION_TIMEOUT_MS: i32 = 3000;
+/// How often members heartbeat to the mock cluster: also how soon a member learns of a new
+/// assignment (a partition handed over by a member that left, or one that expired).
+pub const MOCK_GROUP_HEARTBEAT_INTERVAL_MS: i32 = 500;
+
 /// A mock Kafka cluster (one broker) on loopback, owned by a dedicated thread.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
@@ -164,13 +200,28 @@ impl EmbeddedBroker {
         let thread = thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(1) {
-                    Ok(c) => c,
+                // The mock cluster lives as long as the client that owns it (rdkafka's own
+                // `MockCluster::new` does the same), and through the client its consumer group
+                // timings can be set.
+                let owner = match ClientConfig::new().set("test.mock.num.brokers", "1").create::<BaseProducer>() {
+                    Ok(owner) => owner,
                     Err(e) => {
                         let _ = ready_tx.send(Err(anyhow!("failed to start mock cluster: {e}")));
                         return;
                     }
                 };
+                let Some(cluster) = owner.client().mock_cluster() else {
+                    let _ = ready_tx.send(Err(anyhow!("failed to start mock cluster: none created")));
+                    return;
+                };
+                if let Err(e) = mock_tuning::set_consumer_group_timings(
+                    owner.client(),
+                    MOCK_GROUP_SESSION_TIMEOUT_MS,
+                    MOCK_GROUP_HEARTBEAT_INTERVAL_MS,
+                ) {
+                    let _ = ready_tx.send(Err(anyhow!("failed to configure mock cluster: {e}")));
+                    return;
+                }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 while let Ok(command) = command_rx.recv() {
                     match command {

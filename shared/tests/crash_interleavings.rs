@@ -12,13 +12,11 @@
 //! Each case owns its broker and databases. Steps run one after another; each step runs until
 //! it is done (or crashed), which is awaited with a deadline, never with a fixed sleep.
 //!
-//! Runtime note: every consumer start waits for the mock cluster's group coordinator: 3 s for
-//! the first join of an empty group (its `group.initial.rebalance.delay.ms`), and
-//! `session.timeout.ms` − 1 s for a join soon after the last member left (see
-//! [`SESSION_TIMEOUT_MS`]). Consumer starts dominate the runtime, so a consumer step with
-//! nothing new to apply is skipped (it could only re-join and stop again), the final restart is
-//! skipped when there is nothing left to do, and scenarios are built from rounds that keep most
-//! consumer runs busy. `PROPTEST_CASES=n` runs more cases.
+//! Runtime note: consumer starts dominate the runtime (joining the group and being assigned its
+//! partitions takes a heartbeat or two), so a consumer step with nothing new to apply is skipped
+//! (it could only re-join and stop again), the final restart is skipped when there is nothing
+//! left to do, and scenarios are built from rounds that keep most consumer runs busy.
+//! `PROPTEST_CASES=n` runs more cases.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -51,14 +49,6 @@ const GROUP: &str = "inventory-crash-test";
 const KEYS: usize = 6;
 /// A crashed relay does not release its lease: a restarted one waits for it to expire.
 const LEASE: Duration = Duration::from_millis(300);
-
-/// The mock cluster's group coordinator, after the last member left, waits
-/// `session.timeout.ms` − 1 s for members to (re)join before it hands out partitions: with the
-/// default 10 s session a consumer restarted right after another one stopped waits about 9 s.
-/// A shorter session makes restarts cheaper, but it must stay well above the mock's initial
-/// rebalance delay (3 s, the wait of the first join into an empty group), during which the
-/// joining member sends no heartbeats and would otherwise be expired before it got partitions.
-const SESSION_TIMEOUT_MS: &str = "4500";
 
 // ---------------------------------------------------------------- the scenario
 
@@ -240,8 +230,7 @@ enum ConsumerRun {
 
 impl World {
     async fn new(backend: Backend, partitions: i32, batch_size: i64, consumer_batch: usize) -> anyhow::Result<Self> {
-        let mut broker = TestBroker::new(partitions)?;
-        broker.kafka.properties.push(("session.timeout.ms".into(), SESSION_TIMEOUT_MS.into()));
+        let broker = TestBroker::new(partitions)?;
         Ok(Self {
             upstream: TestDb::new(backend, &[]).await?,
             downstream: TestDb::new(backend, &[]).await?,

@@ -38,13 +38,7 @@ impl Record {
 /// group's committed offsets, which the broker allows while the group has no members, and
 /// reads committed offsets at any time without disturbing the members.
 fn group_client(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
-    KafkaConfig::new(bootstrap)
-        .consumer_config(group)
-        // The services' session timeout: the mock cluster applies the last joiner's timeout to
-        // every member, and members waiting for a longer election than that time out.
-        .set("session.timeout.ms", super::topology::SESSION_TIMEOUT_MS)
-        .create()
-        .context("failed to create group client")
+    KafkaConfig::new(bootstrap).consumer_config(group).create().context("failed to create group client")
 }
 
 fn partitions(bootstrap: &str, topics: &[&str]) -> anyhow::Result<Vec<(String, i32)>> {
