@@ -122,7 +122,7 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// `CONSUMER_MAX_ATTEMPTS`, `CONSUMER_MAX_BATCH`.
     pub consumer: ConsumerOptions,
-    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`.
+    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_LEASE_MS`.
     pub relay: RelayOptions,
 }
 
@@ -195,6 +195,10 @@ impl ServiceConfig {
         }
         c.relay.batch_size = env_or("OUTBOX_BATCH_SIZE", c.relay.batch_size)?;
         c.relay.poll_interval = env_millis("OUTBOX_POLL_MS", c.relay.poll_interval)?;
+        c.relay.lease = env_millis("OUTBOX_LEASE_MS", c.relay.lease)?;
+        if c.relay.lease < Duration::from_millis(300) {
+            anyhow::bail!("OUTBOX_LEASE_MS must be at least 300");
+        }
         if c.kafka.partitions < 1 {
             anyhow::bail!("KAFKA_PARTITIONS must be at least 1");
         }

@@ -98,7 +98,9 @@ pub struct RelayOptions {
     pub batch_size: i64,
     /// Longest wait between rounds when nobody signals a commit.
     pub poll_interval: Duration,
-    /// How long a relay holds the publishing lease without renewing it.
+    /// How long a relay holds the publishing lease without renewing it: also how long a
+    /// replica's outbox stands still when its leaseholder is killed, before another takes over.
+    /// The holder renews it every third of this.
     pub lease: Duration,
     /// How long published rows are kept before pruning.
     pub retain: Duration,
@@ -111,7 +113,7 @@ impl Default for RelayOptions {
         Self {
             batch_size: 256,
             poll_interval: Duration::from_millis(200),
-            lease: Duration::from_secs(10),
+            lease: Duration::from_secs(2),
             retain: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
         }
