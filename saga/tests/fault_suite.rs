@@ -1,6 +1,6 @@
-//! The fault suite (issue 4, items 4 and 6): the production topology — the broker as its own
-//! process, a PostgreSQL database per service, two replicas of every service as OS processes —
-//! under a steady stream of orders, with one fault per case:
+//! The fault suite: the production topology — the broker as its own process, a PostgreSQL
+//! database per service, two replicas of every service as OS processes — under a steady stream
+//! of orders, with one fault per case:
 //!
 //! 1. `kill9`: kill -9 of every service at random moments, each followed by a restart;
 //! 2. `broker_outage`: the broker down for 20 s; the outbox backlog grows, then drains;
@@ -11,14 +11,21 @@
 //!    dead-letter topics and are counted, and the saga stream goes on;
 //! 6. `rebalance`: a replica of every service added, then removed, mid-stream;
 //! 7. `sigterm`: SIGTERM to a replica of every service mid-stream: it exits cleanly within
-//!    10 s, leaving no message half-processed.
+//!    10 s, leaving no message half-processed;
+//! 8. `chaos`: a random replica SIGKILLed every 2 s and started again 0.2–1.5 s later, at a
+//!    higher order rate: no saga may stand still long enough to miss its deadline;
+//! 9. `rolling_restart`: every replica in turn SIGTERMed and started again, each ready before
+//!    the next, as a deploy does.
 //!
 //! Each case owns its topology and its orders, and ends by asserting every invariant of
-//! ARCHITECTURE.md section 2 after recovery and printing one summary line:
+//! docs/architecture.md after recovery and printing one summary line:
 //! `case=<name> sent=N completed=N cancelled=N lost=N doubled_charges=N doubled_refunds=N
-//! doubled_notifications=N stock=ok money=ok unhandled_messages=N dead_letters=N` (+ what the
-//! case measured), computed from the data; a dead letter outside the poison case fails it.
-//! Cases run one at a time (they would starve each other of CPU).
+//! doubled_notifications=N missing_notifications=N notices_redelivered=N stock=ok money=ok
+//! carrier_capacity=ok unhandled_messages=N dead_letters=N deadline=...` (+ what the case
+//! measured), computed from the data; a dead letter outside the poison case fails it. Cases run
+//! with the services' default saga deadline unless their fault lasts longer than it allows; the
+//! line then says which deadline and why. Cases run one at a time (they would starve each other
+//! of CPU).
 //!
 //! `FAULT_SUITE_PROFILE=short` (default, for CI) or `long` (more orders and kills);
 //! `FAULT_SUITE_SEED` repeats a run's random choices (the seed is printed).
@@ -61,6 +68,14 @@ struct Profile {
     kill_gap_ms: (u64, u64),
     /// Orders accepted after a fault healed, before the stream stops.
     after: usize,
+    /// The chaos case: orders a second, and how long replicas are killed (one every 2 s).
+    chaos_rate: f64,
+    chaos_for: Duration,
+    /// The rolling restart's order rate, how many times every replica is restarted, and the
+    /// pause after each replica is ready again before the next is stopped.
+    rolling_rate: f64,
+    rolling_rounds: usize,
+    rolling_pause: Duration,
     seed: u64,
 }
 
@@ -79,6 +94,11 @@ fn profile() -> &'static Profile {
                 kills_per_service: 30,
                 kill_gap_ms: (500, 4000),
                 after: 120,
+                chaos_rate: 30.0,
+                chaos_for: Duration::from_secs(110),
+                rolling_rate: 30.0,
+                rolling_rounds: 2,
+                rolling_pause: Duration::from_secs(4),
                 seed,
             },
             _ => Profile {
@@ -88,6 +108,11 @@ fn profile() -> &'static Profile {
                 kills_per_service: 10,
                 kill_gap_ms: (600, 2200),
                 after: 20,
+                chaos_rate: 12.0,
+                chaos_for: Duration::from_secs(30),
+                rolling_rate: 12.0,
+                rolling_rounds: 1,
+                rolling_pause: Duration::from_secs(1),
                 seed,
             },
         };
@@ -113,9 +138,9 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// Start the order stream and wait until the warm-up orders went all the way through the
 /// saga: every group has joined and works before a fault is injected.
-async fn steady_stream(t: &Topology) -> anyhow::Result<OrderStream> {
+async fn steady_stream(t: &Topology, rate: f64) -> anyhow::Result<OrderStream> {
     let p = profile();
-    let stream = OrderStream::start(t.http.clone(), t.apis.clone(), p.rate);
+    let stream = OrderStream::start(t.http.clone(), t.apis.clone(), rate);
     stream.until_accepted(p.warmup, WAIT).await?;
     let warmup: Vec<String> = stream.accepted_ids().into_values().take(p.warmup).collect();
     let settled = t.settle(&warmup, WAIT).await?;
@@ -150,47 +175,56 @@ async fn kill9_of_every_service_at_random_moments_loses_and_doubles_nothing() ->
     let _serial = serial().await;
     let p = profile();
     let mut t = Topology::start(Options::default()).await?;
-    let stream = steady_stream(&t).await?;
+    let stream = steady_stream(&t, profile().rate).await?;
 
     // One killer per service, all at once: kill -9 a random replica at a random moment, then
-    // restart it with the same environment and database.
+    // restart it with the same environment and database. Before each kill, read how many
+    // redelivered messages the victim's inbox skipped: each is a message whose effects a killed
+    // replica had committed, but not its offset.
     let mut killers = Vec::new();
     for (n, name) in service::ALL.into_iter().enumerate() {
         let replicas = t.replicas.remove(name).context("replicas")?;
         let mut rng = rng(&format!("kill9/{n}"));
         let (kills, gap) = (p.kills_per_service, p.kill_gap_ms);
+        let http = t.http.clone();
         killers.push(tokio::spawn(async move {
             let mut replicas: Vec<Replica> = replicas;
-            let mut survived = 0;
+            let mut redelivered = 0.0;
             for _ in 0..kills {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(gap.0..=gap.1))).await;
                 let victim = rng.random_range(0..replicas.len());
+                redelivered += replicas[victim].metric(&http, m::MESSAGES_HANDLED, &["outcome=\"duplicate\""]).await?;
                 replicas[victim].kill9().await?;
                 replicas[victim].start().await?;
-                survived += 1;
             }
-            Ok::<_, anyhow::Error>((name, replicas, survived))
+            Ok::<_, anyhow::Error>((name, replicas, kills, redelivered))
         }));
     }
-    let mut survived = BTreeMap::new();
+    let mut kills = BTreeMap::new();
+    let mut redelivered = 0.0;
     for killer in killers {
-        let (name, replicas, kills) = killer.await??;
+        let (name, replicas, killed, skipped) = killer.await??;
         t.replicas.insert(name, replicas);
-        survived.insert(name, kills);
+        kills.insert(name, killed);
+        redelivered += skipped;
     }
 
     let settled = finish(&t, stream).await?;
-    let kills: Vec<String> = service::ALL.iter().map(|s| format!("{s}:{}", survived[s])).collect();
-    t.verdict("kill9", &settled, &format!("kills_survived={}", kills.join(","))).await?;
-    anyhow::ensure!(survived.values().all(|k| *k >= p.kills_per_service), "too few kills: {survived:?}");
+    for name in service::ALL {
+        redelivered += t.metric(name, m::MESSAGES_HANDLED, &["outcome=\"duplicate\""]).await?;
+    }
+    let kills: Vec<String> = service::ALL.iter().map(|s| format!("{s}:{}", kills[s])).collect();
+    let extra = format!("kills={} redelivered_after_kills={redelivered}", kills.join(","));
+    t.verdict("kill9", &settled, &extra).await?;
     t.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_grows_the_outbox_backlog_which_drains_once_the_broker_is_back() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let t = Topology::start(Options::default()).await?;
-    let stream = steady_stream(&t).await?;
+    let deadline = (Duration::from_secs(180), "orders placed during the 20 s outage wait it out, then the backlog");
+    let t = Topology::start(Options { deadline: Some(deadline), ..Options::default() }).await?;
+    let stream = steady_stream(&t, profile().rate).await?;
     let orders_db = &t.dbs[service::ORDER].db;
 
     // Act: the broker refuses connections for 20 s while orders keep coming.
@@ -297,11 +331,14 @@ async fn all_committed(t: &Topology) -> anyhow::Result<HashMap<&'static str, kaf
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_outage_pauses_consumers_without_committing_and_they_recover_alone() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let t = Topology::start(Options { db_proxy: true, ..Options::default() }).await?;
+    let deadline = (Duration::from_secs(180), "orders in flight wait out the 20 s outage, then the backlog");
+    let t = Topology::start(Options { db_proxy: true, deadline: Some(deadline), ..Options::default() }).await?;
     let proxy = t.proxy.as_ref().context("proxy")?;
-    let stream = steady_stream(&t).await?;
+    let stream = steady_stream(&t, profile().rate).await?;
 
     // Act: every connection to PostgreSQL is cut, and new ones refused, for 20 s …
+    let cut_at = chrono::Utc::now();
+    let frozen = all_committed(&t).await?;
     proxy.down().await?;
     let down_at = Instant::now();
     // … while every input topic holds messages to process: a redelivered copy of the latest
@@ -324,9 +361,6 @@ async fn database_outage_pauses_consumers_without_committing_and_they_recover_al
             kafka::produce(&producer, topic, &key, &headers, r.payload.as_deref().unwrap_or_default()).await?;
         }
     }
-    // An offset commit sent just before the cut may still land: look once it had time to.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let frozen = all_committed(&t).await?;
     let mut waiting = 0;
     for name in service::ALL {
         let topics = t.inputs(name);
@@ -350,18 +384,25 @@ async fn database_outage_pauses_consumers_without_committing_and_they_recover_al
     proxy.up().await?;
     let outage = down_at.elapsed();
 
-    // Assert: nothing was committed while nothing could be processed (the offsets moved over
-    // messages of types the service does not act on at most: they need no database) …
+    // Assert: during the outage the offsets moved only over messages whose effects were
+    // committed before the cut (an offset commit sent just before it may land after it), or of
+    // types the service does not act on (they need no database) …
     for name in service::ALL {
         let topics = t.inputs(name);
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let processed = t.inbox_times(name).await?;
         for r in kafka::read(t.bootstrap(), &topics, None).await? {
             let tp = (r.topic.clone(), r.partition);
             let (from, to) =
                 (frozen[name].get(&tp).copied().unwrap_or(0), before_up[name].get(&tp).copied().unwrap_or(0));
+            if !(from..to).contains(&r.offset) || !topology::acts_on(name, &r) {
+                continue;
+            }
+            let id = r.header(header::ID).and_then(|id| uuid::Uuid::parse_str(id).ok());
+            let before_the_cut = id.and_then(|id| processed.get(&id)).is_some_and(|at| *at < cut_at);
             anyhow::ensure!(
-                !(from..to).contains(&r.offset) || !topology::acts_on(name, &r),
-                "{name} committed past {}/{}@{} ({:?}) during the database outage",
+                before_the_cut,
+                "{name} committed past {}/{}@{} ({:?}) during the database outage, not processed before it",
                 r.topic,
                 r.partition,
                 r.offset,
@@ -390,11 +431,9 @@ async fn database_outage_pauses_consumers_without_committing_and_they_recover_al
 
 /// Stop every replica of `name`, commit offset 0 on every partition of its input topics in its
 /// group, start the replicas again, and wait until the group caught up. Returns how many
-/// messages the group had processed before (all replayed) and how many the replicas then
-/// recognised as duplicates.
-/// Returns how many messages were replayed, how many of them were skipped as duplicates, and
-/// how many were of types the service does not act on.
-async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> anyhow::Result<(i64, i64, i64)> {
+/// messages were replayed (the group had processed them before), how many of those the service
+/// acts on, and how many redeliveries its inbox skipped as duplicates.
+async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> anyhow::Result<(usize, usize, i64)> {
     let topics = t.inputs(name);
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     // Arrange: the group has no members left. They stop one after the other, as in a rolling
@@ -421,8 +460,10 @@ async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> any
         anyhow::ensure!(*took < Duration::from_secs(10), "{} took {took:?} to stop", p.name);
     }
     let before = kafka::committed(t.bootstrap(), &t.topics.group(name), &topics).await?;
-    let processed: i64 = before.values().sum();
-    anyhow::ensure!(processed > 0, "{name} had processed nothing: the replay would prove nothing");
+    // The replayed range: every record below the group's offsets.
+    let replayed: Vec<kafka::Record> = kafka::read(t.bootstrap(), &topics, Some(&before)).await?;
+    let acted_on = replayed.iter().filter(|r| topology::acts_on(name, r)).count();
+    anyhow::ensure!(acted_on > 0, "{name} had processed nothing it acts on: the replay would prove nothing");
     // Graceful stops committed everything they processed: nothing is left half-processed.
     let stopped = group_vs_inbox(t, name).await?;
     if !stopped.processed_uncommitted.is_empty() {
@@ -459,27 +500,28 @@ async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> any
         ends.iter().all(|(tp, end)| now.get(tp).is_some_and(|o| o >= end)).then_some(())
     })
     .await?;
-    // Every message below the old offsets comes back: one the service acts on must be skipped
-    // by the inbox; one of a type it does not act on is acknowledged again, with no effect.
-    let (mut skipped, mut ignored) = (0.0, 0.0);
+    // Every message below the old offsets comes back: each one the service acts on must be
+    // skipped by the inbox (one of a type it does not act on is acknowledged again, with no
+    // effect). The restarted replicas process nothing else twice, but a partition handed from
+    // one to the other before its offset commit landed is skipped again by the second.
+    let mut skipped = 0.0;
     for replica in replicas.iter() {
         skipped += duplicates(t, replica).await?;
-        ignored += replica.metric(&t.http, m::MESSAGES_HANDLED, &["outcome=\"ignored\""]).await?;
     }
     let duplicates = skipped as i64;
     anyhow::ensure!(
-        duplicates + ignored as i64 >= processed,
-        "{name}: {processed} messages were replayed after being processed, only {duplicates} recognised as \
-         duplicates and {ignored} of types it does not act on"
+        duplicates >= acted_on as i64,
+        "{name}: {acted_on} replayed messages it acts on had been processed, {duplicates} were recognised as \
+         duplicates"
     );
-    Ok((processed, duplicates, ignored as i64))
+    Ok((replayed.len(), acted_on, duplicates))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivery_of_every_input_topic_from_offset_zero_applies_no_effect_twice() -> anyhow::Result<()> {
     let _serial = serial().await;
     let mut t = Topology::start(Options::default()).await?;
-    let stream = steady_stream(&t).await?;
+    let stream = steady_stream(&t, profile().rate).await?;
 
     // Every service's group at once (each replay concerns its own group only; together they
     // take the time of one).
@@ -493,11 +535,13 @@ async fn redelivery_of_every_input_topic_from_offset_zero_applies_no_effect_twic
     let replays: Vec<String> = replayed?
         .iter()
         .zip(service::ALL)
-        .map(|((processed, duplicates, ignored), name)| format!("{name}:{processed}/{duplicates}/{ignored}"))
+        .map(|((replayed, acted_on, duplicates), name)| format!("{name}:{replayed}/{acted_on}/{duplicates}"))
         .collect();
 
     let settled = finish(&t, stream).await?;
-    t.verdict("redelivery", &settled, &format!("replayed/skipped_as_duplicates/ignored={}", replays.join(","))).await?;
+    let extra = format!("replayed/acted_on/skipped_as_duplicates={}", replays.join(","));
+    let tally = t.verdict("redelivery", &settled, &extra).await?;
+    anyhow::ensure!(tally.notices_redelivered == 0, "a replay delivered a notice again");
     t.stop().await
 }
 
@@ -505,7 +549,7 @@ async fn redelivery_of_every_input_topic_from_offset_zero_applies_no_effect_twic
 async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() -> anyhow::Result<()> {
     let _serial = serial().await;
     let t = Topology::start(Options::default()).await?;
-    let stream = steady_stream(&t).await?;
+    let stream = steady_stream(&t, profile().rate).await?;
 
     // Act: on every event topic, a record that is no envelope at all, an envelope whose JSON
     // payload is cut off, and a well-formed envelope of a type nobody knows.
@@ -589,7 +633,9 @@ async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() 
     stream.until_accepted(after_injection + profile().after, SETTLE).await?;
     let settled = finish(&t, stream).await?;
     let injected_count: usize = injected.values().map(Vec::len).sum();
-    t.verdict("poison", &settled, &format!("poison_injected={injected_count} dead_lettered={dead_lettered}")).await?;
+    let extra = format!("poison_injected={injected_count} dead_lettered={dead_lettered}");
+    let tally = t.verdict("poison", &settled, &extra).await?;
+    anyhow::ensure!(tally.notices_redelivered == 0, "poison made a notice go out twice");
     t.stop().await
 }
 
@@ -612,7 +658,7 @@ fn assignments(replica: &Replica) -> usize {
 async fn rebalance_by_a_replica_added_and_removed_mid_stream_loses_and_doubles_nothing() -> anyhow::Result<()> {
     let _serial = serial().await;
     let mut t = Topology::start(Options::default()).await?;
-    let stream = steady_stream(&t).await?;
+    let stream = steady_stream(&t, profile().rate).await?;
 
     // Act: a third replica of every service joins its group mid-stream …
     let mut added = Vec::new();
@@ -650,7 +696,8 @@ async fn rebalance_by_a_replica_added_and_removed_mid_stream_loses_and_doubles_n
         added.len(),
         slowest.as_secs_f64()
     );
-    t.verdict("rebalance", &settled, &extra).await?;
+    let tally = t.verdict("rebalance", &settled, &extra).await?;
+    anyhow::ensure!(tally.notices_redelivered == 0, "a graceful rebalance delivered a notice again");
     // Nothing was skipped (every message was handled, above): a consumer that reports skipped
     // offsets after a rebalance raises a false alarm.
     anyhow::ensure!(skips_reported == 0.0, "consumers reported {skips_reported} skipped offsets that were not skipped");
@@ -710,7 +757,7 @@ async fn sigterm_one(
 async fn sigterm_mid_stream_exits_within_ten_seconds_and_leaves_no_message_half_processed() -> anyhow::Result<()> {
     let _serial = serial().await;
     let mut t = Topology::start(Options::default()).await?;
-    let stream = steady_stream(&t).await?;
+    let stream = steady_stream(&t, profile().rate).await?;
     let mut rng = rng("sigterm");
 
     // Every service's replica 0 at its own random moment (the services' groups are
@@ -736,7 +783,182 @@ async fn sigterm_mid_stream_exits_within_ten_seconds_and_leaves_no_message_half_
 
     let settled = finish(&t, stream).await?;
     let extra = format!("exits={} handover_duplicates={handover_duplicates}", exits.join(","));
-    t.verdict("sigterm", &settled, &extra).await?;
+    let tally = t.verdict("sigterm", &settled, &extra).await?;
     anyhow::ensure!(handover_duplicates == 0.0, "a stopped replica left processed messages uncommitted");
+    anyhow::ensure!(tally.notices_redelivered == 0, "a graceful stop delivered a notice again");
+    t.stop().await
+}
+
+/// How the orders placed between `from` and `to` fared, for the summary line.
+struct Fared {
+    /// Orders whose outcome is not the one their inputs call for.
+    wrong_outcomes: usize,
+    /// Of those, cancelled by the saga deadline.
+    deadline_exceeded: usize,
+    /// Placed→terminal of the orders placed in the window: p50, p99, max.
+    latency: (Duration, Duration, Duration),
+    /// When the last order became terminal.
+    last_terminal: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn time(v: &serde_json::Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&chrono::Utc))
+}
+
+fn fared(
+    settled: &common::topology::Settled,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Fared {
+    let mut wrong_outcomes = 0;
+    let mut deadline_exceeded = 0;
+    let mut latencies = Vec::new();
+    let mut last_terminal = None;
+    for (i, (_, order)) in settled.orders.iter().enumerate() {
+        let right = match common::invariants::order_for(i).3 {
+            "completed" => order["status"] == "completed",
+            "poster" => order["status"] == "completed" || order["reason"] == "out_of_stock",
+            reason => order["reason"] == reason,
+        };
+        if !right {
+            wrong_outcomes += 1;
+            deadline_exceeded += usize::from(order["reason"] == "deadline_exceeded");
+        }
+        let (placed, ended) = (time(&order["created_at"]), time(&order["ended_at"]));
+        last_terminal = last_terminal.max(ended);
+        if let (Some(placed), Some(ended)) = (placed, ended)
+            && (from..=to).contains(&placed)
+        {
+            latencies.push((ended - placed).to_std().unwrap_or_default());
+        }
+    }
+    latencies.sort();
+    let at = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
+    let latency = (at(0.5).unwrap_or_default(), at(0.99).unwrap_or_default(), at(1.0).unwrap_or_default());
+    Fared { wrong_outcomes, deadline_exceeded, latency, last_terminal }
+}
+
+impl Fared {
+    /// `wrong_outcomes=N deadline_exceeded=N placed_to_terminal_ms=p50/p99/max`.
+    fn line(&self) -> String {
+        let ms = |d: Duration| d.as_millis();
+        format!(
+            "wrong_outcomes={} deadline_exceeded={} placed_to_terminal_ms={}/{}/{}",
+            self.wrong_outcomes,
+            self.deadline_exceeded,
+            ms(self.latency.0),
+            ms(self.latency.1),
+            ms(self.latency.2)
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_kill9_of_a_random_replica_every_two_seconds_keeps_every_saga_moving() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let p = profile();
+    // Sagas stand still while a killed replica's partitions wait for its session to expire; the
+    // deadline is the one the chaos targets are set for.
+    let deadline = (Duration::from_secs(60), "the chaos targets' deadline");
+    let mut t = Topology::start(Options { deadline: Some(deadline), ..Options::default() }).await?;
+    let stream = steady_stream(&t, p.chaos_rate).await?;
+    let mut rng = rng("chaos");
+
+    // Act: every 2 s, SIGKILL a random replica of a random service and start it again
+    // 0.2–1.5 s later. Before each kill, read how many redeliveries its inbox skipped (messages a
+    // killed replica had applied without committing their offsets).
+    let http = t.http.clone();
+    let (chaos_from, started) = (chrono::Utc::now(), Instant::now());
+    let mut kills: BTreeMap<&str, usize> = service::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut redelivered = 0.0;
+    let mut last_restart = chaos_from;
+    let mut tick = 1u32;
+    while started.elapsed() + Duration::from_secs(2) <= p.chaos_for {
+        tokio::time::sleep_until((started + Duration::from_secs(2) * tick).into()).await;
+        tick += 1;
+        let name = service::ALL[rng.random_range(0..service::ALL.len())];
+        let replicas = t.replicas.get_mut(name).context("replicas")?;
+        let victim = rng.random_range(0..replicas.len());
+        redelivered += replicas[victim].metric(&http, m::MESSAGES_HANDLED, &["outcome=\"duplicate\""]).await?;
+        let killed = replicas[victim].kill9().await?;
+        t.retired.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?.extend(killed);
+        *kills.entry(name).or_default() += 1;
+        let killed_at = chrono::Utc::now();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..=1500))).await;
+        replicas[victim].start().await?;
+        last_restart = chrono::Utc::now();
+        eprintln!(
+            "chaos: killed {} at {}, started again at {}",
+            replicas[victim].name,
+            killed_at.format("%H:%M:%S%.3f"),
+            last_restart.format("%H:%M:%S%.3f")
+        );
+    }
+    let chaos_to = chrono::Utc::now();
+
+    // Assert: every order ends as its inputs call for, none by the deadline, and its customer
+    // is told once (the verdict checks each; the line reports them).
+    let settled = finish(&t, stream).await?;
+    for name in service::ALL {
+        redelivered += t.metric(name, m::MESSAGES_HANDLED, &["outcome=\"duplicate\""]).await?;
+    }
+    let fared = fared(&settled, chaos_from, chaos_to);
+    let settled_after = fared.last_terminal.map_or(0.0, |at| (at - last_restart).as_seconds_f64().max(0.0));
+    let kills_line: Vec<String> = kills.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    let extra = format!(
+        "kills={} total_kills={} {} last_restart_to_all_terminal={settled_after:.1}s redelivered_after_kills={redelivered}",
+        kills_line.join(","),
+        kills.values().sum::<usize>(),
+        fared.line(),
+    );
+    t.verdict("chaos", &settled, &extra).await?;
+    anyhow::ensure!(
+        fared.wrong_outcomes == 0,
+        "{} orders ended otherwise than their inputs call for",
+        fared.wrong_outcomes
+    );
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_of_every_replica_in_turn_keeps_sagas_moving_and_customers_told_once() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let p = profile();
+    let mut t = Topology::start(Options::default()).await?;
+    let stream = steady_stream(&t, p.rolling_rate).await?;
+
+    // Act: as a deploy does it, one replica at a time: SIGTERM, wait for the exit, start it
+    // again and wait until it is ready, then the next.
+    let http = t.http.clone();
+    let from = chrono::Utc::now();
+    let mut restarts = 0;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..p.rolling_rounds {
+        for name in service::ALL {
+            let replicas = t.replicas.get_mut(name).context("replicas")?;
+            for replica in replicas.iter_mut() {
+                let (took, clean, stopped) = replica.terminate(Duration::from_secs(10)).await?;
+                anyhow::ensure!(clean, "{} failed to stop: {:?}", stopped.name, stopped.log_lines().last());
+                slowest = slowest.max(took);
+                t.retired.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?.push(stopped);
+                replica.start().await?;
+                replica.until_ready(&http).await?;
+                restarts += 1;
+                tokio::time::sleep(p.rolling_pause).await;
+            }
+        }
+    }
+    let to = chrono::Utc::now();
+
+    let settled = finish(&t, stream).await?;
+    let fared = fared(&settled, from, to);
+    let extra = format!("restarts={restarts} slowest_stop={:.1}s {}", slowest.as_secs_f64(), fared.line());
+    let tally = t.verdict("rolling_restart", &settled, &extra).await?;
+    anyhow::ensure!(
+        fared.wrong_outcomes == 0,
+        "{} orders ended otherwise than their inputs call for",
+        fared.wrong_outcomes
+    );
+    anyhow::ensure!(tally.notices_redelivered == 0, "a graceful restart delivered a notice again");
     t.stop().await
 }

@@ -100,7 +100,8 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
         orders: &orders,
         inventory: &dbs[service::INVENTORY].db,
         payment: &dbs[service::PAYMENT].db,
-        notices: &notices,
+        shipping: &dbs[service::SHIPPING].db,
+        deliveries: &notices,
     })
     .await?;
 

@@ -38,7 +38,8 @@ async fn invariants_hold_after_a_burst_of_mixed_orders(backend: Backend) -> anyh
         orders: &orders,
         inventory: system.db(service::INVENTORY),
         payment: system.db(service::PAYMENT),
-        notices: &notices,
+        shipping: system.db(service::SHIPPING),
+        deliveries: &notices,
     })
     .await?;
     system.stop().await

@@ -465,7 +465,13 @@ impl ConsumerContext for LoopContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions assigned")
+                tracing::info!(
+                    service = self.service,
+                    group = %self.group,
+                    partitions = tpl.count(),
+                    assigned = %partition_list(tpl),
+                    "partitions assigned"
+                )
             }
             Rebalance::Revoke(tpl) => {
                 if let Ok(mut uncommitted) = self.uncommitted.lock() {
@@ -474,7 +480,13 @@ impl ConsumerContext for LoopContext {
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.partitions.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
                 }
-                tracing::info!(service = self.service, group = %self.group, partitions = tpl.count(), "partitions revoked")
+                tracing::info!(
+                    service = self.service,
+                    group = %self.group,
+                    partitions = tpl.count(),
+                    revoked = %partition_list(tpl),
+                    "partitions revoked"
+                )
             }
             Rebalance::Error(e) => {
                 if let Ok(mut uncommitted) = self.uncommitted.lock() {
@@ -538,6 +550,14 @@ impl<H: Handler> ConsumerLoop<H> {
             };
             let first = match received {
                 Ok(message) => message,
+                // The consumer is unusable (librdkafka delivers nothing after a fatal error,
+                // e.g. a fenced member): stop the service, with what it processed committed,
+                // so that its supervisor starts it again as a new member.
+                Err(KafkaError::MessageConsumptionFatal(code)) => {
+                    m::consumer_errors(self.service, "fatal");
+                    self.final_commit(&consumer, &uncommitted).await;
+                    anyhow::bail!("the consumer of group {} failed fatally: {code}", self.group);
+                }
                 Err(err) => {
                     m::consumer_errors(self.service, kafka_error_kind(&err));
                     tracing::warn!(service = self.service, error = %err, "consumer error");
@@ -1135,6 +1155,23 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// `topic[0,3] other[1]`: which partitions a rebalance moved, for the log.
+fn partition_list(tpl: &TopicPartitionList) -> String {
+    let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = std::collections::BTreeMap::new();
+    for e in tpl.elements() {
+        by_topic.entry(e.topic().to_owned()).or_default().push(e.partition());
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, mut partitions)| {
+            partitions.sort_unstable();
+            let list: Vec<String> = partitions.iter().map(i32::to_string).collect();
+            format!("{topic}[{}]", list.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn kafka_error_kind(err: &KafkaError) -> &'static str {

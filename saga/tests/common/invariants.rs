@@ -1,12 +1,15 @@
-//! ARCHITECTURE.md section 2 as reusable checks over a finished run: the orders as the API
-//! reports them, the inventory and payment databases, and what the notification sink saw.
+//! The saga's invariants (docs/architecture.md) as reusable checks over a finished run: the
+//! orders as the API reports them, the inventory, payment and shipping databases, and every
+//! delivery the notification sink saw.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use inventory_svc::domain::{CatalogueSeed, SkuState};
 use serde_json::Value;
 use shared::db::Db;
 use shared::event_store::EventStore;
+
+use super::Delivery;
 
 /// The order mix used by burst tests: mostly completing orders plus every failure outcome.
 /// Returns (customer, items, country, expected outcome).
@@ -28,8 +31,28 @@ pub struct Run<'a> {
     pub orders: &'a [(String, Value)],
     pub inventory: &'a Db,
     pub payment: &'a Db,
-    /// (order id, kind) → distinct Idempotency-Keys the webhook sink saw.
-    pub notices: &'a HashMap<(String, String), HashSet<String>>,
+    pub shipping: &'a Db,
+    /// Every delivery the webhook sink saw, retries included.
+    pub deliveries: &'a [Delivery],
+}
+
+/// What each order's customer was told: the distinct messages (kind, dedupe key) and how many
+/// deliveries carried them (a retry after a crash carries the same key: the sink counts it once).
+#[derive(Debug, Default)]
+pub struct Told {
+    pub messages: BTreeSet<(String, String)>,
+    pub deliveries: usize,
+}
+
+/// The sink's deliveries per order.
+pub fn told(deliveries: &[Delivery]) -> HashMap<String, Told> {
+    let mut told: HashMap<String, Told> = HashMap::new();
+    for d in deliveries {
+        let t = told.entry(d.order_id.clone()).or_default();
+        t.messages.insert((d.kind.clone(), d.idempotency_key.clone()));
+        t.deliveries += 1;
+    }
+    told
 }
 
 /// Every invariant; panics with a precise message on the first violation.
@@ -37,7 +60,8 @@ pub async fn check(run: &Run<'_>) -> anyhow::Result<()> {
     outcomes_match_inputs(run);
     stock_is_conserved(run).await?;
     money_is_conserved(run).await?;
-    one_notice_per_order(run);
+    capacity_is_conserved(run).await?;
+    one_message_per_order(run);
     Ok(())
 }
 
@@ -127,18 +151,54 @@ pub async fn money_is_conserved(run: &Run<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Invariant 4: Exactly one confirmation per completed order and one cancellation notice per cancelled
-/// order at the sink's dedupe key, and never the other kind.
-pub fn one_notice_per_order(run: &Run<'_>) {
-    for (id, order) in run.orders {
-        let (kind, other) = if order["status"] == "completed" {
-            ("confirmation", "cancellation")
-        } else {
-            ("cancellation", "confirmation")
+/// Carrier capacity is conserved (shipping-svc's store): one slot booked per completed order,
+/// none left for a cancelled one, and every carrier day holds exactly its orders' bookings.
+pub async fn capacity_is_conserved(run: &Run<'_>) -> anyhow::Result<()> {
+    let mut tx = run.shipping.begin_read().await?;
+    let events = EventStore::default().read_all(&mut tx, 0, i64::MAX).await?;
+    tx.rollback().await?;
+    let mut net: HashMap<String, i64> = HashMap::new();
+    let mut booked: HashMap<String, usize> = HashMap::new();
+    let mut per_day: HashMap<String, i64> = HashMap::new();
+    for e in events.iter().filter(|e| e.stream_id.starts_with("carrier-")) {
+        let order = e.payload["order_id"].as_str().unwrap_or_default().to_owned();
+        let delta = match e.event_type.as_str() {
+            "SlotBooked" => {
+                *booked.entry(order.clone()).or_default() += 1;
+                1
+            }
+            "SlotFreed" => -1,
+            other => anyhow::bail!("unexpected carrier day event {other}"),
         };
-        let keys = run.notices.get(&(id.clone(), kind.to_owned())).cloned().unwrap_or_default();
-        assert_eq!(keys.len(), 1, "{id}: {kind} keys {keys:?}");
-        assert!(!run.notices.contains_key(&(id.clone(), other.to_owned())), "{id}: unexpected {other}");
+        *net.entry(order).or_default() += delta;
+        *per_day.entry(e.stream_id.clone()).or_default() += delta;
+    }
+    for (id, order) in run.orders {
+        let expected = i64::from(order["status"] == "completed");
+        let held = net.get(id).copied().unwrap_or(0);
+        assert_eq!(held, expected, "{id} ({}) holds {held} carrier slots", order["status"]);
+        let bookings = booked.get(id).copied().unwrap_or(0);
+        assert!(bookings <= 1, "{id} was booked {bookings} times");
+    }
+    let mut tx = run.shipping.begin_read().await?;
+    for (day, expected) in per_day {
+        let state = EventStore::default().load::<shipping_svc::domain::CarrierDay>(&mut tx, &day).await?.state.booked();
+        assert_eq!(i64::from(state), expected, "{day}: booked slots against its orders' bookings");
+    }
+    tx.rollback().await?;
+    Ok(())
+}
+
+/// Invariant 4: every order's customer was told exactly one thing, matching its final status: one
+/// confirmation per completed order, one cancellation notice per cancelled order, never both
+/// (retries of that one message carry its dedupe key).
+pub fn one_message_per_order(run: &Run<'_>) {
+    let told = told(run.deliveries);
+    for (id, order) in run.orders {
+        let kind = if order["status"] == "completed" { "confirmation" } else { "cancellation" };
+        let messages: Vec<&(String, String)> = told.get(id).map(|t| t.messages.iter().collect()).unwrap_or_default();
+        assert_eq!(messages.len(), 1, "{id} ({}): the customer was told {messages:?}", order["status"]);
+        assert_eq!(messages[0].0, kind, "{id} ({}): told {messages:?}", order["status"]);
     }
 }
 
@@ -155,10 +215,16 @@ pub struct Tally {
     pub doubled_charges: usize,
     /// Orders refunded more than once.
     pub doubled_refunds: usize,
-    /// (order, kind) pairs that reached the sink under more than one dedupe key.
+    /// Orders whose customer was told more than one thing (two distinct messages).
     pub doubled_notifications: usize,
+    /// Orders whose customer was told nothing.
+    pub missing_notifications: usize,
+    /// Deliveries that repeated a message already delivered (same dedupe key): at least once
+    /// delivery after a crash between the sink's answer and the commit.
+    pub notices_redelivered: usize,
     pub stock_ok: bool,
     pub money_ok: bool,
+    pub capacity_ok: bool,
 }
 
 impl std::fmt::Display for Tally {
@@ -167,7 +233,8 @@ impl std::fmt::Display for Tally {
         write!(
             f,
             "sent={} completed={} cancelled={} lost={} doubled_charges={} doubled_refunds={} \
-             doubled_notifications={} stock={} money={}",
+             doubled_notifications={} missing_notifications={} notices_redelivered={} stock={} money={} \
+             carrier_capacity={}",
             self.sent,
             self.completed,
             self.cancelled,
@@ -175,8 +242,11 @@ impl std::fmt::Display for Tally {
             self.doubled_charges,
             self.doubled_refunds,
             self.doubled_notifications,
+            self.missing_notifications,
+            self.notices_redelivered,
             verdict(self.stock_ok),
             verdict(self.money_ok),
+            verdict(self.capacity_ok),
         )
     }
 }
@@ -225,10 +295,15 @@ pub async fn tally(run: &Run<'_>) -> anyhow::Result<Tally> {
     };
     t.doubled_charges = doubled(&charges);
     t.doubled_refunds = doubled(&refunds);
+    let told = told(run.deliveries);
     let ids: HashSet<&String> = run.orders.iter().map(|(id, _)| id).collect();
-    t.doubled_notifications = run.notices.iter().filter(|((id, _), keys)| ids.contains(id) && keys.len() > 1).count();
+    let ours = || told.iter().filter(|(id, _)| ids.contains(id)).map(|(_, t)| t);
+    t.doubled_notifications = ours().filter(|t| t.messages.len() > 1).count();
+    t.missing_notifications = run.orders.len() - ours().count();
+    t.notices_redelivered = ours().map(|t| t.deliveries - t.messages.len()).sum();
 
     t.stock_ok = matches!(AssertUnwindSafe(stock_is_conserved(run)).catch_unwind().await, Ok(Ok(())));
     t.money_ok = matches!(AssertUnwindSafe(money_is_conserved(run)).catch_unwind().await, Ok(Ok(())));
+    t.capacity_ok = matches!(AssertUnwindSafe(capacity_is_conserved(run)).catch_unwind().await, Ok(Ok(())));
     Ok(t)
 }

@@ -67,13 +67,9 @@ impl Sink {
         Ok((sink, addr))
     }
 
-    /// Distinct dedupe keys per (order, kind).
-    pub fn keys_by_order(&self) -> HashMap<(String, String), std::collections::HashSet<String>> {
-        let mut out: HashMap<(String, String), std::collections::HashSet<String>> = HashMap::new();
-        for d in self.deliveries.lock().expect("sink lock").iter() {
-            out.entry((d.order_id.clone(), d.kind.clone())).or_default().insert(d.idempotency_key.clone());
-        }
-        out
+    /// Every delivery so far, retries included.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().map(|d| d.clone()).unwrap_or_default()
     }
 }
 
@@ -272,19 +268,18 @@ pub fn event_types(order: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Wait until the sink saw the notice every terminal order calls for, then return the keys per
-/// (order, kind).
-pub async fn eventually_notified(
-    sink: &Sink,
-    orders: &[(String, Value)],
-) -> anyhow::Result<HashMap<(String, String), std::collections::HashSet<String>>> {
+/// Wait until the sink saw the notice every terminal order calls for, then return every
+/// delivery it saw.
+pub async fn eventually_notified(sink: &Sink, orders: &[(String, Value)]) -> anyhow::Result<Vec<Delivery>> {
     eventually(WAIT, "a notice for every order", || async {
-        let keys = sink.keys_by_order();
+        let deliveries = sink.deliveries();
+        let told: std::collections::HashSet<(&str, &str)> =
+            deliveries.iter().map(|d| (d.order_id.as_str(), d.kind.as_str())).collect();
         let all = orders.iter().all(|(id, o)| {
             let kind = if o["status"] == "completed" { "confirmation" } else { "cancellation" };
-            keys.contains_key(&(id.clone(), kind.to_owned()))
+            told.contains(&(id.as_str(), kind))
         });
-        all.then_some(keys)
+        all.then_some(deliveries.clone())
     })
     .await
 }

@@ -31,11 +31,24 @@ pub struct Options {
     pub partitions: i32,
     /// Put a [`DbProxy`] between the services and PostgreSQL.
     pub db_proxy: bool,
+    /// A saga deadline other than the services' default (30 s), and why the case needs it: it
+    /// is printed in the case's summary line.
+    pub deadline: Option<(Duration, &'static str)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { replicas: 2, partitions: 4, db_proxy: false }
+        Self { replicas: 2, partitions: 4, db_proxy: false, deadline: None }
+    }
+}
+
+impl Options {
+    /// The deadline's part of a summary line.
+    fn deadline_note(&self) -> String {
+        match self.deadline {
+            None => "deadline=default(30s)".to_owned(),
+            Some((deadline, why)) => format!("deadline={}s why=\"{why}\"", deadline.as_secs()),
+        }
     }
 }
 
@@ -67,13 +80,14 @@ impl Replica {
         }
     }
 
-    /// kill -9.
-    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+    /// kill -9; returns the killed process (for its logs).
+    pub async fn kill9(&mut self) -> anyhow::Result<Option<Process>> {
         self.withdraw();
-        if let Some(mut p) = self.process.take() {
+        let mut killed = self.process.take();
+        if let Some(p) = &mut killed {
             p.kill9().await?;
         }
-        Ok(())
+        Ok(killed)
     }
 
     /// SIGTERM; returns how long the exit took, whether it succeeded, and the process (for
@@ -83,6 +97,16 @@ impl Replica {
         let mut p = self.process.take().ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
         let (took, clean) = p.terminate(timeout).await?;
         Ok((took, clean, p))
+    }
+
+    /// Wait until the running process says it is ready (`/readyz` answers 200).
+    pub async fn until_ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.base_url().context("not running")?);
+        eventually(WAIT, &format!("{} ready", self.name), || async {
+            let response = http.get(&url).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await
     }
 
     pub fn base_url(&self) -> Option<String> {
@@ -171,6 +195,8 @@ pub struct Topology {
     base_env: Vec<(&'static str, String)>,
     /// Processes that were stopped or killed, kept for their logs.
     pub retired: std::sync::Mutex<Vec<Process>>,
+    /// The saga deadline the services run with, for the summary line.
+    deadline_note: String,
 }
 
 /// The topics a service's group consumes.
@@ -181,7 +207,7 @@ pub fn inputs(topics: &Topics, name: &str) -> Vec<String> {
         service::INVENTORY => vec![&t.orders, &t.payments, &t.shipping],
         service::PAYMENT => vec![&t.inventory, &t.shipping, &t.orders],
         service::SHIPPING => vec![&t.payments, &t.orders],
-        service::NOTIFICATION => vec![&t.shipping, &t.orders],
+        service::NOTIFICATION => vec![&t.orders],
         _ => vec![],
     };
     list.into_iter().cloned().collect()
@@ -213,9 +239,6 @@ impl Topology {
             ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
             ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("NOTIFY_WEBHOOK_URL", format!("http://{sink_addr}/hook")),
-            // Long enough that no saga is cancelled by its deadline while faults heal: every
-            // outcome must be the one its inputs call for.
-            ("SAGA_DEADLINE_MS", "600000".to_owned()),
             // The production path: keys configured as digests, the client sends the key.
             ("ORDER_API_KEYS", format!("admin:{}", order_svc::http::hash_key(&admin_key))),
             // The suite sends bursts on purpose; limits are tested elsewhere.
@@ -223,6 +246,13 @@ impl Topology {
             ("RUST_LOG", std::env::var("FS_RUST_LOG").unwrap_or_else(|_| "info".to_owned())),
         ];
         let mut base_env = base_env;
+        if let Some((deadline, _)) = options.deadline {
+            base_env.push(("SAGA_DEADLINE_MS", deadline.as_millis().to_string()));
+        }
+        // A broker without KIP-848 (e.g. Nisshi): `SAGA_TEST_KAFKA_GROUP_PROTOCOL=classic`.
+        if let Ok(protocol) = std::env::var("SAGA_TEST_KAFKA_GROUP_PROTOCOL") {
+            base_env.push(("KAFKA_PROP_GROUP_PROTOCOL", protocol));
+        }
         if let Ok(debug) = std::env::var("FS_KAFKA_DEBUG") {
             base_env.push(("KAFKA_PROP_DEBUG", debug));
             base_env.push(("KAFKA_PROP_LOG_LEVEL", "7".to_owned()));
@@ -241,6 +271,7 @@ impl Topology {
             apis: Apis::default(),
             base_env,
             retired: Default::default(),
+            deadline_note: options.deadline_note(),
         };
         let mut starting = Vec::new();
         for name in service::ALL {
@@ -347,6 +378,19 @@ impl Topology {
         Ok(ids.into_iter().collect())
     }
 
+    /// When `name` recorded each message id as processed (its inbox).
+    pub async fn inbox_times(&self, name: &str) -> anyhow::Result<HashMap<uuid::Uuid, chrono::DateTime<chrono::Utc>>> {
+        let shared::db::Db::Postgres(pool) = &self.dbs[name].db else {
+            anyhow::bail!("the fault suite runs on PostgreSQL")
+        };
+        let rows: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as("SELECT message_id, processed_at FROM inbox WHERE consumer = $1")
+                .bind(name)
+                .fetch_all(pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Messages on a service's input topics that its group never handled: neither processed
     /// (their id in its inbox) nor dead-lettered (the dead-letter marker of their position in
     /// its inbox). A group that skipped offsets lost them. Messages of a type the service does
@@ -431,20 +475,22 @@ impl Topology {
     }
 
     /// The end of a case: print its summary line (from the data), then assert every invariant.
-    pub async fn verdict(&self, case: &str, settled: &Settled, extra: &str) -> anyhow::Result<()> {
-        let notices = match settled.lost.is_empty() {
+    /// Returns the tally, for what a case checks beyond the invariants.
+    pub async fn verdict(&self, case: &str, settled: &Settled, extra: &str) -> anyhow::Result<invariants::Tally> {
+        let deliveries = match settled.lost.is_empty() {
             // Every terminal order calls for its notice: wait for them (a failure shows in
             // the checks below with the order named).
-            true => super::eventually_notified(&self.sink, &settled.orders)
-                .await
-                .unwrap_or_else(|_| self.sink.keys_by_order()),
-            false => self.sink.keys_by_order(),
+            true => {
+                super::eventually_notified(&self.sink, &settled.orders).await.unwrap_or_else(|_| self.sink.deliveries())
+            }
+            false => self.sink.deliveries(),
         };
         let run = Run {
             orders: &settled.orders,
             inventory: &self.dbs[service::INVENTORY].db,
             payment: &self.dbs[service::PAYMENT].db,
-            notices: &notices,
+            shipping: &self.dbs[service::SHIPPING].db,
+            deliveries: &deliveries,
         };
         // Steps off the orders' critical path (inventory applying a shipment, order-svc
         // recording a cancellation notice) may still be under way: the checks are about the
@@ -476,19 +522,28 @@ impl Topology {
         }
         let unexpected_dead_letters = if case == "poison" { 0 } else { dead_letters };
         let line = format!(
-            "case={case} {tally} unhandled_messages={} dead_letters={dead_letters}{}{extra}\n",
+            "case={case} {tally} unhandled_messages={} dead_letters={dead_letters} {}{}{extra}\n",
             unhandled.len(),
+            self.deadline_note,
             if extra.is_empty() { "" } else { " " }
         );
         report(&line);
-        let suspicious = tally.lost + tally.doubled_charges + tally.doubled_refunds + tally.doubled_notifications > 0
+        let suspicious = tally.lost
+            + tally.doubled_charges
+            + tally.doubled_refunds
+            + tally.doubled_notifications
+            + tally.missing_notifications
+            > 0
             || !tally.stock_ok
             || !tally.money_ok
+            || !tally.capacity_ok
             || !unhandled.is_empty()
             || unexpected_dead_letters > 0;
         if suspicious || std::env::var_os("FAULT_SUITE_LOGS").is_some() {
             let dir = self.dump_logs();
             self.dump_event_stores(&dir).await;
+            let views: Vec<String> = settled.orders.iter().map(|(_, order)| order.to_string()).collect();
+            let _ = std::fs::write(dir.join("orders.jsonl"), views.join("\n"));
             report(&format!("case={case} service logs and event stores in {}\n", dir.display()));
         }
         anyhow::ensure!(unhandled.is_empty(), "case {case}: messages skipped by a group: {unhandled:#?}");
@@ -502,7 +557,8 @@ impl Topology {
             settled.lost.len(),
             settled.lost.iter().take(5).collect::<Vec<_>>()
         );
-        invariants::check(&run).await
+        invariants::check(&run).await?;
+        Ok(tally)
     }
 
     /// SIGTERM every process; each must exit cleanly within 10 s.
