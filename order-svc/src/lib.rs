@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shared::CancellationToken;
-use shared::config::{ServiceConfig, env_millis, env_opt, env_or, env_secret};
+use shared::config::{ServiceConfig, env_days, env_millis, env_opt, env_or, env_secret};
 use shared::db::Migrations;
 use shared::event_store::Upcaster;
 use shared::service::{ServiceContext, ops_router};
@@ -49,6 +49,9 @@ pub struct Config {
     pub deadline_scan_interval: Duration,
     /// Who may call the API and how much: see [`api_from_env`].
     pub api: ApiConfig,
+    /// `IDEMPOTENCY_KEY_RETENTION_DAYS`: how long an `Idempotency-Key` is remembered (a retry
+    /// with it gets the same order back). Default 14 days.
+    pub idempotency_key_retention: Duration,
 }
 
 impl Config {
@@ -58,6 +61,7 @@ impl Config {
         let mut c = Self::new(ServiceConfig::from_env(service::ORDER, 8080)?)?;
         c.saga_deadline = env_millis("SAGA_DEADLINE_MS", c.saga_deadline)?;
         c.deadline_scan_interval = env_millis("DEADLINE_SCAN_MS", c.deadline_scan_interval)?;
+        c.idempotency_key_retention = env_days("IDEMPOTENCY_KEY_RETENTION_DAYS", c.idempotency_key_retention)?;
         c.api = api_from_env()?;
         if let http::Auth::Keys(keys) = &c.api.auth
             && keys.is_empty()
@@ -77,6 +81,7 @@ impl Config {
             saga_deadline: Duration::from_secs(30),
             deadline_scan_interval: Duration::from_secs(1),
             api: ApiConfig::with_keys(http::ApiKeys::default()),
+            idempotency_key_retention: Duration::from_secs(14 * 24 * 3600),
         })
     }
 }
@@ -128,7 +133,8 @@ impl App {
     /// Connect, migrate, and bind the API listener (port 0 picks a free port).
     pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         metrics::describe();
-        let ctx = ServiceContext::connect(config.service.clone(), &[migrations()], upcaster(), shutdown).await?;
+        let mut ctx = ServiceContext::connect(config.service.clone(), &[migrations()], upcaster(), shutdown).await?;
+        ctx.retained.push((store::IDEMPOTENCY_KEYS, config.idempotency_key_retention));
         let orders = Orders {
             db: ctx.db.clone(),
             streams: store::OrderStreams { store: ctx.store.clone(), topics: ctx.config.topics.clone() },

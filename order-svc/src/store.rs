@@ -198,6 +198,10 @@ pub async fn open_orders(db: &Db, now: DateTime<Utc>) -> Result<(i64, i64, Optio
     })
 }
 
+/// The `Idempotency-Key` records, pruned by age (`IDEMPOTENCY_KEY_RETENTION_DAYS`).
+pub const IDEMPOTENCY_KEYS: shared::retention::Table =
+    shared::retention::Table { name: "idempotency_keys", key: "idempotency_key", written_at: "created_at" };
+
 impl Orders {
     async fn place_in_tx(
         &self,

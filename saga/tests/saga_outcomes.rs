@@ -304,6 +304,52 @@ async fn an_idempotency_key_replays_the_same_order_and_rejects_a_different_body(
     system.stop().await
 }
 
+both_backends!(an_idempotency_key_is_remembered_for_its_retention_and_forgotten_after);
+async fn an_idempotency_key_is_remembered_for_its_retention_and_forgotten_after(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    use shared::retention::{Pruner, RetentionOptions};
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let body = order_body("cust-rich", &[("sku-tee", 1)], "FR");
+    let post =
+        |key: &'static str| system.http.post(system.url("/orders")).header("Idempotency-Key", key).json(&body).send();
+    let id = |r: serde_json::Value| r["id"].as_str().unwrap_or_default().to_owned();
+    let old = id(post("checkout-old").await?.error_for_status()?.json().await?);
+    let recent = id(post("checkout-recent").await?.error_for_status()?.json().await?);
+    // Arrange: the first key was used 20 days ago.
+    let orders_db = system.db(shared::topics::service::ORDER);
+    let long_ago = chrono::Utc::now() - chrono::TimeDelta::days(20);
+    shared::on_db!(orders_db, |pool| {
+        sqlx::query("UPDATE idempotency_keys SET created_at = $1 WHERE order_id = $2")
+            .bind(long_ago)
+            .bind(uuid::Uuid::parse_str(&old)?)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+
+    // Act: prune with the default 14-day retention.
+    let pruner = Pruner {
+        service: shared::topics::service::ORDER,
+        db: orders_db.clone(),
+        tables: vec![(order_svc::store::IDEMPOTENCY_KEYS, Duration::from_secs(14 * 24 * 3600))],
+        options: RetentionOptions::default(),
+    };
+    let pruned = pruner.pass().await;
+
+    // Assert: the old key is forgotten (a retry with it places a new order), the recent one is
+    // still honoured (the same order, replayed).
+    assert_eq!(pruned[0].1.as_ref().ok(), Some(&1), "{:?}", pruned[0].1);
+    let replayed = post("checkout-recent").await?;
+    assert_eq!(replayed.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(id(replayed.json().await?), recent);
+    let again = post("checkout-old").await?;
+    assert_eq!(again.status(), 202);
+    assert!(again.headers().get("idempotent-replayed").is_none(), "a forgotten key is a new request");
+    assert_ne!(id(again.json().await?), old);
+    system.stop().await
+}
+
 both_backends!(every_api_error_class_is_a_problem_document);
 async fn every_api_error_class_is_a_problem_document(backend: Backend) -> anyhow::Result<()> {
     let system = TestSystem::start(backend, Options::default()).await?;

@@ -16,6 +16,7 @@ use crate::broker::KafkaConfig;
 use crate::consumer::ConsumerOptions;
 use crate::db::DbOptions;
 use crate::outbox::RelayOptions;
+use crate::retention::RetentionOptions;
 use crate::telemetry::LogFormat;
 use crate::topics::Topics;
 
@@ -96,6 +97,15 @@ pub fn seed_text(variable: &str, bundled: &str) -> anyhow::Result<String> {
 }
 
 /// A duration given in milliseconds.
+/// A positive number of days (fractions allowed) as a duration, or `default` when unset.
+pub fn env_days(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    let days: f64 = env_or(name, default.as_secs_f64() / 86_400.0)?;
+    if !(days.is_finite() && days > 0.0) {
+        anyhow::bail!("{name} must be a positive number of days");
+    }
+    Ok(Duration::from_secs_f64(days * 86_400.0))
+}
+
 pub fn env_millis(name: &str, default: Duration) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(env_or(name, default.as_millis() as u64)?))
 }
@@ -124,6 +134,8 @@ pub struct ServiceConfig {
     pub consumer: ConsumerOptions,
     /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_LEASE_MS`.
     pub relay: RelayOptions,
+    /// `INBOX_RETENTION_DAYS`.
+    pub retention: RetentionOptions,
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -168,6 +180,7 @@ impl ServiceConfig {
             log_format: LogFormat::Json,
             consumer: ConsumerOptions::default(),
             relay: RelayOptions::default(),
+            retention: RetentionOptions::default(),
         }
     }
 
@@ -196,6 +209,7 @@ impl ServiceConfig {
         c.relay.batch_size = env_or("OUTBOX_BATCH_SIZE", c.relay.batch_size)?;
         c.relay.poll_interval = env_millis("OUTBOX_POLL_MS", c.relay.poll_interval)?;
         c.relay.lease = env_millis("OUTBOX_LEASE_MS", c.relay.lease)?;
+        c.retention.inbox = env_days("INBOX_RETENTION_DAYS", c.retention.inbox)?;
         if c.relay.lease < Duration::from_millis(300) {
             anyhow::bail!("OUTBOX_LEASE_MS must be at least 300");
         }

@@ -13,6 +13,7 @@ pub mod event_store;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;
+pub mod retention;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

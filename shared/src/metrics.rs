@@ -34,6 +34,7 @@ pub const OUTBOX_PUBLISH_LATENCY: &str = "saga_outbox_publish_latency_seconds";
 pub const OUTBOX_ERRORS: &str = "saga_outbox_errors_total";
 pub const COMPENSATIONS: &str = "saga_compensations_total";
 pub const ADMIN_COMMANDS: &str = "saga_admin_commands_total";
+pub const ROWS_PRUNED: &str = "saga_rows_pruned_total";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
@@ -174,8 +175,13 @@ fn describe() {
     describe_counter!(OUTBOX_ERRORS, "Relay rounds that failed (broker or database unavailable)");
     describe_counter!(COMPENSATIONS, "Compensating actions performed, by kind");
     describe_counter!(ADMIN_COMMANDS, "Admin commands decided by their owning service, by command type and outcome");
+    describe_counter!(ROWS_PRUNED, "Rows deleted by retention (older than the table's retention), by table");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route template, method and status");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by route template, method and status");
+}
+
+pub fn rows_pruned(service: &'static str, table: &'static str, rows: u64) {
+    counter!(ROWS_PRUNED, "service" => service, "table" => table).increment(rows);
 }
 
 pub fn message_handled(service: &'static str, event_type: &str, outcome: &'static str, elapsed: Duration) {

@@ -17,6 +17,7 @@ use crate::db::{Db, Migrations, shared_migrations};
 use crate::event_store::{EventStore, StoreError, Upcaster};
 use crate::ops::Readiness;
 use crate::outbox::{Backoff, OutboxSignal, Relay};
+use crate::retention::{self, Pruner, Table};
 use std::sync::Arc;
 
 /// A connected service: its database, event store, outbox and broker clients.
@@ -27,6 +28,9 @@ pub struct ServiceContext {
     pub store: EventStore,
     pub outbox_signal: OutboxSignal,
     pub producer: FutureProducer,
+    /// The tables pruned by age while the service runs, each with how long its rows are kept:
+    /// the inbox, and whatever the service adds before it runs.
+    pub retained: Vec<(Table, Duration)>,
 }
 
 /// Retry `attempt` with capped backoff until it succeeds or `shutdown`; after the first
@@ -147,7 +151,15 @@ impl ServiceContext {
         }
         stop_starting(starting, Ok(())).await?;
         let producer = config.kafka.producer()?;
-        Ok(Self { config, db, store: EventStore::new(upcaster), outbox_signal: OutboxSignal::default(), producer })
+        let retained = vec![(retention::INBOX, config.retention.inbox)];
+        Ok(Self {
+            config,
+            db,
+            store: EventStore::new(upcaster),
+            outbox_signal: OutboxSignal::default(),
+            producer,
+            retained,
+        })
     }
 
     /// Write reference data at start-up (a seed, which opens and commits its own transaction),
@@ -223,6 +235,13 @@ pub async fn run(
     for task in front {
         tasks.spawn(task);
     }
+    let pruner = Pruner {
+        service: ctx.config.service,
+        db: ctx.db.clone(),
+        tables: ctx.retained.clone(),
+        options: ctx.config.retention.clone(),
+    };
+    tasks.spawn(pruner.run(shutdown.clone()));
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         let result = joined.context("service task panicked").and_then(|r| r);
