@@ -337,9 +337,10 @@ async fn database_outage_pauses_consumers_without_committing_and_they_recover_al
     let stream = steady_stream(&t, profile().rate).await?;
 
     // Act: every connection to PostgreSQL is cut, and new ones refused, for 20 s …
-    let cut_at = chrono::Utc::now();
     let frozen = all_committed(&t).await?;
     proxy.down().await?;
+    // Nothing is recorded in an inbox from here on: a record written before is older.
+    let cut_at = chrono::Utc::now();
     let down_at = Instant::now();
     // … while every input topic holds messages to process: a redelivered copy of the latest
     // message of each type on each event topic (so that every service has messages it acts
@@ -384,7 +385,7 @@ async fn database_outage_pauses_consumers_without_committing_and_they_recover_al
     proxy.up().await?;
     let outage = down_at.elapsed();
 
-    // Assert: during the outage the offsets moved only over messages whose effects were
+    // Assert: since the snapshot the offsets moved only over messages whose effects were
     // committed before the cut (an offset commit sent just before it may land after it), or of
     // types the service does not act on (they need no database) …
     for name in service::ALL {
