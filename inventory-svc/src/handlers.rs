@@ -55,10 +55,6 @@ pub struct InventoryHandler {
 }
 
 impl Handler for InventoryHandler {
-    fn acts_on(&self, message_type: &str) -> bool {
-        shared::contracts::acts_on(shared::topics::service::INVENTORY, message_type)
-    }
-
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let decided = match ctx.message.event_type.as_str() {
             event_type::ORDER_PLACED => {

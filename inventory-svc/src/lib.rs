@@ -7,7 +7,7 @@ pub mod handlers;
 use anyhow::Context as _;
 use shared::config::{ServiceConfig, seed_text};
 use shared::service::{ServiceContext, Worker, WorkerSpec};
-use shared::topics::{Topics, service};
+use shared::topics::service;
 
 pub use handlers::InventoryHandler;
 
@@ -50,15 +50,6 @@ impl WorkerSpec for Inventory {
 
     fn service_config(config: &Config) -> &ServiceConfig {
         &config.service
-    }
-
-    fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
-        vec![
-            (topics.orders.clone(), service::ORDER.to_owned()),
-            (topics.payments.clone(), service::PAYMENT.to_owned()),
-            (topics.shipping.clone(), service::SHIPPING.to_owned()),
-            (topics.inventory_commands.clone(), service::ORDER.to_owned()),
-        ]
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<InventoryHandler> {

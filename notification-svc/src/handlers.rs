@@ -61,10 +61,6 @@ pub struct NotificationHandler {
 }
 
 impl Handler for NotificationHandler {
-    fn acts_on(&self, message_type: &str) -> bool {
-        shared::contracts::acts_on(shared::topics::service::NOTIFICATION, message_type)
-    }
-
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let (order_id, mut state, decision) = match ctx.message.event_type.as_str() {
             event_type::ORDER_COMPLETED => {

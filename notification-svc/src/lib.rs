@@ -7,7 +7,7 @@ pub mod sinks;
 use anyhow::Context as _;
 use shared::config::ServiceConfig;
 use shared::service::{ServiceContext, Worker, WorkerSpec};
-use shared::topics::{Topics, service};
+use shared::topics::service;
 
 pub use handlers::NotificationHandler;
 
@@ -47,10 +47,6 @@ impl WorkerSpec for Notification {
 
     fn service_config(config: &Config) -> &ServiceConfig {
         &config.service
-    }
-
-    fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
-        vec![(topics.orders.clone(), service::ORDER.to_owned())]
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<NotificationHandler> {

@@ -162,15 +162,8 @@ impl App {
     /// overdue orders, until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let App { ctx, orders, admin, config, listener } = self;
-        let topics = &ctx.config.topics;
-        let subscriptions = vec![
-            (topics.inventory.clone(), service::INVENTORY.to_owned()),
-            (topics.payments.clone(), service::PAYMENT.to_owned()),
-            (topics.shipping.clone(), service::SHIPPING.to_owned()),
-            (topics.notifications.clone(), service::NOTIFICATION.to_owned()),
-        ];
         let handler = Arc::new(OrderHandler { streams: orders.streams.clone() });
-        let consumer = ctx.consumer(subscriptions, handler);
+        let consumer = ctx.consumer(handler);
         let router =
             http::with_problem_fallbacks(http::routes(orders.clone(), admin, &config.api).merge(ops_router(&ctx)));
         let router =

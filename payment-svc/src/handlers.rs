@@ -66,10 +66,6 @@ pub struct PaymentHandler {
 }
 
 impl Handler for PaymentHandler {
-    fn acts_on(&self, message_type: &str) -> bool {
-        shared::contracts::acts_on(shared::topics::service::PAYMENT, message_type)
-    }
-
     /// A slow payment provider: the wait happens before the transaction opens (so it holds no
     /// lock), and the decision after it sees whatever was committed meanwhile.
     async fn before_transaction(&self, message: &Envelope) {

@@ -8,7 +8,7 @@ pub mod handlers;
 use anyhow::Context as _;
 use shared::config::{ServiceConfig, env_or, seed_text};
 use shared::service::{ServiceContext, Worker, WorkerSpec};
-use shared::topics::{Topics, service};
+use shared::topics::service;
 
 pub use handlers::PaymentHandler;
 
@@ -60,15 +60,6 @@ impl WorkerSpec for Payment {
 
     fn service_config(config: &Config) -> &ServiceConfig {
         &config.service
-    }
-
-    fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
-        vec![
-            (topics.inventory.clone(), service::INVENTORY.to_owned()),
-            (topics.shipping.clone(), service::SHIPPING.to_owned()),
-            (topics.orders.clone(), service::ORDER.to_owned()),
-            (topics.payment_commands.clone(), service::ORDER.to_owned()),
-        ]
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<PaymentHandler> {

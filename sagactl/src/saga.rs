@@ -1,34 +1,20 @@
-//! The saga's shape as an operator sees it: which service publishes each event type, and which
-//! topics each service's consumer group reads (as each service's `run_until_stopped` subscribes;
-//! `lag` shows a group's lag on these even before the group committed anything).
+//! The saga's shape as an operator sees it, from the topology declared once in
+//! [`shared::topology`]: which service publishes each event type, and which topics each
+//! service's consumer group reads (`lag` shows a group's lag on these even before the group
+//! committed anything).
 
-use shared::contracts::event_type as ev;
 use shared::topics::{Topics, service};
 
 /// The service that publishes `event_type` (`None` for the admin command outcomes, which the
 /// service owning the command's target publishes, and for unknown types).
 pub fn publisher(event_type: &str) -> Option<&'static str> {
-    Some(match event_type {
-        ev::ORDER_PLACED | ev::ORDER_COMPLETED | ev::ORDER_CANCELLED => service::ORDER,
-        ev::INVENTORY_RESERVED | ev::INVENTORY_REJECTED | ev::INVENTORY_RELEASED => service::INVENTORY,
-        ev::PAYMENT_CAPTURED | ev::PAYMENT_DECLINED | ev::PAYMENT_REFUNDED => service::PAYMENT,
-        ev::SHIPMENT_SCHEDULED | ev::SHIPMENT_FAILED | ev::SHIPMENT_CANCELLED => service::SHIPPING,
-        ev::NOTIFICATION_SENT => service::NOTIFICATION,
-        _ => return None,
-    })
+    shared::topology::publisher_of(event_type)
 }
 
 /// The topics a service's consumer group subscribes to.
 pub fn subscriptions(service: &str, topics: &Topics) -> Option<Vec<String>> {
-    let list: Vec<&String> = match service {
-        service::ORDER => vec![&topics.inventory, &topics.payments, &topics.shipping, &topics.notifications],
-        service::INVENTORY => vec![&topics.orders, &topics.payments, &topics.shipping, &topics.inventory_commands],
-        service::PAYMENT => vec![&topics.inventory, &topics.shipping, &topics.orders, &topics.payment_commands],
-        service::SHIPPING => vec![&topics.payments, &topics.orders, &topics.shipping_commands],
-        service::NOTIFICATION => vec![&topics.orders],
-        _ => return None,
-    };
-    Some(list.into_iter().cloned().collect())
+    shared::topology::node(service)?;
+    Some(topics.subscriptions(service).into_iter().map(|(topic, _)| topic).collect())
 }
 
 /// The consuming service of a dead-letter topic (`<prefix><service>.dlq`).
@@ -39,6 +25,7 @@ pub fn dead_letter_owner(topic: &str, topics: &Topics) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::contracts::event_type as ev;
 
     #[test]
     fn every_event_type_has_its_publisher() {
@@ -59,6 +46,7 @@ mod tests {
                 "{s} reads its own topic"
             );
         }
+        assert_eq!(subscriptions(service::NOTIFICATION, &topics), Some(vec!["p.orders.events".to_owned()]));
         assert_eq!(subscriptions("someone-else", &topics), None);
         assert_eq!(dead_letter_owner("p.payment-svc.dlq", &topics), Some(service::PAYMENT));
         assert_eq!(dead_letter_owner("payment-svc.dlq", &topics), None);

@@ -2,7 +2,7 @@
 //!
 //! For each batch of messages (what is already fetched, up to [`ConsumerOptions::max_batch`]:
 //! one message when the consumer keeps up), in partition order:
-//! 1. set aside the messages of types the handler does not act on ([`Handler::acts_on`]):
+//! 1. set aside the messages of types the service does not act on ([`crate::topology::acts_on`]):
 //!    a group reads whole topics, but no message of such a type has an effect to apply, so it
 //!    needs no transaction and no inbox record (`outcome="ignored"`);
 //! 2. open a transaction;
@@ -241,14 +241,6 @@ pub trait Handler: Send + Sync + 'static {
     /// calls. A handler that calls out answers false and gets one transaction per message
     /// (offsets are still committed once per batch).
     fn shares_transactions(&self) -> bool {
-        true
-    }
-
-    /// Does the handler act on messages of this type? The loop acknowledges the others on its
-    /// topics without opening a transaction or writing an inbox record (they have no effect to
-    /// apply, so nothing to dedupe); they count as `outcome="ignored"`. Services answer from
-    /// [`crate::contracts::acts_on`]; the default acts on everything.
-    fn acts_on(&self, _message_type: &str) -> bool {
         true
     }
 }
@@ -753,9 +745,12 @@ impl<H: Handler> ConsumerLoop<H> {
     async fn process_batch(&self, batch: &[BorrowedMessage<'_>], shutdown: &CancellationToken) -> (usize, Outcome) {
         let started = Instant::now();
         let decoded: Vec<Result<Envelope, HandlerError>> = batch.iter().map(|m| self.decode(m)).collect();
-        // Admitted messages of a type the handler does not act on: acknowledged, nothing else.
-        let ignored: Vec<bool> =
-            decoded.iter().map(|d| d.as_ref().is_ok_and(|e| !self.handler.acts_on(&e.event_type))).collect();
+        // Admitted messages of a type the service does not act on (the topology): acknowledged,
+        // nothing else.
+        let ignored: Vec<bool> = decoded
+            .iter()
+            .map(|d| d.as_ref().is_ok_and(|e| !crate::topology::acts_on(self.service, &e.event_type)))
+            .collect();
         let spans: Vec<tracing::Span> = batch
             .iter()
             .zip(&decoded)

@@ -85,42 +85,6 @@ pub fn is_command(message_type: &str) -> bool {
     command_type::ALL.contains(&message_type)
 }
 
-/// Does `service` act on messages of `message_type`? A group reads whole topics, so a
-/// service's input topics also carry types it has no use for (payment-svc sees every
-/// `OrderPlaced` on `orders.events`, for instance). Its consumer acknowledges those without a
-/// transaction or an inbox record: they have no effect to apply, so nothing to dedupe. Each
-/// service's handler answers with this table, and the whole-system tests read it to know which
-/// messages must be in a service's inbox. order-svc keeps every upstream fact in its orders'
-/// timelines and admin audit streams, so it acts on everything it reads.
-pub fn acts_on(service: &str, message_type: &str) -> bool {
-    use crate::topics::service as s;
-    use command_type as c;
-    use event_type as e;
-    match service {
-        s::INVENTORY => matches!(
-            message_type,
-            e::ORDER_PLACED
-                | e::PAYMENT_DECLINED
-                | e::SHIPMENT_FAILED
-                | e::SHIPMENT_SCHEDULED
-                | e::ORDER_CANCELLED
-                | c::UPSERT_PRODUCT
-                | c::ADJUST_STOCK
-        ),
-        s::PAYMENT => matches!(
-            message_type,
-            e::INVENTORY_RESERVED
-                | e::SHIPMENT_FAILED
-                | e::ORDER_CANCELLED
-                | c::CREDIT_ACCOUNT
-                | c::SET_ACCOUNT_BALANCE
-        ),
-        s::SHIPPING => matches!(message_type, e::PAYMENT_CAPTURED | e::ORDER_CANCELLED | c::SET_DESTINATIONS),
-        s::NOTIFICATION => matches!(message_type, e::ORDER_COMPLETED | e::ORDER_CANCELLED),
-        _ => true,
-    }
-}
-
 /// A line of an order as the customer asked for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {

@@ -20,5 +20,6 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
+pub mod topology;
 
 pub use tokio_util::sync::CancellationToken;

@@ -204,12 +204,13 @@ impl ServiceContext {
         )
     }
 
-    /// The consumer loop for this service's group over `topics` (each with its publisher).
-    pub fn consumer<H: Handler>(&self, topics: Vec<(String, String)>, handler: Arc<H>) -> ConsumerLoop<H> {
+    /// The consumer loop for this service's group over the topics it subscribes to
+    /// ([`crate::topology`]).
+    pub fn consumer<H: Handler>(&self, handler: Arc<H>) -> ConsumerLoop<H> {
         ConsumerLoop {
             service: self.config.service,
             group: self.config.topics.group(self.config.service),
-            topics,
+            topics: self.config.topics.subscriptions(self.config.service),
             dead_letter_topic: self.config.topics.dead_letter(self.config.service),
             db: self.db.clone(),
             kafka: self.config.kafka.clone(),
@@ -313,9 +314,6 @@ pub trait WorkerSpec: Send + Sync + 'static {
 
     fn service_config(config: &Self::Config) -> &ServiceConfig;
 
-    /// The topics the service consumes, each with the only service allowed to publish on it.
-    fn subscriptions(topics: &crate::topics::Topics) -> Vec<(String, String)>;
-
     /// Build the handler once connected (and load seed data, in its own transaction).
     fn start(
         ctx: &ServiceContext,
@@ -349,7 +347,7 @@ impl<S: WorkerSpec> Worker<S> {
 
     /// Consume, publish and serve /healthz, /readyz, /metrics until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let consumer = self.ctx.consumer(S::subscriptions(&self.ctx.config.topics), self.handler.clone());
+        let consumer = self.ctx.consumer(self.handler.clone());
         run_worker(self.ctx, self.listener, consumer, shutdown).await
     }
 }

@@ -1,7 +1,10 @@
 //! Topic names: one event topic per publishing service, one command topic per service that
 //! takes admin commands (order-svc publishes them; the owning service consumes them), plus one
 //! dead-letter topic per consuming service. Names take an optional prefix so tests (and shared
-//! clusters) can isolate them.
+//! clusters) can isolate them. Which topics exist, who publishes on them and who reads them is
+//! declared in [`crate::topology`].
+
+use crate::topology::{self, Channel, Kind};
 
 /// The service names used as `ce_source`, consumer group ids and dead-letter topic names.
 pub mod service {
@@ -13,7 +16,8 @@ pub mod service {
     pub const ALL: [&str; 5] = [ORDER, INVENTORY, PAYMENT, SHIPPING, NOTIFICATION];
 }
 
-/// The saga's topic names.
+/// The saga's topic names in one deployment: [`crate::topology::CHANNELS`] with the
+/// deployment's prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     prefix: String,
@@ -28,6 +32,8 @@ pub struct Topics {
     pub payment_commands: String,
     /// Admin commands for shipping-svc (served destinations), published by order-svc.
     pub shipping_commands: String,
+    /// Every channel with its prefixed name, in [`crate::topology::CHANNELS`] order.
+    names: Vec<(&'static Channel, String)>,
 }
 
 /// Every command topic's name ends with this; event topics end with `.events`.
@@ -46,54 +52,73 @@ impl Default for Topics {
 
 impl Topics {
     pub fn with_prefix(prefix: &str) -> Self {
+        let name = |channel: &str| format!("{prefix}{channel}");
         Self {
             prefix: prefix.to_owned(),
-            orders: format!("{prefix}orders.events"),
-            inventory: format!("{prefix}inventory.events"),
-            payments: format!("{prefix}payments.events"),
-            shipping: format!("{prefix}shipping.events"),
-            notifications: format!("{prefix}notifications.events"),
-            inventory_commands: format!("{prefix}inventory.commands"),
-            payment_commands: format!("{prefix}payments.commands"),
-            shipping_commands: format!("{prefix}shipping.commands"),
+            orders: name("orders.events"),
+            inventory: name("inventory.events"),
+            payments: name("payments.events"),
+            shipping: name("shipping.events"),
+            notifications: name("notifications.events"),
+            inventory_commands: name("inventory.commands"),
+            payment_commands: name("payments.commands"),
+            shipping_commands: name("shipping.commands"),
+            names: topology::CHANNELS.iter().map(|c| (c, name(c.name))).collect(),
         }
+    }
+
+    /// The prefixed name of the channel named `channel`.
+    pub fn name(&self, channel: &str) -> Option<&str> {
+        self.names.iter().find(|(c, _)| c.name == channel).map(|(_, n)| n.as_str())
+    }
+
+    /// The channel behind a prefixed topic name.
+    pub fn channel(&self, topic: &str) -> Option<&'static Channel> {
+        self.names.iter().find(|(_, n)| n == topic).map(|(c, _)| *c)
+    }
+
+    /// The topics `service`'s consumer group subscribes to, each with the only service allowed
+    /// to publish on it.
+    pub fn subscriptions(&self, service: &str) -> Vec<(String, String)> {
+        let Some(node) = topology::node(service) else { return Vec::new() };
+        node.subscribes
+            .iter()
+            .filter_map(|channel| {
+                Some((self.name(channel)?.to_owned(), topology::channel(channel)?.publisher.to_owned()))
+            })
+            .collect()
     }
 
     /// The command topic a service consumes its admin commands from, if it takes any.
     pub fn commands_for(&self, service: &str) -> Option<&str> {
-        match service {
-            service::INVENTORY => Some(&self.inventory_commands),
-            service::PAYMENT => Some(&self.payment_commands),
-            service::SHIPPING => Some(&self.shipping_commands),
-            _ => None,
-        }
+        let node = topology::node(service)?;
+        let channel = node.subscribes.iter().filter_map(|c| topology::channel(c)).find(|c| c.kind == Kind::Commands)?;
+        self.name(channel.name)
     }
 
     /// Every command topic (all published by order-svc).
-    pub fn command_topics(&self) -> [&str; 3] {
-        [&self.inventory_commands, &self.payment_commands, &self.shipping_commands]
+    pub fn command_topics(&self) -> Vec<&str> {
+        self.of_kind(Kind::Commands)
+    }
+
+    /// Every event topic.
+    pub fn event_topics(&self) -> Vec<&str> {
+        self.of_kind(Kind::Events)
+    }
+
+    fn of_kind(&self, kind: Kind) -> Vec<&str> {
+        self.names.iter().filter(|(c, _)| c.kind == kind).map(|(_, n)| n.as_str()).collect()
     }
 
     /// Every topic a service publishes to (and creates at start-up when allowed): its event
     /// topic, and for order-svc the command topics too.
     pub fn published_by(&self, service: &str) -> Vec<&str> {
-        let mut topics: Vec<&str> = self.owned_by(service).into_iter().collect();
-        if service == service::ORDER {
-            topics.extend(self.command_topics());
-        }
-        topics
+        self.names.iter().filter(|(c, _)| c.publisher == service).map(|(_, n)| n.as_str()).collect()
     }
 
     /// The topic a service publishes its events to.
     pub fn owned_by(&self, service: &str) -> Option<&str> {
-        match service {
-            service::ORDER => Some(&self.orders),
-            service::INVENTORY => Some(&self.inventory),
-            service::PAYMENT => Some(&self.payments),
-            service::SHIPPING => Some(&self.shipping),
-            service::NOTIFICATION => Some(&self.notifications),
-            _ => None,
-        }
+        self.name(topology::node(service)?.events)
     }
 
     /// A consuming service's consumer group: the service's name, with the prefix, so that
@@ -107,15 +132,9 @@ impl Topics {
         format!("{}{service}.dlq", self.prefix)
     }
 
-    /// Every event topic.
-    pub fn event_topics(&self) -> [&str; 5] {
-        [&self.orders, &self.inventory, &self.payments, &self.shipping, &self.notifications]
-    }
-
     /// Every topic the saga uses: event topics, command topics and dead-letter topics.
     pub fn all(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.event_topics().iter().map(|t| (*t).to_owned()).collect();
-        all.extend(self.command_topics().iter().map(|t| (*t).to_owned()));
+        let mut all: Vec<String> = self.names.iter().map(|(_, n)| n.clone()).collect();
         all.extend(service::ALL.iter().map(|s| self.dead_letter(s)));
         all
     }

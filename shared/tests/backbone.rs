@@ -330,15 +330,9 @@ struct Recorder {
     /// Lose this many optimistic-concurrency races first.
     conflicts_first: AtomicU32,
     calls: AtomicUsize,
-    /// Act on this message type only (`None`: on every type).
-    only: Option<&'static str>,
 }
 
 impl Handler for Recorder {
-    fn acts_on(&self, message_type: &str) -> bool {
-        self.only.is_none_or(|only| only == message_type)
-    }
-
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail_first.load(Ordering::SeqCst) > 0 {
@@ -471,14 +465,15 @@ fn committed_total(broker: &TestBroker, group: &str, topic: &str) -> anyhow::Res
     Ok(committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or_default().max(0)).sum())
 }
 
-both_backends!(consumer_acknowledges_types_its_handler_does_not_act_on_without_a_transaction);
-async fn consumer_acknowledges_types_its_handler_does_not_act_on_without_a_transaction(
+both_backends!(consumer_acknowledges_types_its_service_does_not_act_on_without_a_transaction);
+async fn consumer_acknowledges_types_its_service_does_not_act_on_without_a_transaction(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let up = Upstream::new(backend).await?;
     let down = TestDb::new(backend, &[]).await?;
     let producer = up.broker.kafka.producer()?;
-    // A backlog that mixes a type the handler acts on with one it does not, on one key.
+    // A backlog that mixes a type the consuming service (inventory-svc) acts on with one it
+    // does not (the topology), on one key.
     let mut acted_on = Vec::new();
     for i in 0..3 {
         let placed = placed("order-1", i)?;
@@ -489,7 +484,7 @@ async fn consumer_acknowledges_types_its_handler_does_not_act_on_without_a_trans
     }
 
     let stop = CancellationToken::new();
-    let handler = Arc::new(Recorder { only: Some(event_type::ORDER_PLACED), ..Recorder::default() });
+    let handler = Arc::new(Recorder::default());
     let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
     // Every message is acknowledged: the group's offsets cover all six.
     eventually(WAIT, "the group to commit past all six messages", || async {

@@ -71,10 +71,6 @@ pub struct ShippingHandler {
 type Days = BTreeMap<CarrierDayId, Loaded<CarrierDay>>;
 
 impl Handler for ShippingHandler {
-    fn acts_on(&self, message_type: &str) -> bool {
-        shared::contracts::acts_on(shared::topics::service::SHIPPING, message_type)
-    }
-
     /// A slow carrier API: the wait happens before the transaction opens (so it holds no lock),
     /// and the decision after it sees whatever was committed meanwhile.
     async fn before_transaction(&self, message: &shared::envelope::Envelope) {

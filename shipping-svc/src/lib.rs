@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shared::config::{ServiceConfig, env_millis, seed_text};
 use shared::service::{ServiceContext, Worker, WorkerSpec};
-use shared::topics::{Topics, service};
+use shared::topics::service;
 
 pub use handlers::ShippingHandler;
 
@@ -58,14 +58,6 @@ impl WorkerSpec for Shipping {
 
     fn service_config(config: &Config) -> &ServiceConfig {
         &config.service
-    }
-
-    fn subscriptions(topics: &Topics) -> Vec<(String, String)> {
-        vec![
-            (topics.payments.clone(), service::PAYMENT.to_owned()),
-            (topics.orders.clone(), service::ORDER.to_owned()),
-            (topics.shipping_commands.clone(), service::ORDER.to_owned()),
-        ]
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<ShippingHandler> {

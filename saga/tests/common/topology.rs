@@ -199,18 +199,15 @@ pub struct Topology {
     deadline_note: String,
 }
 
-/// The topics a service's group consumes.
+/// The topics a service's group consumes (the topology's), without its command topic: the
+/// suite sends no admin command.
 pub fn inputs(topics: &Topics, name: &str) -> Vec<String> {
-    let t = topics;
-    let list: Vec<&String> = match name {
-        service::ORDER => vec![&t.inventory, &t.payments, &t.shipping, &t.notifications],
-        service::INVENTORY => vec![&t.orders, &t.payments, &t.shipping],
-        service::PAYMENT => vec![&t.inventory, &t.shipping, &t.orders],
-        service::SHIPPING => vec![&t.payments, &t.orders],
-        service::NOTIFICATION => vec![&t.orders],
-        _ => vec![],
-    };
-    list.into_iter().cloned().collect()
+    topics
+        .subscriptions(name)
+        .into_iter()
+        .map(|(topic, _)| topic)
+        .filter(|t| !shared::topics::carries_commands(t))
+        .collect()
 }
 
 impl Topology {
@@ -605,5 +602,5 @@ pub fn summary_file() -> std::path::PathBuf {
 pub fn acts_on(service: &str, record: &kafka::Record) -> bool {
     record
         .header(shared::envelope::header::TYPE)
-        .is_none_or(|t| !shared::contracts::is_known_type(t) || shared::contracts::acts_on(service, t))
+        .is_none_or(|t| !shared::contracts::is_known_type(t) || shared::topology::acts_on(service, t))
 }
