@@ -89,7 +89,7 @@ pub async fn track_http(service: &'static str, mut request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let response = if UNTRACED_ROUTES.contains(&route.as_str()) {
         next.run(request).await
     } else {

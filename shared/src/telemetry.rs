@@ -285,10 +285,13 @@ pub fn record_send_result(span: &tracing::Span, result: Result<(i32, i64), &dyn 
 /// known (`tracing::Span::current().record("order.id", ...)`).
 pub fn http_server_span(
     service: &'static str,
-    method: &str,
+    method: &axum::http::Method,
     route: &str,
     headers: &axum::http::HeaderMap,
 ) -> tracing::Span {
+    // The semantic conventions' name for a method outside the standard set: a client can send
+    // any token, and a span name or attribute must not carry kilobytes of it.
+    let method = crate::metrics::standard_method(method).unwrap_or("_OTHER");
     let span = tracing::info_span!(
         "http.server",
         otel.name = format!("{method} {route}"),
