@@ -170,9 +170,11 @@ impl App {
         let router =
             router.layer(axum::middleware::from_fn(|req, next| shared::ops::track_http(service::ORDER, req, next)));
 
+        let api_endpoint =
+            shared::http_server::Endpoint { service: service::ORDER, role: "api", limits: ctx.config.http.clone() };
         let (http_stop, consumer_stop, scan_stop) = (shutdown.clone(), shutdown.clone(), shutdown.clone());
         let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
-            Box::pin(shared::ops::serve(listener, router, http_stop)),
+            Box::pin(shared::http_server::serve(listener, router, api_endpoint, http_stop)),
             Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
             Box::pin(deadline_scanner(orders, config.deadline_scan_interval, scan_stop)),
         ];

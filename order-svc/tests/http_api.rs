@@ -606,7 +606,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_route_and_status() {
         codes.sort();
         codes
     };
-    assert_eq!(statuses("/orders", "post"), ["202", "400", "401", "403", "415", "422", "429", "500", "503"]);
+    assert_eq!(statuses("/orders", "post"), ["202", "400", "401", "403", "408", "415", "422", "429", "500", "503"]);
     assert_eq!(statuses("/orders/{id}", "get"), ["200", "401", "403", "404", "429", "500", "503"]);
     assert_eq!(statuses("/orders", "get"), ["200", "401", "403", "422", "429", "500", "503"]);
     assert!(doc["paths"]["/openapi.json"]["get"].is_object());

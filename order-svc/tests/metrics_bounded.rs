@@ -60,7 +60,12 @@ async fn metrics_stay_bounded_under_random_methods_paths_and_headers() -> anyhow
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let server = tokio::spawn(shared::ops::serve(listener, router, stop.clone()));
+    let endpoint = shared::http_server::Endpoint {
+        service: "order-svc",
+        role: "api",
+        limits: shared::http_server::ServerLimits::default(),
+    };
+    let server = tokio::spawn(shared::http_server::serve(listener, router, endpoint, stop.clone()));
     let before = shared::metrics::render(&handle, None).len();
 
     // Act: 10,000 requests, random method, path and headers, half of them with a valid key.

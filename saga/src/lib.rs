@@ -40,6 +40,8 @@ pub struct EmbeddedConfig {
     pub api: order_svc::ApiConfig,
     /// librdkafka properties for every client (as `KAFKA_PROP_*` are in production).
     pub kafka_properties: Vec<(String, String)>,
+    /// The limits of every listener (`HTTP_*` as in production).
+    pub http: shared::http_server::ServerLimits,
 }
 
 impl Default for EmbeddedConfig {
@@ -57,6 +59,7 @@ impl Default for EmbeddedConfig {
             database_urls: Default::default(),
             api: order_svc::ApiConfig::with_keys(order_svc::http::ApiKeys::default()),
             kafka_properties: Vec::new(),
+            http: Default::default(),
         }
     }
 }
@@ -142,6 +145,7 @@ fn service_config(
     };
     let port = if config.api_addr.port() == 0 { 0 } else { config.api_addr.port() + offset };
     c.http_addr = SocketAddr::new(config.api_addr.ip(), port);
+    c.http = config.http.clone();
     c.kafka = kafka.clone();
     c.topics = topics.clone();
     c.otlp_endpoint = config.otlp_endpoint.clone();

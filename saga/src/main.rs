@@ -43,7 +43,7 @@ struct Args {
 }
 
 /// API keys and limits come from the environment as for order-svc (`ORDER_API_KEYS`,
-/// `ORDER_API_KEYS_FILE`, `ORDER_API_AUTH=open`, `ORDER_API_RATE_LIMIT_PER_SEC`, ...): keys are
+/// `ORDER_API_KEYS_FILE`, `ORDER_API_AUTH=open`, `ORDER_API_RATE_LIMIT_PER_SEC`, `HTTP_*`, ...): keys are
 /// secrets, and command-line arguments are visible to every user of the machine. With no key
 /// configured, demo keys are made and printed at start-up.
 #[tokio::main]
@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         database_urls: Default::default(),
         api,
         kafka_properties: Vec::new(),
+        http: shared::http_server::ServerLimits::from_env()?,
     };
     let auth_mode = match &config.api.auth {
         Auth::Open => "OPEN: no API key needed, every caller is an admin (ORDER_API_AUTH=open)".to_owned(),

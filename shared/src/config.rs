@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::broker::KafkaConfig;
 use crate::consumer::ConsumerOptions;
 use crate::db::DbOptions;
+use crate::http_server::ServerLimits;
 use crate::outbox::RelayOptions;
 use crate::telemetry::LogFormat;
 use crate::topics::Topics;
@@ -106,6 +107,9 @@ pub struct ServiceConfig {
     pub service: &'static str,
     /// `HTTP_ADDR`: where /healthz, /readyz, /metrics (and order-svc's API) listen.
     pub http_addr: SocketAddr,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_BODY_READ_TIMEOUT_MS`, `HTTP_KEEP_ALIVE_TIMEOUT_MS`,
+    /// `HTTP_MAX_CONNECTIONS`, `HTTP_MAX_HEADER_BYTES`: the limits of every listener.
+    pub http: ServerLimits,
     /// `DATABASE_URL` (or `DATABASE_URL_FILE`): `postgres://…` or `sqlite://…`, with the
     /// password of `DATABASE_PASSWORD` (or `DATABASE_PASSWORD_FILE`) put in when set.
     pub database_url: String,
@@ -131,6 +135,7 @@ impl fmt::Debug for ServiceConfig {
         f.debug_struct("ServiceConfig")
             .field("service", &self.service)
             .field("http_addr", &self.http_addr)
+            .field("http", &self.http)
             .field("database_url", &redact_url(&self.database_url))
             .field("brokers", &self.kafka.brokers)
             .field("kafka_properties", &self.kafka.properties.iter().map(|(k, _)| k).collect::<Vec<_>>())
@@ -160,6 +165,7 @@ impl ServiceConfig {
         Self {
             service,
             http_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            http: ServerLimits::default(),
             database_url: format!("sqlite://data/{service}.db"),
             db: DbOptions::default(),
             kafka: KafkaConfig::new("127.0.0.1:9092"),
@@ -175,6 +181,7 @@ impl ServiceConfig {
     pub fn from_env(service: &'static str, default_port: u16) -> anyhow::Result<Self> {
         let mut c = Self::defaults(service, default_port);
         c.http_addr = env_or("HTTP_ADDR", c.http_addr)?;
+        c.http = ServerLimits::from_env()?;
         c.database_url = env_secret("DATABASE_URL")?.unwrap_or(c.database_url);
         if let Some(password) = env_secret("DATABASE_PASSWORD")? {
             c.database_url = with_password(&c.database_url, &password)?;

@@ -52,6 +52,7 @@ pub const COMPENSATIONS: &str = "saga_compensations_total";
 pub const ADMIN_COMMANDS: &str = "saga_admin_commands_total";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub const HTTP_CONNECTIONS_CLOSED: &str = "http_connections_closed_total";
 
 /// How long a gauge or histogram series may go without an update before `/metrics` drops it
 /// (see the module docs). Far longer than any scrape interval or periodic update here (lag
@@ -208,6 +209,10 @@ fn describe() {
     describe_counter!(ADMIN_COMMANDS, "Admin commands decided by their owning service, by command type and outcome");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route template, method and status");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by route template, method and status");
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "Connections the server closed on its own, by reason (header_timeout, keep_alive_timeout, over_capacity)"
+    );
 }
 
 /// The `method` label of an HTTP request: one of the methods HTTP defines, else [`OTHER`]
@@ -313,6 +318,12 @@ pub fn http_request(service: &'static str, route: &str, method: &Method, status:
     ];
     counter!(HTTP_REQUESTS, &labels).increment(1);
     histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+}
+
+/// The server closed a connection on its own (`reason`: `header_timeout`,
+/// `keep_alive_timeout`, `over_capacity`).
+pub fn http_connection_closed(service: &'static str, reason: &'static str) {
+    counter!(HTTP_CONNECTIONS_CLOSED, "service" => service, "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

@@ -106,19 +106,3 @@ pub async fn track_http(service: &'static str, mut request: Request, next: Next)
     crate::metrics::http_request(service, &route, &method, response.status().as_u16(), started.elapsed());
     response
 }
-
-/// Serve `router` on `listener` until `shutdown`, draining in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    // Tests and supervisors that start a service on port 0 read the address from this line.
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(addr = %addr, "listening");
-    }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(Into::into)
-}

@@ -15,6 +15,7 @@ use crate::config::{ServiceConfig, redact_url};
 use crate::consumer::{ConsumerLoop, Handler};
 use crate::db::{Db, Migrations, shared_migrations};
 use crate::event_store::{EventStore, StoreError, Upcaster};
+use crate::http_server::Endpoint;
 use crate::ops::Readiness;
 use crate::outbox::{Backoff, OutboxSignal, Relay};
 use std::sync::Arc;
@@ -94,7 +95,8 @@ impl Starting {
             )
             .route("/metrics", axum::routing::get(move || std::future::ready(metrics.render())));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::ops::serve(listener, router, stop.clone()));
+        let endpoint = Endpoint { service: config.service, role: "starting", limits: config.http.clone() };
+        let task = tokio::spawn(crate::http_server::serve(listener, router, endpoint, stop.clone()));
         Some(Self { stop, task })
     }
 }
@@ -252,10 +254,11 @@ pub async fn run_worker<H: Handler>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ops = ops_router(&ctx);
+    let endpoint = Endpoint { service: ctx.config.service, role: "ops", limits: ctx.config.http.clone() };
     let http_stop = shutdown.clone();
     let consumer_stop = shutdown.clone();
     let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
-        Box::pin(crate::ops::serve(listener, ops, http_stop)),
+        Box::pin(crate::http_server::serve(listener, ops, endpoint, http_stop)),
         Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
     ];
     run(ctx, front, shutdown).await

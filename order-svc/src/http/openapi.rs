@@ -27,7 +27,7 @@ use super::problem::{Problem, Violation};
             `application/problem+json` (RFC 9457): 400 malformed JSON or header, 401 a missing or invalid key (with \
             `WWW-Authenticate`), 403 a key whose role does not allow the call, 404 an unknown order, command or route \
             (also another customer's order), 405 a known path with an unsupported method, 415 a missing or non-JSON \
-            Content-Type, 422 a body or query that breaks the rules (including a body over 64 KiB), 429 the key's \
+            Content-Type, 408 a body that did not arrive within the body read timeout, 422 a body or query that breaks the rules (including a body over 64 KiB), 429 the key's \
             rate limit (with `Retry-After`), 500 an internal error with no details, 503 overload or a request \
             timeout (with `Retry-After`)."
     ),
@@ -126,6 +126,15 @@ impl Modify for CommonResponses {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
+                if operation.request_body.is_some() {
+                    responses.entry("408".to_owned()).or_insert_with(|| {
+                        problem(
+                            "The request body did not arrive within the server's body read timeout; the connection is \
+                             closed",
+                            &[],
+                        )
+                    });
+                }
                 if protected {
                     operation.security = Some(vec![SecurityRequirement::new(SECURITY_SCHEME, Vec::<String>::new())]);
                     for (status, response) in &common {

@@ -72,6 +72,10 @@ pub enum AppError {
     /// A header the API reads is malformed: 400.
     #[error("invalid {header} header: {message}")]
     InvalidHeader { header: &'static str, message: String },
+    /// The body did not arrive within the server's body read timeout: 408, and the connection
+    /// is closed (the rest of the body may still be on its way).
+    #[error("request body not received in time")]
+    BodyTimedOut,
     /// Content-Type is missing or not JSON: 415.
     #[error("unsupported media type {found:?}")]
     UnsupportedMediaType { found: Option<String> },
@@ -129,6 +133,7 @@ impl AppError {
             AppError::MalformedJson(_) | AppError::UnreadableBody | AppError::InvalidHeader { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            AppError::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::BodyTooLarge { .. }
             | AppError::BodyShape(_)
@@ -152,6 +157,12 @@ impl AppError {
                 (Some("malformed-json"), "Request body is not valid JSON", Some(detail.clone()), Vec::new())
             }
             AppError::UnreadableBody => (Some("unreadable-body"), "Request body could not be read", None, Vec::new()),
+            AppError::BodyTimedOut => (
+                Some("body-timeout"),
+                "Request body not received in time",
+                Some("the request body did not arrive within the server's body read timeout".to_owned()),
+                Vec::new(),
+            ),
             AppError::InvalidHeader { header, message } => {
                 (Some("invalid-header"), "Invalid request header", Some(format!("{header}: {message}")), Vec::new())
             }
@@ -274,6 +285,9 @@ impl IntoResponse for AppError {
             }
             AppError::Overloaded | AppError::TimedOut => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            AppError::BodyTimedOut => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
