@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod store;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use shared::CancellationToken;
 use shared::config::{ServiceConfig, env_millis, env_opt, env_or, env_secret};
 use shared::db::Migrations;
 use shared::event_store::Upcaster;
+use shared::http_server::Endpoint;
 use shared::service::{ServiceContext, ops_router};
 use shared::topics::service;
 
@@ -38,6 +40,10 @@ pub fn upcaster() -> Upcaster {
     Upcaster::default()
 }
 
+/// `OPS_ADDR` by default: `/livez`, `/healthz`, `/readyz` and `/metrics`, on loopback, away from
+/// the public API's port.
+pub const DEFAULT_OPS_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9080);
+
 /// order-svc configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -53,9 +59,15 @@ pub struct Config {
 
 impl Config {
     /// The production configuration: it refuses to start without an API key unless open mode
-    /// was asked for explicitly (`ORDER_API_AUTH=open`).
+    /// was asked for explicitly (`ORDER_API_AUTH=open`). `OPS_ADDR` places the ops endpoints
+    /// (default: see [`Config::new`]).
     pub fn from_env() -> anyhow::Result<Self> {
-        let mut c = Self::new(ServiceConfig::from_env(service::ORDER, 8080)?)?;
+        let mut service_config = ServiceConfig::from_env(service::ORDER, 8080)?;
+        if let Some(raw) = env_opt("OPS_ADDR") {
+            service_config.ops_addr =
+                Some(raw.trim().parse().map_err(|e| anyhow::anyhow!("invalid value for OPS_ADDR: {e}"))?);
+        }
+        let mut c = Self::new(service_config)?;
         c.saga_deadline = env_millis("SAGA_DEADLINE_MS", c.saga_deadline)?;
         c.deadline_scan_interval = env_millis("DEADLINE_SCAN_MS", c.deadline_scan_interval)?;
         c.api = api_from_env()?;
@@ -70,8 +82,16 @@ impl Config {
         Ok(c)
     }
 
-    /// Defaults: no API key yet, so every API request is refused (401) until keys are set.
-    pub fn new(service: ServiceConfig) -> anyhow::Result<Self> {
+    /// Defaults: no API key yet, so every API request is refused (401) until keys are set. The
+    /// ops endpoints listen on `service.ops_addr`, else on [`DEFAULT_OPS_ADDR`], or on any free
+    /// port of the API's address when the API asks for any free port (tests).
+    pub fn new(mut service: ServiceConfig) -> anyhow::Result<Self> {
+        if service.ops_addr.is_none() {
+            service.ops_addr = Some(match service.http_addr.port() {
+                0 => SocketAddr::new(service.http_addr.ip(), 0),
+                _ => DEFAULT_OPS_ADDR,
+            });
+        }
         Ok(Self {
             service,
             saga_deadline: Duration::from_secs(30),
@@ -122,10 +142,11 @@ pub struct App {
     pub admin: AdminCommands,
     config: Config,
     listener: tokio::net::TcpListener,
+    ops_listener: tokio::net::TcpListener,
 }
 
 impl App {
-    /// Connect, migrate, and bind the API listener (port 0 picks a free port).
+    /// Connect, migrate, and bind the API and ops listeners (port 0 picks a free port).
     pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         metrics::describe();
         let ctx = ServiceContext::connect(config.service.clone(), &[migrations()], upcaster(), shutdown).await?;
@@ -144,18 +165,28 @@ impl App {
         let listener = tokio::net::TcpListener::bind(ctx.config.http_addr)
             .await
             .with_context(|| format!("failed to bind {}", ctx.config.http_addr))?;
+        let ops_addr = ctx.config.ops_listen_addr();
+        let ops_listener =
+            tokio::net::TcpListener::bind(ops_addr).await.with_context(|| format!("failed to bind {ops_addr}"))?;
         tracing::info!(auth = ?config.api.auth, limits = ?config.api.limits, "order API admission");
-        Ok(Self { ctx, orders, admin, config, listener })
+        Ok(Self { ctx, orders, admin, config, listener, ops_listener })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+    /// The API's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serve the API (with /healthz, /readyz, /metrics), consume upstream events, and cancel
-    /// overdue orders, until `shutdown`.
+    /// The ops endpoints' address.
+    pub fn ops_addr(&self) -> std::io::Result<SocketAddr> {
+        self.ops_listener.local_addr()
+    }
+
+    /// Serve the API (with `/healthz` for load balancers) and, on the ops listener, `/livez`,
+    /// `/healthz`, `/readyz` and `/metrics`; consume upstream events, and cancel overdue
+    /// orders, until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let App { ctx, orders, admin, config, listener } = self;
+        let App { ctx, orders, admin, config, listener, ops_listener } = self;
         let topics = &ctx.config.topics;
         let subscriptions = vec![
             (topics.inventory.clone(), service::INVENTORY.to_owned()),
@@ -165,16 +196,19 @@ impl App {
         ];
         let handler = Arc::new(OrderHandler { streams: orders.streams.clone() });
         let consumer = ctx.consumer(subscriptions, handler);
-        let router =
-            http::with_problem_fallbacks(http::routes(orders.clone(), admin, &config.api).merge(ops_router(&ctx)));
-        let router =
-            router.layer(axum::middleware::from_fn(|req, next| shared::ops::track_http(service::ORDER, req, next)));
-
-        let api_endpoint =
-            shared::http_server::Endpoint { service: service::ORDER, role: "api", limits: ctx.config.http.clone() };
-        let (http_stop, consumer_stop, scan_stop) = (shutdown.clone(), shutdown.clone(), shutdown.clone());
+        // Load balancers may probe the API's own port; /healthz there reads and writes nothing.
+        let api = http::routes(orders.clone(), admin, &config.api)
+            .route("/healthz", axum::routing::get(shared::ops::healthz));
+        let router = http::with_problem_fallbacks(api)
+            .layer(axum::middleware::from_fn(|req, next| shared::ops::track_http(service::ORDER, req, next)));
+        let endpoint = |role| Endpoint { service: service::ORDER, role, limits: ctx.config.http.clone() };
+        let (api_endpoint, ops_endpoint) = (endpoint("api"), endpoint("ops"));
+        let ops = ops_router(&ctx);
+        let (http_stop, ops_stop, consumer_stop, scan_stop) =
+            (shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone());
         let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
             Box::pin(shared::http_server::serve(listener, router, api_endpoint, http_stop)),
+            Box::pin(shared::http_server::serve(ops_listener, ops, ops_endpoint, ops_stop)),
             Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
             Box::pin(deadline_scanner(orders, config.deadline_scan_interval, scan_stop)),
         ];

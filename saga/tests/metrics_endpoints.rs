@@ -51,7 +51,7 @@ async fn every_service_serves_its_series_and_they_move() -> anyhow::Result<()> {
     let system = TestSystem::start(Backend::Sqlite, Options::default()).await?;
     let e = system.endpoints.clone();
     let ports = [
-        (service::ORDER, e.api),
+        (service::ORDER, e.order_ops),
         (service::INVENTORY, e.inventory),
         (service::PAYMENT, e.payment),
         (service::SHIPPING, e.shipping),

@@ -107,7 +107,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
     // Both replicas of every consuming service handled messages: the group split the work.
     for name in service::ALL {
         for p in &processes[name] {
-            let addr = p.addr.map(|a| a.to_string()).unwrap_or_default();
+            let addr = p.ops_addr.map(|a| a.to_string()).unwrap_or_default();
             let metrics = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
             let handled: f64 = metrics
                 .lines()

@@ -105,8 +105,12 @@ pub fn env_millis(name: &str, default: Duration) -> anyhow::Result<Duration> {
 #[derive(Clone)]
 pub struct ServiceConfig {
     pub service: &'static str,
-    /// `HTTP_ADDR`: where /healthz, /readyz, /metrics (and order-svc's API) listen.
+    /// `HTTP_ADDR`: where the service listens: order-svc's API, the ops endpoints
+    /// (`/livez`, `/healthz`, `/readyz`, `/metrics`) of every other service.
     pub http_addr: SocketAddr,
+    /// Where the ops endpoints listen when not on `http_addr`: order-svc's `OPS_ADDR`, which
+    /// keeps them off the public API's port. `None` for the other services.
+    pub ops_addr: Option<SocketAddr>,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_BODY_READ_TIMEOUT_MS`, `HTTP_KEEP_ALIVE_TIMEOUT_MS`,
     /// `HTTP_MAX_CONNECTIONS`, `HTTP_MAX_HEADER_BYTES`: the limits of every listener.
     pub http: ServerLimits,
@@ -135,6 +139,7 @@ impl fmt::Debug for ServiceConfig {
         f.debug_struct("ServiceConfig")
             .field("service", &self.service)
             .field("http_addr", &self.http_addr)
+            .field("ops_addr", &self.ops_addr)
             .field("http", &self.http)
             .field("database_url", &redact_url(&self.database_url))
             .field("brokers", &self.kafka.brokers)
@@ -160,11 +165,17 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl ServiceConfig {
+    /// Where the ops endpoints listen (also while the service is still connecting).
+    pub fn ops_listen_addr(&self) -> SocketAddr {
+        self.ops_addr.unwrap_or(self.http_addr)
+    }
+
     /// Defaults for `service`: SQLite under `./data`, the given port, brokers on localhost.
     pub fn defaults(service: &'static str, port: u16) -> Self {
         Self {
             service,
             http_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ops_addr: None,
             http: ServerLimits::default(),
             database_url: format!("sqlite://data/{service}.db"),
             db: DbOptions::default(),

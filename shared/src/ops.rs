@@ -1,7 +1,13 @@
-//! The operational HTTP surface every service serves: `/healthz` (the process is alive),
-//! `/readyz` (its database and broker are reachable) and `/metrics` (Prometheus text), plus the
-//! request-metrics middleware for any router.
+//! The operational HTTP surface every service serves on its ops listener: `/livez` and
+//! `/healthz` (the process is alive and answering; no dependency is checked), `/readyz` (its
+//! database and broker are reachable; cached for [`READINESS_TTL`]) and `/metrics` (Prometheus
+//! text), plus the request-metrics middleware for any router.
+//!
+//! order-svc serves these on their own listener (`OPS_ADDR`), away from the public API, which
+//! keeps only [`healthz`] for load balancers; the other services have no API, so their one
+//! listener is the ops listener.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -17,16 +23,30 @@ use tracing::Instrument as _;
 
 use crate::db::Db;
 
-/// What `/readyz` checks.
+/// How long a `/readyz` answer is reused: each check pings the database and fetches broker
+/// metadata, and a prober (or anyone who can reach the ops port) may ask often.
+pub const READINESS_TTL: Duration = Duration::from_secs(1);
+
+/// What `/readyz` checks: the database answers a ping, the broker returns metadata.
 #[derive(Clone)]
 pub struct Readiness {
-    pub db: Db,
-    pub producer: FutureProducer,
+    db: Db,
+    producer: FutureProducer,
+    cache: Arc<CachedCheck>,
 }
 
 impl Readiness {
-    /// `(database ok, broker ok)`.
+    pub fn new(db: Db, producer: FutureProducer) -> Self {
+        Self { db, producer, cache: Arc::new(CachedCheck::new(READINESS_TTL)) }
+    }
+
+    /// `(database ok, broker ok)`, checked at most once per [`READINESS_TTL`]; callers that
+    /// arrive during a check wait for it and share its answer.
     pub async fn check(&self) -> (bool, bool) {
+        self.cache.get_or_run(|| self.probe()).await
+    }
+
+    async fn probe(&self) -> (bool, bool) {
         let db = tokio::time::timeout(Duration::from_secs(2), self.db.ping()).await.unwrap_or(false);
         let producer = self.producer.clone();
         let broker =
@@ -37,19 +57,55 @@ impl Readiness {
     }
 }
 
+/// The last answer of a check, reused while younger than its time to live; one check at a time.
+struct CachedCheck {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, (bool, bool))>>,
+}
+
+impl CachedCheck {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, last: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn get_or_run<F, Fut>(&self, run: F) -> (bool, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = (bool, bool)>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = *last
+            && at.elapsed() < self.ttl
+        {
+            return answer;
+        }
+        let answer = run().await;
+        *last = Some((Instant::now(), answer));
+        answer
+    }
+}
+
 #[derive(Clone)]
 struct OpsState {
     readiness: Readiness,
     metrics: PrometheusHandle,
 }
 
-/// `/healthz`, `/readyz`, `/metrics`.
+/// `/livez`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/livez", get(healthz))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(OpsState { readiness, metrics })
+}
+
+/// Liveness: answering at all shows the process is up and its runtime is not wedged. No
+/// dependency is checked (a database outage must not get a healthy process restarted), and
+/// nothing is read or written.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {
@@ -73,7 +129,7 @@ struct ServedBy(&'static str);
 
 /// Routes that are polled by machines: no span for them (a scrape every few seconds would
 /// bury the order traces), only metrics.
-const UNTRACED_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+const UNTRACED_ROUTES: [&str; 4] = ["/livez", "/healthz", "/readyz", "/metrics"];
 
 /// Middleware recording request count and latency by route template (never the raw path), and
 /// serving each request in an HTTP server span (see [`crate::telemetry::http_server_span`]).
@@ -105,4 +161,38 @@ pub async fn track_http(service: &'static str, mut request: Request, next: Next)
     };
     crate::metrics::http_request(service, &route, &method, response.status().as_u16(), started.elapsed());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_check_runs_once_per_time_to_live_however_many_ask() {
+        let cache = Arc::new(CachedCheck::new(Duration::from_secs(60)));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let asks = (0..20).map(|_| {
+            let (cache, runs) = (cache.clone(), runs.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_run(|| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        (true, false)
+                    })
+                    .await
+            })
+        });
+        for answer in futures::future::join_all(asks).await {
+            assert_eq!(answer.expect("no panic"), (true, false));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_answer_is_checked_again() {
+        let cache = CachedCheck::new(Duration::ZERO);
+        assert_eq!(cache.get_or_run(|| async { (true, true) }).await, (true, true));
+        assert_eq!(cache.get_or_run(|| async { (false, true) }).await, (false, true));
+    }
 }

@@ -75,15 +75,17 @@ struct Starting {
 
 impl Starting {
     async fn serve(config: &ServiceConfig) -> Option<Self> {
-        let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
+        let addr = config.ops_listen_addr();
+        let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(err) => {
-                tracing::warn!(addr = %config.http_addr, error = %err, "cannot serve the starting endpoint");
+                tracing::warn!(addr = %addr, error = %err, "cannot serve the starting endpoint");
                 return None;
             }
         };
         let metrics = crate::metrics::install();
         let router = axum::Router::new()
+            .route("/livez", axum::routing::get(crate::ops::healthz))
             .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "starting"})) }))
             .route(
                 "/readyz",
@@ -181,7 +183,7 @@ impl ServiceContext {
     }
 
     pub fn readiness(&self) -> Readiness {
-        Readiness { db: self.db.clone(), producer: self.producer.clone() }
+        Readiness::new(self.db.clone(), self.producer.clone())
     }
 
     pub fn relay(&self) -> Relay {
@@ -264,7 +266,7 @@ pub async fn run_worker<H: Handler>(
     run(ctx, front, shutdown).await
 }
 
-/// `/healthz`, `/readyz` and `/metrics` for this service, with request metrics.
+/// `/livez`, `/healthz`, `/readyz` and `/metrics` for this service, with request metrics.
 pub fn ops_router(ctx: &ServiceContext) -> axum::Router {
     let service = ctx.config.service;
     crate::ops::router(ctx.readiness(), crate::metrics::install())
@@ -331,7 +333,7 @@ impl<S: WorkerSpec> Worker<S> {
         self.listener.local_addr()
     }
 
-    /// Consume, publish and serve /healthz, /readyz, /metrics until `shutdown`.
+    /// Consume, publish and serve /livez, /healthz, /readyz, /metrics until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.ctx.consumer(S::subscriptions(&self.ctx.config.topics), self.handler.clone());
         run_worker(self.ctx, self.listener, consumer, shutdown).await

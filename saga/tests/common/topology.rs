@@ -93,10 +93,15 @@ impl Replica {
         self.process.as_ref().and_then(|p| p.addr).map(|a| format!("http://{a}"))
     }
 
+    /// The ops endpoints (`/metrics`, `/readyz`).
+    pub fn ops_url(&self) -> Option<String> {
+        self.process.as_ref().and_then(|p| p.ops_addr).map(|a| format!("http://{a}"))
+    }
+
     /// The sum of `metric` samples whose labels contain every one of `labels`
     /// (e.g. `outcome="duplicate"`); 0 when the process is not running.
     pub async fn metric(&self, http: &reqwest::Client, metric: &str, labels: &[&str]) -> anyhow::Result<f64> {
-        let Some(url) = self.base_url() else { return Ok(0.0) };
+        let Some(url) = self.ops_url() else { return Ok(0.0) };
         let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
         Ok(sum_metric(&text, metric, labels))
     }
