@@ -64,6 +64,9 @@ API_KEY = secrets.token_urlsafe(24)
 API_ENV = {
     "ORDER_API_KEYS": "admin:" + hashlib.sha256(API_KEY.encode()).hexdigest(),
     "ORDER_API_RATE_LIMIT_PER_SEC": "0",
+    # One key sends all the load: let it fill the shared in-flight limit, as before that limit
+    # was per key too.
+    "ORDER_API_MAX_IN_FLIGHT_PER_KEY": "512",
 }
 
 PROFILES = {

@@ -109,8 +109,8 @@ impl Config {
 ///   result may hold no key; [`Config::from_env`] refuses that, the embedded mode makes demo keys.
 /// - `ORDER_API_RATE_LIMIT_PER_SEC` (default 200; 0 turns rate limiting off) and
 ///   `ORDER_API_RATE_LIMIT_BURST` (default twice the rate): per key.
-/// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000) and `ORDER_API_MAX_CONCURRENT_REQUESTS`
-///   (default 512).
+/// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000), `ORDER_API_MAX_CONCURRENT_REQUESTS`
+///   (default 512, all keys together) and `ORDER_API_MAX_IN_FLIGHT_PER_KEY` (default 32).
 pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     let auth = match env_opt("ORDER_API_AUTH").as_deref().map(str::trim) {
         None | Some("keys") => {
@@ -130,9 +130,14 @@ pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     });
     let max_concurrent_requests = env_or("ORDER_API_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests)?;
     anyhow::ensure!(max_concurrent_requests >= 1, "ORDER_API_MAX_CONCURRENT_REQUESTS must be at least 1");
+    let max_in_flight_per_key = env_or("ORDER_API_MAX_IN_FLIGHT_PER_KEY", defaults.max_in_flight_per_key)?;
+    anyhow::ensure!(max_in_flight_per_key >= 1, "ORDER_API_MAX_IN_FLIGHT_PER_KEY must be at least 1");
     let request_timeout = env_millis("ORDER_API_REQUEST_TIMEOUT_MS", defaults.request_timeout)?;
     anyhow::ensure!(!request_timeout.is_zero(), "ORDER_API_REQUEST_TIMEOUT_MS must be positive");
-    Ok(ApiConfig { auth, limits: http::ApiLimits { rate, request_timeout, max_concurrent_requests } })
+    Ok(ApiConfig {
+        auth,
+        limits: http::ApiLimits { rate, request_timeout, max_concurrent_requests, max_in_flight_per_key },
+    })
 }
 
 /// A built order-svc, ready to run.

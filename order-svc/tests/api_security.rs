@@ -360,6 +360,89 @@ async fn a_request_beyond_the_concurrency_limit_is_a_503_at_once_instead_of_queu
     third.assert_problem(StatusCode::NOT_FOUND);
 }
 
+/// `POST /orders` by `key` whose body never arrives: `entered` fires once the handler waits for
+/// it, past every admission limit.
+fn withheld_body(key: &str) -> (axum::http::Request<axum::body::Body>, tokio::sync::oneshot::Receiver<()>) {
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let body = axum::body::Body::from_stream(futures::stream::once(async move {
+        let _ = entered_tx.send(());
+        futures::future::pending::<Result<axum::body::Bytes, std::io::Error>>().await
+    }));
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/orders")
+        .header(header::AUTHORIZATION, bearer(key))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("request");
+    (request, entered)
+}
+
+#[tokio::test]
+async fn one_key_holding_its_whole_share_open_leaves_the_other_keys_served() {
+    // Arrange: eight requests in flight for everyone, four for any one key.
+    let api = ApiConfig {
+        auth: Auth::Keys(test_keys()),
+        limits: ApiLimits { rate: None, max_concurrent_requests: 8, max_in_flight_per_key: 4, ..ApiLimits::default() },
+    };
+    let app = http::router(InMemoryRepo::default(), InMemoryAdmin::default(), &api);
+
+    // Act: one customer key sends as many withheld bodies as the shared limit allows.
+    let (mut held, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let (request, entered) = withheld_body(RICH_KEY);
+        let mut task = tokio::spawn({
+            let app = app.clone();
+            async move { send(&app, request).await }
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::select! {
+                Ok(()) = entered => None,
+                reply = &mut task => Some(reply.expect("request task")),
+            }
+        })
+        .await
+        .expect("each request is either admitted or refused at once");
+        match outcome {
+            None => held.push(task),
+            Some(reply) => refused.push(reply),
+        }
+    }
+    let poor = send(&app, get_as(POOR_KEY, "/orders")).await;
+    let admin = send(&app, post_json(&order_body())).await;
+    let rich_again = send(&app, get_as(RICH_KEY, "/orders")).await;
+
+    // Assert: the key got its share and no more; everyone else is still served.
+    assert_eq!((held.len(), refused.len()), (4, 4));
+    for reply in &refused {
+        reply.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.body["type"], "urn:problem:order-svc:too-many-in-flight");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+    assert_eq!(poor.status, StatusCode::OK, "{}", poor.body);
+    assert_eq!(admin.status, StatusCode::ACCEPTED, "{}", admin.body);
+    rich_again.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    for task in held {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_a_408_problem_that_closes_the_connection() {
+    let (app, repo) = app();
+    // What the server's body reader yields once the body read timeout passed.
+    let body = axum::body::Body::from_stream(futures::stream::once(async {
+        Err::<axum::body::Bytes, _>(shared::http_server::BodyReadTimeout(Duration::from_secs(10)))
+    }));
+
+    let reply = send(&app, post_raw(Some("application/json"), body)).await;
+
+    reply.assert_problem(StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reply.body["type"], "urn:problem:order-svc:body-timeout");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(repo.store().orders.is_empty());
+}
+
 #[tokio::test]
 async fn a_request_that_outlives_the_timeout_is_abandoned_with_a_503() {
     let held = HeldRepo::default();

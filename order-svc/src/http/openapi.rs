@@ -26,10 +26,11 @@ use super::problem::{Problem, Violation};
             key places and reads its own customer's orders only, an admin key does everything. Every error is \
             `application/problem+json` (RFC 9457): 400 malformed JSON or header, 401 a missing or invalid key (with \
             `WWW-Authenticate`), 403 a key whose role does not allow the call, 404 an unknown order, command or route \
-            (also another customer's order), 405 a known path with an unsupported method, 415 a missing or non-JSON \
-            Content-Type, 408 a body that did not arrive within the body read timeout, 422 a body or query that breaks the rules (including a body over 64 KiB), 429 the key's \
-            rate limit (with `Retry-After`), 500 an internal error with no details, 503 overload or a request \
-            timeout (with `Retry-After`)."
+            (also another customer's order), 405 a known path with an unsupported method, 408 a body that did not \
+            arrive within the body read timeout, 415 a missing or non-JSON Content-Type, 422 a body or query that \
+            breaks the rules (including a body over 64 KiB), 429 the key's rate limit or its limit of requests in \
+            flight (with `Retry-After`), 500 an internal error with no details, 503 overload or a request timeout \
+            (with `Retry-After`)."
     ),
     paths(
         orders::place_order,
@@ -105,7 +106,13 @@ impl Modify for CommonResponses {
                 ),
             ),
             ("403", problem("The key's role does not allow this call", &[])),
-            ("429", problem("The key's rate limit is used up", &[("Retry-After", "Seconds to wait")])),
+            (
+                "429",
+                problem(
+                    "The key's rate limit is used up, or the key has as many requests in flight as it may",
+                    &[("Retry-After", "Seconds to wait")],
+                ),
+            ),
             ("500", problem("Internal error (no details)", &[])),
             (
                 "503",

@@ -100,6 +100,9 @@ pub enum AppError {
     /// The key used up its request budget: 429 with `Retry-After`.
     #[error("rate limited, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Too many requests of this key in flight: 429 with `Retry-After`, at once.
+    #[error("too many requests in flight for this key")]
+    KeyBusy,
     /// Too many requests in flight: 503 with `Retry-After`, at once, rather than queueing.
     #[error("overloaded")]
     Overloaded,
@@ -141,7 +144,7 @@ impl AppError {
             | AppError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::KeyBusy => StatusCode::TOO_MANY_REQUESTS,
             AppError::Overloaded | AppError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             AppError::OrderNotFound | AppError::CommandNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -217,6 +220,12 @@ impl AppError {
                 Some(format!("this API key's request budget is used up; retry in {retry_after_secs} s")),
                 Vec::new(),
             ),
+            AppError::KeyBusy => (
+                Some("too-many-in-flight"),
+                "Too many requests in flight",
+                Some("this API key has as many requests in flight as it may; retry when one finished".to_owned()),
+                Vec::new(),
+            ),
             AppError::Overloaded => (
                 Some("overloaded"),
                 "Service overloaded",
@@ -283,7 +292,7 @@ impl IntoResponse for AppError {
             AppError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            AppError::Overloaded | AppError::TimedOut => {
+            AppError::Overloaded | AppError::TimedOut | AppError::KeyBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             AppError::BodyTimedOut => {

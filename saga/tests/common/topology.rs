@@ -228,8 +228,10 @@ impl Topology {
             ("SAGA_DEADLINE_MS", "600000".to_owned()),
             // The production path: keys configured as digests, the client sends the key.
             ("ORDER_API_KEYS", format!("admin:{}", order_svc::http::hash_key(&admin_key))),
-            // The suite sends bursts on purpose; limits are tested elsewhere.
+            // The suite sends bursts on purpose (and requests pile up while a fault lasts);
+            // limits are tested elsewhere.
             ("ORDER_API_RATE_LIMIT_PER_SEC", "0".to_owned()),
+            ("ORDER_API_MAX_IN_FLIGHT_PER_KEY", "512".to_owned()),
             ("RUST_LOG", std::env::var("FS_RUST_LOG").unwrap_or_else(|_| "info".to_owned())),
         ];
         let mut base_env = base_env;
