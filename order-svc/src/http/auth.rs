@@ -280,10 +280,10 @@ mod tests {
             let err = ApiKeys::parse(&text).expect_err("invalid");
             assert!(!err.to_string().contains(&key), "{err}");
         }
-        let padded = ApiKeys::parse(&format!("customer: padded id :{}", hash_key(&key))).expect("spaces around parts");
+        let padded = ApiKeys::parse(&format!("customer: padded-id :{}", hash_key(&key))).expect("spaces around parts");
         assert_eq!(
             padded.authenticate(&key).and_then(|p| p.customer().map(|c| c.as_str().to_owned())).as_deref(),
-            Some("padded id")
+            Some("padded-id")
         );
     }
 
