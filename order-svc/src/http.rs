@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod extract;
+pub mod failed_auth;
 pub mod limits;
 mod openapi;
 mod orders;
@@ -58,7 +59,8 @@ pub fn router<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: 
 /// The API's routes without fallbacks, for a caller that adds its own routes (`/healthz`)
 /// before calling [`with_problem_fallbacks`].
 ///
-/// Every route but `/openapi.json`, outermost first: authentication, the per-key rate limit,
+/// Every route but `/openapi.json`, outermost first: authentication (with its own limit on
+/// failures per client address, see [`failed_auth`]), the per-key rate limit,
 /// the in-flight limits (the key's own, then the shared one), the timeout, the body limit.
 /// `/openapi.json`: the shared in-flight limit and the timeout. See [`limits`].
 pub fn routes<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: &ApiConfig) -> Router {
@@ -79,7 +81,8 @@ pub fn routes<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: 
     let public = openapi::router()
         .layer(from_fn_with_state(timeout, limits::timeout))
         .layer(from_fn_with_state(shared, limits::concurrency));
-    protected.layer(from_fn_with_state(Arc::new(api.auth.clone()), auth::authenticate)).merge(public)
+    let authenticator = auth::Authenticator::new(api.auth.clone(), api.limits.auth_failures);
+    protected.layer(from_fn_with_state(Arc::new(authenticator), auth::authenticate)).merge(public)
 }
 
 /// Answers unknown paths with a 404 problem and known paths with an unsupported method with a

@@ -111,6 +111,9 @@ impl Config {
 ///   `ORDER_API_RATE_LIMIT_BURST` (default twice the rate): per key.
 /// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000), `ORDER_API_MAX_CONCURRENT_REQUESTS`
 ///   (default 512, all keys together) and `ORDER_API_MAX_IN_FLIGHT_PER_KEY` (default 32).
+/// - `ORDER_API_AUTH_FAILURES_PER_SEC` (default 10; 0 turns throttling off) and
+///   `ORDER_API_AUTH_FAILURES_BURST` (default the same): failed authentications per client
+///   address before it gets 429s.
 pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     let auth = match env_opt("ORDER_API_AUTH").as_deref().map(str::trim) {
         None | Some("keys") => {
@@ -130,13 +133,26 @@ pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     });
     let max_concurrent_requests = env_or("ORDER_API_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests)?;
     anyhow::ensure!(max_concurrent_requests >= 1, "ORDER_API_MAX_CONCURRENT_REQUESTS must be at least 1");
+    let default_failures = defaults.auth_failures.map_or(0, |r| r.per_second.get());
+    let failures_per_second: u32 = env_or("ORDER_API_AUTH_FAILURES_PER_SEC", default_failures)?;
+    let failures_burst: u32 = env_or("ORDER_API_AUTH_FAILURES_BURST", failures_per_second)?;
+    let auth_failures = std::num::NonZeroU32::new(failures_per_second).map(|per_second| http::RateLimit {
+        per_second,
+        burst: std::num::NonZeroU32::new(failures_burst).unwrap_or(per_second),
+    });
     let max_in_flight_per_key = env_or("ORDER_API_MAX_IN_FLIGHT_PER_KEY", defaults.max_in_flight_per_key)?;
     anyhow::ensure!(max_in_flight_per_key >= 1, "ORDER_API_MAX_IN_FLIGHT_PER_KEY must be at least 1");
     let request_timeout = env_millis("ORDER_API_REQUEST_TIMEOUT_MS", defaults.request_timeout)?;
     anyhow::ensure!(!request_timeout.is_zero(), "ORDER_API_REQUEST_TIMEOUT_MS must be positive");
     Ok(ApiConfig {
         auth,
-        limits: http::ApiLimits { rate, request_timeout, max_concurrent_requests, max_in_flight_per_key },
+        limits: http::ApiLimits {
+            rate,
+            request_timeout,
+            max_concurrent_requests,
+            max_in_flight_per_key,
+            auth_failures,
+        },
     })
 }
 

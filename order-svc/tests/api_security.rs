@@ -99,6 +99,49 @@ async fn open_mode_lets_every_caller_in_as_an_admin() {
     assert_eq!(admin.body["issued_by"], "open");
 }
 
+/// `GET /orders` with `key` from `client`, as the server hands it to the router.
+fn from_address(client: &str, key: &str) -> axum::http::Request<axum::body::Body> {
+    let mut request = get_as(key, "/orders");
+    let addr: std::net::SocketAddr = format!("{client}:40000").parse().expect("address");
+    request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    request
+}
+
+#[tokio::test]
+async fn an_address_that_fails_too_often_gets_429s_even_with_a_valid_key_and_others_do_not() {
+    // Arrange: three failures in a burst per address, one more a second.
+    let limits = ApiLimits {
+        rate: None,
+        auth_failures: Some(RateLimit { per_second: http::limits::non_zero(1), burst: http::limits::non_zero(3) }),
+        ..ApiLimits::default()
+    };
+    let (app, _, _) = app_with(&ApiConfig { auth: Auth::Keys(test_keys()), limits });
+    let (guesser, neighbour) = ("198.51.100.7", "198.51.100.8");
+
+    // Act: three wrong keys from one address, then more, then its valid key.
+    let mut failed = Vec::new();
+    for key in ["sk_guess_1", "sk_guess_2", ""] {
+        failed.push(send(&app, from_address(guesser, key)).await);
+    }
+    let throttled = send(&app, from_address(guesser, "sk_guess_4")).await;
+    let valid_while_throttled = send(&app, from_address(guesser, ADMIN_KEY)).await;
+    let elsewhere_valid = send(&app, from_address(neighbour, ADMIN_KEY)).await;
+    let elsewhere_wrong = send(&app, from_address(neighbour, "sk_guess_5")).await;
+
+    // Assert: 401s, then 429s with Retry-After for that address only, its key unchecked.
+    for reply in &failed {
+        reply.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    for reply in [&throttled, &valid_while_throttled] {
+        reply.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.body["type"], "urn:problem:order-svc:too-many-failed-authentications");
+        let retry_after: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+        assert!((1..=2).contains(&retry_after), "{retry_after}");
+    }
+    assert_eq!(elsewhere_valid.status, StatusCode::OK);
+    elsewhere_wrong.assert_problem(StatusCode::UNAUTHORIZED);
+}
+
 // ---- roles and isolation ----
 
 #[tokio::test]

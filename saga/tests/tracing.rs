@@ -46,6 +46,7 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
     options.log_writer = BoxMakeWriter::new(std::io::sink);
     let guard = telemetry::init_with(options)?;
     let system = TestSystem::start(Backend::Sqlite, Options::default()).await?;
+    let system_keys = system.keys.clone();
 
     // Act: one order, through to its end; and one whose caller sent its own trace context.
     let id = system.place_ok("cust-rich", &[("sku-tee", 1)], "NL").await?;
@@ -110,6 +111,8 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
     assert!(root.parent_span_id.is_empty(), "the API span starts the trace");
     assert_eq!(attr(root, "http.route").as_deref(), Some("/orders"));
     assert_eq!(attr(root, "http.response.status_code").as_deref(), Some("202"));
+    let key_id = format!("key-{}", &order_svc::http::hash_key(&system_keys.admin)[..12]);
+    assert_eq!(attr(root, "enduser.id"), Some(key_id), "the caller's key id");
 
     // Every span of the trace is about this order and names its service.
     for span in &trace {

@@ -1,5 +1,6 @@
 //! Limits that keep one client, or a burst, from taking the API down. In the order a request
-//! meets them (after authentication, which has its own limit on failures, see [`super::auth`]):
+//! meets them (after authentication, which has its own limit on failures per client address,
+//! see [`super::failed_auth`]):
 //!
 //! 1. **Rate** (per API key): a token bucket of `burst` requests refilled at `per_second`; an
 //!    empty bucket is a 429 with `Retry-After`.
@@ -52,6 +53,9 @@ pub struct ApiLimits {
     pub max_concurrent_requests: usize,
     /// Each key on its own (the open mode's one caller, `open`, too).
     pub max_in_flight_per_key: usize,
+    /// Failed authentications per client address; `None` = never throttled (still counted and
+    /// logged).
+    pub auth_failures: Option<RateLimit>,
 }
 
 impl Default for ApiLimits {
@@ -61,6 +65,7 @@ impl Default for ApiLimits {
             request_timeout: Duration::from_secs(15),
             max_concurrent_requests: 512,
             max_in_flight_per_key: 32,
+            auth_failures: Some(RateLimit { per_second: non_zero(10), burst: non_zero(10) }),
         }
     }
 }

@@ -29,7 +29,7 @@ use super::problem::{Problem, Violation};
             (also another customer's order), 405 a known path with an unsupported method, 408 a body that did not \
             arrive within the body read timeout, 415 a missing or non-JSON Content-Type, 422 a body or query that \
             breaks the rules (including a body over 64 KiB), 429 the key's rate limit or its limit of requests in \
-            flight (with `Retry-After`), 500 an internal error with no details, 503 overload or a request timeout \
+            flight, or too many failed authentications from the address (with `Retry-After`), 500 an internal error with no details, 503 overload or a request timeout \
             (with `Retry-After`)."
     ),
     paths(
@@ -109,7 +109,8 @@ impl Modify for CommonResponses {
             (
                 "429",
                 problem(
-                    "The key's rate limit is used up, or the key has as many requests in flight as it may",
+                    "The key's rate limit is used up, the key has as many requests in flight as it may, or \
+                     requests from this address failed authentication too often",
                     &[("Retry-After", "Seconds to wait")],
                 ),
             ),

@@ -94,6 +94,10 @@ pub enum AppError {
     /// No API key, or one that is not ours: 401 with `WWW-Authenticate`.
     #[error("unauthorized (invalid key: {invalid_key})")]
     Unauthorized { invalid_key: bool },
+    /// The client address failed authentication too often: 429 with `Retry-After`, its key
+    /// unchecked.
+    #[error("too many failed authentications, retry after {retry_after_secs} s")]
+    AuthThrottled { retry_after_secs: u64 },
     /// A valid key whose role does not allow this: 403.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -144,7 +148,9 @@ impl AppError {
             | AppError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::RateLimited { .. } | AppError::KeyBusy => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::KeyBusy | AppError::AuthThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::Overloaded | AppError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             AppError::OrderNotFound | AppError::CommandNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -220,6 +226,14 @@ impl AppError {
                 Some(format!("this API key's request budget is used up; retry in {retry_after_secs} s")),
                 Vec::new(),
             ),
+            AppError::AuthThrottled { retry_after_secs } => (
+                Some("too-many-failed-authentications"),
+                "Too many failed authentications",
+                Some(format!(
+                    "too many requests from this address failed authentication; retry in {retry_after_secs} s"
+                )),
+                Vec::new(),
+            ),
             AppError::KeyBusy => (
                 Some("too-many-in-flight"),
                 "Too many requests in flight",
@@ -289,7 +303,7 @@ impl IntoResponse for AppError {
                 };
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             }
-            AppError::RateLimited { retry_after_secs } => {
+            AppError::RateLimited { retry_after_secs } | AppError::AuthThrottled { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             AppError::Overloaded | AppError::TimedOut | AppError::KeyBusy => {
