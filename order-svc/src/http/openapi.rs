@@ -29,8 +29,9 @@ use super::problem::{Problem, Violation};
             (also another customer's order), 405 a known path with an unsupported method, 408 a body that did not \
             arrive within the body read timeout, 415 a missing or non-JSON Content-Type, 422 a body or query that \
             breaks the rules (including a body over 64 KiB), 429 the key's rate limit or its limit of requests in \
-            flight, or too many failed authentications from the address (with `Retry-After`), 500 an internal error with no details, 503 overload or a request timeout \
-            (with `Retry-After`)."
+            flight, or too many failed authentications from the address (with `Retry-After`), 500 an internal error \
+            with no details, 503 overload or a request timeout (with `Retry-After`). Every response carries \
+            `X-Request-Id`: the caller's when it sent a plain one, else a new one."
     ),
     paths(
         orders::place_order,
@@ -62,13 +63,22 @@ pub const SECURITY_SCHEME: &str = "api_key";
 /// requirement and the responses every protected operation can give.
 struct CommonResponses;
 
+/// Every response names its request (see `shared::request_id`).
+fn request_id_header() -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some("This request's id: the caller's X-Request-Id when it is a plain token, else a new one"))
+        .build()
+}
+
 fn problem(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
-    let mut response = ResponseBuilder::new().description(description).content(
-        "application/problem+json",
-        ContentBuilder::new()
-            .schema(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(Ref::from_schema_name("Problem"))))
-            .build(),
-    );
+    let mut response =
+        ResponseBuilder::new().description(description).header("X-Request-Id", request_id_header()).content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(Ref::from_schema_name("Problem"))))
+                .build(),
+        );
     for (name, about) in headers {
         response = response.header(
             *name,
@@ -134,6 +144,11 @@ impl Modify for CommonResponses {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
+                for response in responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.entry("X-Request-Id".to_owned()).or_insert_with(request_id_header);
+                    }
+                }
                 if operation.request_body.is_some() {
                     responses.entry("408".to_owned()).or_insert_with(|| {
                         problem(
