@@ -92,7 +92,8 @@ done
 
 step "embedded system"
 cargo build --locked -p saga --bin saga
-# Five consecutive free loopback ports for the services, one more for Prometheus.
+# Six consecutive free loopback ports for the services (the API, the other services' ops
+# endpoints, order-svc's ops endpoints), one more for Prometheus.
 read -r base prom_port < <("$py" - <<'EOF'
 import socket
 def free(port):
@@ -103,8 +104,8 @@ def free(port):
         except OSError:
             return False
 for base in range(18080, 19000, 10):
-    if all(free(base + i) for i in range(6)):
-        print(base, base + 5)
+    if all(free(base + i) for i in range(7)):
+        print(base, base + 6)
         break
 EOF
 )
@@ -115,10 +116,10 @@ ORDER_API_KEYS="admin:$(printf %s "$api_key" | sha256sum | cut -d' ' -f1)" \
 SAGA_DATA_DIR="$work/data" LOG_FORMAT=json RUST_LOG=info,sqlx=warn,rdkafka=warn \
   target/debug/saga --addr "127.0.0.1:$base" --deadline-secs 30 >"$work/saga.log" 2>&1 &
 pids+=($!)
-for offset in 0 1 2 3 4; do
+for offset in 1 2 3 4 5; do
   await_http "http://127.0.0.1:$((base + offset))/readyz" 90
 done
-echo "services on 127.0.0.1:$base-$((base + 4))"
+echo "services on 127.0.0.1:$base-$((base + 5))"
 
 step "prometheus on loopback"
 "$py" tools/prometheus_loopback.py config "$base" prometheus/rules "$work/prometheus.yml"

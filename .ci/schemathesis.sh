@@ -53,7 +53,8 @@ fi
 
 step "the embedded system"
 cargo build --locked -p saga --bin saga
-# Five consecutive free loopback ports: the API and the other services' ops endpoints.
+# Six consecutive free loopback ports: the API, the other services' ops endpoints, and
+# order-svc's ops endpoints (the API's port + 5).
 port=$(python3 - <<'EOF'
 import socket
 def free(port):
@@ -64,7 +65,7 @@ def free(port):
         except OSError:
             return False
 for base in range(19080, 20000, 10):
-    if all(free(base + i) for i in range(5)):
+    if all(free(base + i) for i in range(6)):
         print(base)
         break
 EOF
@@ -81,7 +82,7 @@ saga_pid=$!
 ready=
 for _ in $(seq 1 360); do
   kill -0 "$saga_pid" 2>/dev/null || fail "the system exited during start-up"
-  if curl -fsS -o /dev/null --max-time 2 "http://$base/readyz" 2>/dev/null; then
+  if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$((port + 5))/readyz" 2>/dev/null; then
     ready=1
     break
   fi

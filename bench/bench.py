@@ -64,6 +64,9 @@ API_KEY = secrets.token_urlsafe(24)
 API_ENV = {
     "ORDER_API_KEYS": "admin:" + hashlib.sha256(API_KEY.encode()).hexdigest(),
     "ORDER_API_RATE_LIMIT_PER_SEC": "0",
+    # One key sends all the load: let it fill the shared in-flight limit, as before that limit
+    # was per key too.
+    "ORDER_API_MAX_IN_FLIGHT_PER_KEY": "512",
 }
 
 PROFILES = {
@@ -98,12 +101,14 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 class Process:
-    """A child process whose JSON log lines are collected; `addr` is its "listening" address."""
+    """A child process whose JSON log lines are collected; `listeners` maps each listener it
+    announced ("listening": `api`, `ops`) to its address."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str]):
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], expect: tuple[str, ...] = ("ops",)):
         self.name = name
         self.lines: list[str] = []
-        self.addr: str | None = None
+        self.listeners: dict[str, str] = {}
+        self._expect = expect
         self._listening = threading.Event()
         self.proc = subprocess.Popen(
             cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -114,12 +119,16 @@ class Process:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip())
-            if self.addr is None and '"listening"' in line:
+            if '"listening"' in line:
                 try:
-                    self.addr = json.loads(line).get("addr")
-                    self._listening.set()
+                    fields = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
+                    continue
+                # The endpoint a service serves while still connecting goes away again.
+                if fields.get("listener") not in (None, "starting"):
+                    self.listeners[fields["listener"]] = fields.get("addr")
+                if all(role in self.listeners for role in self._expect):
+                    self._listening.set()
 
     def wait_line(self, pattern: str, timeout: float = 120) -> re.Match:
         """The first output line matching `pattern`."""
@@ -134,10 +143,10 @@ class Process:
             time.sleep(0.1)
         raise RuntimeError(f"{self.name}: no line like {pattern!r}:\n" + "\n".join(self.lines[-10:]))
 
-    def wait_listening(self, timeout: float = 60) -> str:
-        if not self._listening.wait(timeout) or self.addr is None:
+    def wait_listening(self, timeout: float = 60) -> dict[str, str]:
+        if not self._listening.wait(timeout):
             raise RuntimeError(f"{self.name} did not listen within {timeout}s:\n" + "\n".join(self.lines[-10:]))
-        return self.addr
+        return self.listeners
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -405,15 +414,18 @@ def production(profile: dict, work: Path, admin_url: str, run_id: str) -> dict:
                 "TOPIC_PREFIX": prefix,
                 "HTTP_ADDR": "127.0.0.1:0",
                 "SAGA_DEADLINE_MS": "120000",
-                "RUST_LOG": "warn,shared::ops=info",
+                "RUST_LOG": "warn,shared::http_server=info",
                 "LOG_FORMAT": "json",
                 **API_ENV,
             }
-            procs[svc] = Process(svc, [str(BIN / svc)], env)
-        bases = {svc: f"http://{p.wait_listening()}" for svc, p in procs.items()}
+            expect = ("api", "ops") if svc == "order-svc" else ("ops",)
+            procs[svc] = Process(svc, [str(BIN / svc)], env, expect)
+        listeners = {svc: p.wait_listening() for svc, p in procs.items()}
+        # Every service's ops endpoints (order-svc's are on their own port): readiness, metrics.
+        bases = {svc: f"http://{addrs['ops']}" for svc, addrs in listeners.items()}
         for base in bases.values():
             wait_ready(base)
-        api = bases["order-svc"]
+        api = f"http://{listeners['order-svc']['api']}"
         log(f"production topology up: broker {bootstrap}, order API {api}")
         load(api, 20, 3, work / "warmup.json", wait=60)
 
@@ -474,12 +486,12 @@ def embedded(profile: dict, work: Path) -> dict:
     saga = Process(
         "saga",
         [str(BIN / "saga"), "--data-dir", str(data), "--addr", "127.0.0.1:0"],
-        {"RUST_LOG": "warn,shared::ops=info", "LOG_FORMAT": "json", **API_ENV},
+        {"RUST_LOG": "warn,shared::http_server=info", "LOG_FORMAT": "json", **API_ENV},
     )
     try:
         api = "http://" + saga.wait_line(r"order API\s+http://([^/\s]+)/orders").group(1)
         metrics = re.findall(r"(http://[^/\s]+)/metrics", saga.wait_line(r"^\s+metrics\s+.*").group(0))
-        wait_ready(api)
+        wait_ready(saga.wait_line(r"^\s+health\s+.*(http://[^/\s]+)/readyz").group(1))
         log(f"embedded system up: {api}")
         load(api, 20, 3, work / "embedded-warmup.json", wait=60)
         steps = stepped(api, metrics, profile["embedded_rates"], profile["step_secs"], work, "embedded")

@@ -4,9 +4,9 @@
     prometheus_loopback.py config BASE_PORT RULES_DIR OUT   # loopback copy of prometheus.yml
     prometheus_loopback.py assert PROMETHEUS_URL             # PromQL over saga metrics has data
 
-`config` keeps prometheus.yml's five service jobs, pointed at the embedded system's ports
-(BASE_PORT for order-svc, the next four for inventory, payment, shipping, notification, as
-`saga --addr` lays them out), loads the repository's alert rules, and drops the collector's job
+`config` keeps prometheus.yml's five service jobs, pointed at the embedded system's ops ports
+(as `saga --addr BASE_PORT` lays them out: the next four for inventory, payment, shipping,
+notification, and BASE_PORT + 5 for order-svc, whose API on BASE_PORT serves no metrics), loads the repository's alert rules, and drops the collector's job
 (no collector runs in CI; k6 writes to this Prometheus through remote write instead).
 
 `assert` waits (bounded) until each query below returns what it should, prints every answer,
@@ -26,6 +26,8 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SERVICES = ["order-svc", "inventory-svc", "payment-svc", "shipping-svc", "notification-svc"]
+# Each service's ops port above BASE_PORT in the embedded mode.
+OPS_OFFSET = {"order-svc": 5, "inventory-svc": 1, "payment-svc": 2, "shipping-svc": 3, "notification-svc": 4}
 DEADLINE_S = 60
 
 
@@ -38,9 +40,9 @@ def loopback_config(base_port: int, rules_dir: str, out: str) -> None:
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(pathlib.Path(rules_dir).resolve() / "*.yml")]
     config["scrape_configs"] = []
-    for offset, service in enumerate(SERVICES):
+    for service in SERVICES:
         job = jobs[service]
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{base_port + offset}"]}]
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{base_port + OPS_OFFSET[service]}"]}]
         config["scrape_configs"].append(job)
     pathlib.Path(out).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 

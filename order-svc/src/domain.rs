@@ -32,8 +32,8 @@ use shared::contracts::{self, CancelReason, OrderLine, ShipTo};
 use uuid::Uuid;
 
 pub use command::{
-    AddressField, AddressLines, CountryCode, CustomerId, Destination, InvalidValue, OrderItem, OrderItems, PlaceOrder,
-    Quantity, Sku,
+    AddressField, AddressLines, CountryCode, CustomerId, Destination, IDENTIFIER_PATTERN, InvalidValue, OrderItem,
+    OrderItems, PlaceOrder, Quantity, Sku, is_hidden_char,
 };
 pub use event::{EventDecodeError, OrderEvent, source};
 

@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod extract;
+pub mod failed_auth;
 pub mod limits;
 mod openapi;
 mod orders;
@@ -55,25 +56,33 @@ pub fn router<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: 
     with_problem_fallbacks(routes(orders, admin, api))
 }
 
-/// The API's routes without fallbacks, for a caller that adds its own routes (`/healthz`,
-/// `/metrics`) before calling [`with_problem_fallbacks`].
+/// The API's routes without fallbacks, for a caller that adds its own routes (`/healthz`)
+/// before calling [`with_problem_fallbacks`].
 ///
-/// Layers, outermost first: the concurrency limit, the request timeout, the body limit, then,
-/// for every route but `/openapi.json`, authentication and the per-key rate limit.
+/// Every route but `/openapi.json`, outermost first: authentication (with its own limit on
+/// failures per client address, see [`failed_auth`]), the per-key rate limit,
+/// the in-flight limits (the key's own, then the shared one), the timeout, the body limit.
+/// `/openapi.json`: the shared in-flight limit and the timeout. See [`limits`].
 pub fn routes<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: &ApiConfig) -> Router {
-    let mut protected: Router = orders::router::<R>().with_state(orders).merge(admin::router::<A>().with_state(admin));
+    let shared = Arc::new(Semaphore::new(api.limits.max_concurrent_requests.max(1)));
+    let timeout = api.limits.request_timeout;
+    let mut protected: Router = orders::router::<R>()
+        .with_state(orders)
+        .merge(admin::router::<A>().with_state(admin))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(from_fn_with_state(timeout, limits::timeout))
+        .layer(from_fn_with_state(
+            limits::InFlight::new(api.limits.max_in_flight_per_key, shared.clone()),
+            limits::in_flight,
+        ));
     if let Some(rate) = api.limits.rate {
         protected = protected.layer(from_fn_with_state(RateLimiter::new(rate), limits::rate_limit));
     }
-    protected
-        .layer(from_fn_with_state(Arc::new(api.auth.clone()), auth::authenticate))
-        .merge(openapi::router())
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(from_fn_with_state(api.limits.request_timeout, limits::timeout))
-        .layer(from_fn_with_state(
-            Arc::new(Semaphore::new(api.limits.max_concurrent_requests.max(1))),
-            limits::concurrency,
-        ))
+    let public = openapi::router()
+        .layer(from_fn_with_state(timeout, limits::timeout))
+        .layer(from_fn_with_state(shared, limits::concurrency));
+    let authenticator = auth::Authenticator::new(api.auth.clone(), api.limits.auth_failures);
+    protected.layer(from_fn_with_state(Arc::new(authenticator), auth::authenticate)).merge(public)
 }
 
 /// Answers unknown paths with a 404 problem and known paths with an unsupported method with a

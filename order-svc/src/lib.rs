@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod store;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use shared::CancellationToken;
 use shared::config::{ServiceConfig, env_days, env_millis, env_opt, env_or, env_secret};
 use shared::db::Migrations;
 use shared::event_store::Upcaster;
+use shared::http_server::Endpoint;
 use shared::service::{ServiceContext, ops_router};
 use shared::topics::service;
 
@@ -38,6 +40,10 @@ pub fn upcaster() -> Upcaster {
     Upcaster::default()
 }
 
+/// `OPS_ADDR` by default: `/livez`, `/healthz`, `/readyz` and `/metrics`, on loopback, away from
+/// the public API's port.
+pub const DEFAULT_OPS_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9080);
+
 /// order-svc configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,9 +62,15 @@ pub struct Config {
 
 impl Config {
     /// The production configuration: it refuses to start without an API key unless open mode
-    /// was asked for explicitly (`ORDER_API_AUTH=open`).
+    /// was asked for explicitly (`ORDER_API_AUTH=open`). `OPS_ADDR` places the ops endpoints
+    /// (default: see [`Config::new`]).
     pub fn from_env() -> anyhow::Result<Self> {
-        let mut c = Self::new(ServiceConfig::from_env(service::ORDER, 8080)?)?;
+        let mut service_config = ServiceConfig::from_env(service::ORDER, 8080)?;
+        if let Some(raw) = env_opt("OPS_ADDR") {
+            service_config.ops_addr =
+                Some(raw.trim().parse().map_err(|e| anyhow::anyhow!("invalid value for OPS_ADDR: {e}"))?);
+        }
+        let mut c = Self::new(service_config)?;
         c.saga_deadline = env_millis("SAGA_DEADLINE_MS", c.saga_deadline)?;
         c.deadline_scan_interval = env_millis("DEADLINE_SCAN_MS", c.deadline_scan_interval)?;
         c.idempotency_key_retention = env_days("IDEMPOTENCY_KEY_RETENTION_DAYS", c.idempotency_key_retention)?;
@@ -74,8 +86,16 @@ impl Config {
         Ok(c)
     }
 
-    /// Defaults: no API key yet, so every API request is refused (401) until keys are set.
-    pub fn new(service: ServiceConfig) -> anyhow::Result<Self> {
+    /// Defaults: no API key yet, so every API request is refused (401) until keys are set. The
+    /// ops endpoints listen on `service.ops_addr`, else on [`DEFAULT_OPS_ADDR`], or on any free
+    /// port of the API's address when the API asks for any free port (tests).
+    pub fn new(mut service: ServiceConfig) -> anyhow::Result<Self> {
+        if service.ops_addr.is_none() {
+            service.ops_addr = Some(match service.http_addr.port() {
+                0 => SocketAddr::new(service.http_addr.ip(), 0),
+                _ => DEFAULT_OPS_ADDR,
+            });
+        }
         Ok(Self {
             service,
             saga_deadline: Duration::from_secs(30),
@@ -94,8 +114,11 @@ impl Config {
 ///   result may hold no key; [`Config::from_env`] refuses that, the embedded mode makes demo keys.
 /// - `ORDER_API_RATE_LIMIT_PER_SEC` (default 200; 0 turns rate limiting off) and
 ///   `ORDER_API_RATE_LIMIT_BURST` (default twice the rate): per key.
-/// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000) and `ORDER_API_MAX_CONCURRENT_REQUESTS`
-///   (default 512).
+/// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000), `ORDER_API_MAX_CONCURRENT_REQUESTS`
+///   (default 512, all keys together) and `ORDER_API_MAX_IN_FLIGHT_PER_KEY` (default 32).
+/// - `ORDER_API_AUTH_FAILURES_PER_SEC` (default 10; 0 turns throttling off) and
+///   `ORDER_API_AUTH_FAILURES_BURST` (default the same): failed authentications per client
+///   address before it gets 429s.
 pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     let auth = match env_opt("ORDER_API_AUTH").as_deref().map(str::trim) {
         None | Some("keys") => {
@@ -115,9 +138,27 @@ pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     });
     let max_concurrent_requests = env_or("ORDER_API_MAX_CONCURRENT_REQUESTS", defaults.max_concurrent_requests)?;
     anyhow::ensure!(max_concurrent_requests >= 1, "ORDER_API_MAX_CONCURRENT_REQUESTS must be at least 1");
+    let default_failures = defaults.auth_failures.map_or(0, |r| r.per_second.get());
+    let failures_per_second: u32 = env_or("ORDER_API_AUTH_FAILURES_PER_SEC", default_failures)?;
+    let failures_burst: u32 = env_or("ORDER_API_AUTH_FAILURES_BURST", failures_per_second)?;
+    let auth_failures = std::num::NonZeroU32::new(failures_per_second).map(|per_second| http::RateLimit {
+        per_second,
+        burst: std::num::NonZeroU32::new(failures_burst).unwrap_or(per_second),
+    });
+    let max_in_flight_per_key = env_or("ORDER_API_MAX_IN_FLIGHT_PER_KEY", defaults.max_in_flight_per_key)?;
+    anyhow::ensure!(max_in_flight_per_key >= 1, "ORDER_API_MAX_IN_FLIGHT_PER_KEY must be at least 1");
     let request_timeout = env_millis("ORDER_API_REQUEST_TIMEOUT_MS", defaults.request_timeout)?;
     anyhow::ensure!(!request_timeout.is_zero(), "ORDER_API_REQUEST_TIMEOUT_MS must be positive");
-    Ok(ApiConfig { auth, limits: http::ApiLimits { rate, request_timeout, max_concurrent_requests } })
+    Ok(ApiConfig {
+        auth,
+        limits: http::ApiLimits {
+            rate,
+            request_timeout,
+            max_concurrent_requests,
+            max_in_flight_per_key,
+            auth_failures,
+        },
+    })
 }
 
 /// A built order-svc, ready to run.
@@ -127,10 +168,11 @@ pub struct App {
     pub admin: AdminCommands,
     config: Config,
     listener: tokio::net::TcpListener,
+    ops_listener: tokio::net::TcpListener,
 }
 
 impl App {
-    /// Connect, migrate, and bind the API listener (port 0 picks a free port).
+    /// Connect, migrate, and bind the API and ops listeners (port 0 picks a free port).
     pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         metrics::describe();
         let mut ctx = ServiceContext::connect(config.service.clone(), &[migrations()], upcaster(), shutdown).await?;
@@ -150,28 +192,43 @@ impl App {
         let listener = tokio::net::TcpListener::bind(ctx.config.http_addr)
             .await
             .with_context(|| format!("failed to bind {}", ctx.config.http_addr))?;
+        let ops_addr = ctx.config.ops_listen_addr();
+        let ops_listener =
+            tokio::net::TcpListener::bind(ops_addr).await.with_context(|| format!("failed to bind {ops_addr}"))?;
         tracing::info!(auth = ?config.api.auth, limits = ?config.api.limits, "order API admission");
-        Ok(Self { ctx, orders, admin, config, listener })
+        Ok(Self { ctx, orders, admin, config, listener, ops_listener })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+    /// The API's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serve the API (with /healthz, /readyz, /metrics), consume upstream events, and cancel
-    /// overdue orders, until `shutdown`.
+    /// The ops endpoints' address.
+    pub fn ops_addr(&self) -> std::io::Result<SocketAddr> {
+        self.ops_listener.local_addr()
+    }
+
+    /// Serve the API (with `/healthz` for load balancers) and, on the ops listener, `/livez`,
+    /// `/healthz`, `/readyz` and `/metrics`; consume upstream events, and cancel overdue
+    /// orders, until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let App { ctx, orders, admin, config, listener } = self;
+        let App { ctx, orders, admin, config, listener, ops_listener } = self;
         let handler = Arc::new(OrderHandler { streams: orders.streams.clone() });
         let consumer = ctx.consumer(handler);
-        let router =
-            http::with_problem_fallbacks(http::routes(orders.clone(), admin, &config.api).merge(ops_router(&ctx)));
-        let router =
-            router.layer(axum::middleware::from_fn(|req, next| shared::ops::track_http(service::ORDER, req, next)));
-
-        let (http_stop, consumer_stop, scan_stop) = (shutdown.clone(), shutdown.clone(), shutdown.clone());
+        // Load balancers may probe the API's own port; /healthz there reads and writes nothing.
+        let api = http::routes(orders.clone(), admin, &config.api)
+            .route("/healthz", axum::routing::get(shared::ops::healthz));
+        let router = http::with_problem_fallbacks(api)
+            .layer(axum::middleware::from_fn(|req, next| shared::ops::track_http(service::ORDER, req, next)));
+        let endpoint = |role| Endpoint { service: service::ORDER, role, limits: ctx.config.http.clone() };
+        let (api_endpoint, ops_endpoint) = (endpoint("api"), endpoint("ops"));
+        let ops = ops_router(&ctx);
+        let (http_stop, ops_stop, consumer_stop, scan_stop) =
+            (shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone());
         let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
-            Box::pin(shared::ops::serve(listener, router, http_stop)),
+            Box::pin(shared::http_server::serve(listener, router, api_endpoint, http_stop)),
+            Box::pin(shared::http_server::serve(ops_listener, ops, ops_endpoint, ops_stop)),
             Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
             Box::pin(deadline_scanner(orders, config.deadline_scan_interval, scan_stop)),
         ];

@@ -1,5 +1,6 @@
-//! order-svc's own metrics: how sagas end and how long they take. Everything else (HTTP,
-//! consumer, outbox) is recorded by the shared backbone (`shared::metrics`).
+//! order-svc's own metrics: how sagas end and how long they take, and failed authentications
+//! on the API. Everything else (HTTP, consumer, outbox) is recorded by the shared backbone
+//! (`shared::metrics`).
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ pub const ORDERS_OPEN: &str = "saga_orders_open";
 pub const ORDERS_OVERDUE: &str = "saga_orders_overdue";
 pub const OLDEST_OPEN_AGE: &str = "saga_oldest_open_order_age_seconds";
 pub const DEADLINE: &str = "saga_deadline_seconds";
+pub const AUTH_FAILURES: &str = "saga_http_auth_failures_total";
 
 pub fn describe() {
     describe_counter!(SAGA_OUTCOMES, "Sagas that reached a terminal state, by outcome and cancellation reason");
@@ -24,6 +26,10 @@ pub fn describe() {
     );
     describe_gauge!(OLDEST_OPEN_AGE, Unit::Seconds, "Age of the oldest order whose saga is not terminal (0 when none)");
     describe_gauge!(DEADLINE, Unit::Seconds, "The configured saga deadline");
+    describe_counter!(
+        AUTH_FAILURES,
+        "API requests refused for their key, by reason (missing_key, malformed, unknown_key; throttled: refused unchecked because the client address failed too often)"
+    );
 }
 
 pub fn order_placed() {
@@ -43,4 +49,9 @@ pub fn open_orders(open: i64, overdue: i64, oldest_age: Duration, deadline: Dura
     gauge!(ORDERS_OVERDUE).set(overdue as f64);
     gauge!(OLDEST_OPEN_AGE).set(oldest_age.as_secs_f64());
     gauge!(DEADLINE).set(deadline.as_secs_f64());
+}
+
+/// A request refused for its key (`reason`: see [`crate::http::failed_auth::Failure`]).
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }

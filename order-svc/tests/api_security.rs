@@ -99,6 +99,49 @@ async fn open_mode_lets_every_caller_in_as_an_admin() {
     assert_eq!(admin.body["issued_by"], "open");
 }
 
+/// `GET /orders` with `key` from `client`, as the server hands it to the router.
+fn from_address(client: &str, key: &str) -> axum::http::Request<axum::body::Body> {
+    let mut request = get_as(key, "/orders");
+    let addr: std::net::SocketAddr = format!("{client}:40000").parse().expect("address");
+    request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    request
+}
+
+#[tokio::test]
+async fn an_address_that_fails_too_often_gets_429s_even_with_a_valid_key_and_others_do_not() {
+    // Arrange: three failures in a burst per address, one more a second.
+    let limits = ApiLimits {
+        rate: None,
+        auth_failures: Some(RateLimit { per_second: http::limits::non_zero(1), burst: http::limits::non_zero(3) }),
+        ..ApiLimits::default()
+    };
+    let (app, _, _) = app_with(&ApiConfig { auth: Auth::Keys(test_keys()), limits });
+    let (guesser, neighbour) = ("198.51.100.7", "198.51.100.8");
+
+    // Act: three wrong keys from one address, then more, then its valid key.
+    let mut failed = Vec::new();
+    for key in ["sk_guess_1", "sk_guess_2", ""] {
+        failed.push(send(&app, from_address(guesser, key)).await);
+    }
+    let throttled = send(&app, from_address(guesser, "sk_guess_4")).await;
+    let valid_while_throttled = send(&app, from_address(guesser, ADMIN_KEY)).await;
+    let elsewhere_valid = send(&app, from_address(neighbour, ADMIN_KEY)).await;
+    let elsewhere_wrong = send(&app, from_address(neighbour, "sk_guess_5")).await;
+
+    // Assert: 401s, then 429s with Retry-After for that address only, its key unchecked.
+    for reply in &failed {
+        reply.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    for reply in [&throttled, &valid_while_throttled] {
+        reply.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.body["type"], "urn:problem:order-svc:too-many-failed-authentications");
+        let retry_after: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+        assert!((1..=2).contains(&retry_after), "{retry_after}");
+    }
+    assert_eq!(elsewhere_valid.status, StatusCode::OK);
+    elsewhere_wrong.assert_problem(StatusCode::UNAUTHORIZED);
+}
+
 // ---- roles and isolation ----
 
 #[tokio::test]
@@ -358,6 +401,89 @@ async fn a_request_beyond_the_concurrency_limit_is_a_503_at_once_instead_of_queu
     held.release.add_permits(1);
     let third = send(&app, get_as(ADMIN_KEY, &uri)).await;
     third.assert_problem(StatusCode::NOT_FOUND);
+}
+
+/// `POST /orders` by `key` whose body never arrives: `entered` fires once the handler waits for
+/// it, past every admission limit.
+fn withheld_body(key: &str) -> (axum::http::Request<axum::body::Body>, tokio::sync::oneshot::Receiver<()>) {
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let body = axum::body::Body::from_stream(futures::stream::once(async move {
+        let _ = entered_tx.send(());
+        futures::future::pending::<Result<axum::body::Bytes, std::io::Error>>().await
+    }));
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/orders")
+        .header(header::AUTHORIZATION, bearer(key))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("request");
+    (request, entered)
+}
+
+#[tokio::test]
+async fn one_key_holding_its_whole_share_open_leaves_the_other_keys_served() {
+    // Arrange: eight requests in flight for everyone, four for any one key.
+    let api = ApiConfig {
+        auth: Auth::Keys(test_keys()),
+        limits: ApiLimits { rate: None, max_concurrent_requests: 8, max_in_flight_per_key: 4, ..ApiLimits::default() },
+    };
+    let app = http::router(InMemoryRepo::default(), InMemoryAdmin::default(), &api);
+
+    // Act: one customer key sends as many withheld bodies as the shared limit allows.
+    let (mut held, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let (request, entered) = withheld_body(RICH_KEY);
+        let mut task = tokio::spawn({
+            let app = app.clone();
+            async move { send(&app, request).await }
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::select! {
+                Ok(()) = entered => None,
+                reply = &mut task => Some(reply.expect("request task")),
+            }
+        })
+        .await
+        .expect("each request is either admitted or refused at once");
+        match outcome {
+            None => held.push(task),
+            Some(reply) => refused.push(reply),
+        }
+    }
+    let poor = send(&app, get_as(POOR_KEY, "/orders")).await;
+    let admin = send(&app, post_json(&order_body())).await;
+    let rich_again = send(&app, get_as(RICH_KEY, "/orders")).await;
+
+    // Assert: the key got its share and no more; everyone else is still served.
+    assert_eq!((held.len(), refused.len()), (4, 4));
+    for reply in &refused {
+        reply.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.body["type"], "urn:problem:order-svc:too-many-in-flight");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+    assert_eq!(poor.status, StatusCode::OK, "{}", poor.body);
+    assert_eq!(admin.status, StatusCode::ACCEPTED, "{}", admin.body);
+    rich_again.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    for task in held {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_a_408_problem_that_closes_the_connection() {
+    let (app, repo) = app();
+    // What the server's body reader yields once the body read timeout passed.
+    let body = axum::body::Body::from_stream(futures::stream::once(async {
+        Err::<axum::body::Bytes, _>(shared::http_server::BodyReadTimeout(Duration::from_secs(10)))
+    }));
+
+    let reply = send(&app, post_raw(Some("application/json"), body)).await;
+
+    reply.assert_problem(StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reply.body["type"], "urn:problem:order-svc:body-timeout");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(repo.store().orders.is_empty());
 }
 
 #[tokio::test]

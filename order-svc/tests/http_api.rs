@@ -231,6 +231,31 @@ async fn a_blank_customer_or_sku_is_a_422_problem() {
 }
 
 #[tokio::test]
+async fn ids_with_anything_but_plain_characters_are_422_problems() {
+    for sku in ["sku-tee\u{200b}", "\u{202e}gnp.exe", "sku tee", "skü-tee"] {
+        let mut body = order_body();
+        body["items"][0]["sku"] = json!(sku);
+        assert_rejected_as_422(body, "#/items/0/sku").await;
+    }
+    let mut body = order_body();
+    body["customer_id"] = json!("cust-rich\u{2066}");
+    assert_rejected_as_422(body, "#/customer_id").await;
+}
+
+#[tokio::test]
+async fn names_and_addresses_with_invisible_or_bidi_characters_are_422_problems() {
+    for (field, text) in [("name", "\u{202e}gnp.exe"), ("line1", "Damrak\u{200b} 1"), ("city", "\u{feff}Amsterdam")] {
+        let mut body = order_body();
+        body["ship_to"][field] = json!(text);
+        assert_rejected_as_422(body, &format!("#/ship_to/{field}")).await;
+    }
+    let (app, _) = app();
+    let mut body = order_body();
+    body["ship_to"]["name"] = json!("Zoë Ødegård 山田");
+    assert_eq!(send(&app, post_json(&body)).await.status, StatusCode::ACCEPTED, "other scripts are welcome");
+}
+
+#[tokio::test]
 async fn a_missing_field_is_a_422_problem() {
     let (app, _) = app();
     for field in ["customer_id", "items", "ship_to"] {
@@ -606,12 +631,17 @@ async fn the_openapi_document_is_3_1_and_describes_every_route_and_status() {
         codes.sort();
         codes
     };
-    assert_eq!(statuses("/orders", "post"), ["202", "400", "401", "403", "415", "422", "429", "500", "503"]);
+    assert_eq!(statuses("/orders", "post"), ["202", "400", "401", "403", "408", "415", "422", "429", "500", "503"]);
     assert_eq!(statuses("/orders/{id}", "get"), ["200", "401", "403", "404", "429", "500", "503"]);
     assert_eq!(statuses("/orders", "get"), ["200", "401", "403", "422", "429", "500", "503"]);
     assert!(doc["paths"]["/openapi.json"]["get"].is_object());
     assert!(doc["paths"]["/orders"]["post"]["responses"]["422"]["content"]["application/problem+json"].is_object());
     assert!(doc["paths"]["/orders"]["post"]["responses"]["202"]["headers"]["Location"].is_object());
+    let request = &doc["components"]["schemas"];
+    assert_eq!(request["PlaceOrderRequest"]["properties"]["customer_id"]["pattern"], domain::IDENTIFIER_PATTERN);
+    assert_eq!(request["ItemRequest"]["properties"]["sku"]["pattern"], domain::IDENTIFIER_PATTERN);
+    let sku_parameter = &doc["paths"]["/admin/products/{sku}"]["put"]["parameters"][0];
+    assert_eq!(sku_parameter["schema"]["pattern"], domain::IDENTIFIER_PATTERN, "{sku_parameter}");
 }
 
 #[tokio::test]

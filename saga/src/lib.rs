@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 pub struct EmbeddedConfig {
     /// Where the SQLite databases live.
     pub data_dir: PathBuf,
-    /// The API (order-svc) address; the other services' ops endpoints take the next four ports
-    /// (or free ports when this one is 0).
+    /// The API (order-svc) address; the other services' ops endpoints take the next four ports,
+    /// order-svc's the fifth (or free ports when this one is 0).
     pub api_addr: SocketAddr,
     pub partitions: i32,
     pub saga_deadline: Duration,
@@ -42,6 +42,8 @@ pub struct EmbeddedConfig {
     pub api: order_svc::ApiConfig,
     /// librdkafka properties for every client (as `KAFKA_PROP_*` are in production).
     pub kafka_properties: Vec<(String, String)>,
+    /// The limits of every listener (`HTTP_*` as in production).
+    pub http: shared::http_server::ServerLimits,
 }
 
 impl Default for EmbeddedConfig {
@@ -60,6 +62,7 @@ impl Default for EmbeddedConfig {
             database_urls: Default::default(),
             api: order_svc::ApiConfig::with_keys(order_svc::http::ApiKeys::default()),
             kafka_properties: Vec::new(),
+            http: Default::default(),
         }
     }
 }
@@ -111,13 +114,19 @@ impl DemoKeys {
 /// Where each service listens.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
+    /// order-svc's API (and `/healthz`).
     pub api: SocketAddr,
+    /// order-svc's ops endpoints: `/livez`, `/healthz`, `/readyz`, `/metrics`.
+    pub order_ops: SocketAddr,
     pub inventory: SocketAddr,
     pub payment: SocketAddr,
     pub shipping: SocketAddr,
     pub notification: SocketAddr,
     pub brokers: String,
 }
+
+/// order-svc's ops endpoints are this many ports above the API.
+pub const ORDER_OPS_OFFSET: u16 = 5;
 
 /// The running system: join it with [`Embedded::run_until_stopped`].
 pub struct Embedded {
@@ -143,8 +152,12 @@ fn service_config(
         Some(url) => url.clone(),
         None => format!("sqlite://{}", database_path(&config.data_dir, name).display()),
     };
-    let port = if config.api_addr.port() == 0 { 0 } else { config.api_addr.port() + offset };
-    c.http_addr = SocketAddr::new(config.api_addr.ip(), port);
+    let port = |offset| if config.api_addr.port() == 0 { 0 } else { config.api_addr.port() + offset };
+    c.http_addr = SocketAddr::new(config.api_addr.ip(), port(offset));
+    if name == service::ORDER {
+        c.ops_addr = Some(SocketAddr::new(config.api_addr.ip(), port(ORDER_OPS_OFFSET)));
+    }
+    c.http = config.http.clone();
     c.kafka = kafka.clone();
     c.topics = topics.clone();
     c.otlp_endpoint = config.otlp_endpoint.clone();
@@ -192,6 +205,7 @@ impl Embedded {
         let notification = notification_svc::App::build(notification_config, shutdown).await?;
         let endpoints = Endpoints {
             api: order.local_addr()?,
+            order_ops: order.ops_addr()?,
             inventory: inventory.local_addr()?,
             payment: payment.local_addr()?,
             shipping: shipping.local_addr()?,

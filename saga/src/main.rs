@@ -16,7 +16,8 @@ struct Args {
     /// Directory for the services' SQLite databases.
     #[arg(long, env = "SAGA_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    /// Address of the order API; the services' ops endpoints use the next four ports.
+    /// Address of the order API; the other services' ops endpoints use the next four ports,
+    /// order-svc's the fifth.
     #[arg(long, env = "SAGA_ADDR", default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
     /// Partitions per topic on the embedded broker.
@@ -46,7 +47,7 @@ struct Args {
 }
 
 /// API keys and limits come from the environment as for order-svc (`ORDER_API_KEYS`,
-/// `ORDER_API_KEYS_FILE`, `ORDER_API_AUTH=open`, `ORDER_API_RATE_LIMIT_PER_SEC`, ...): keys are
+/// `ORDER_API_KEYS_FILE`, `ORDER_API_AUTH=open`, `ORDER_API_RATE_LIMIT_PER_SEC`, `HTTP_*`, ...): keys are
 /// secrets, and command-line arguments are visible to every user of the machine. With no key
 /// configured, demo keys are made and printed at start-up.
 #[tokio::main]
@@ -77,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         database_urls: Default::default(),
         api,
         kafka_properties: Vec::new(),
+        http: shared::http_server::ServerLimits::from_env()?,
     };
     let auth_mode = match &config.api.auth {
         Auth::Open => "OPEN: no API key needed, every caller is an admin (ORDER_API_AUTH=open)".to_owned(),
@@ -88,13 +90,15 @@ async fn main() -> anyhow::Result<()> {
     let e = &system.endpoints;
     tracing::info!(
         api = %format!("http://{}", e.api),
+        ops = %format!("http://{}", e.order_ops),
         brokers = %e.brokers,
         data_dir = %data_dir.display(),
         "saga is running"
     );
     eprintln!(
-        "\nsaga is running (Ctrl-C to stop)\n  order API      http://{api}/orders\n  admin API      http://{api}/admin/commands\n  API docs       http://{api}/openapi.json\n  API keys       {auth_mode}\n  metrics        http://{api}/metrics  http://{inv}/metrics  http://{pay}/metrics  http://{ship}/metrics  http://{notif}/metrics\n  health         http://{api}/healthz  http://{api}/readyz\n  broker         {brokers}\n  data           {data}\n",
+        "\nsaga is running (Ctrl-C to stop)\n  order API      http://{api}/orders\n  admin API      http://{api}/admin/commands\n  API docs       http://{api}/openapi.json\n  API keys       {auth_mode}\n  metrics        http://{ops}/metrics  http://{inv}/metrics  http://{pay}/metrics  http://{ship}/metrics  http://{notif}/metrics\n  health         http://{ops}/livez  http://{ops}/readyz  (order-svc's ops port; http://{api}/healthz for load balancers)\n  broker         {brokers}\n  data           {data}\n",
         api = e.api,
+        ops = e.order_ops,
         inv = e.inventory,
         pay = e.payment,
         ship = e.shipping,

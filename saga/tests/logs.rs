@@ -1,5 +1,6 @@
 //! Log lines are JSON, and every line written while handling an order carries `trace_id`,
-//! `span_id` and `order.id`, so logs join to the order and to its trace.
+//! `span_id` and `order.id`, so logs join to the order and to its trace; every line written
+//! while serving a request carries its `request.id`.
 //!
 //! Logging is process-wide (one global subscriber), so this file holds one test and runs as
 //! its own process; its log lines go to a buffer the test reads.
@@ -17,6 +18,9 @@ use shared::db::Backend;
 use shared::telemetry::{self, BoxMakeWriter, LogFormat};
 use shared::testing::eventually;
 use shared::topics::service;
+
+/// The request id the order is placed with.
+const REQUEST_ID: &str = "logs-test-0001";
 
 /// Log lines written so far.
 #[derive(Clone, Default)]
@@ -50,8 +54,21 @@ async fn every_line_written_while_handling_an_order_has_its_trace_span_and_order
     let _guard = telemetry::init_with(options)?;
     let system = TestSystem::start(Backend::Sqlite, Options::default()).await?;
 
-    // Act: an order that takes every step, undone at the last (a refund and a release).
-    let id = system.place_ok("cust-rich", &[("sku-mug", 1)], "JP").await?;
+    // Act: an order that takes every step, undone at the last (a refund and a release), placed
+    // with the caller's request id; and a request with an id that is not a plain token.
+    let placed = system
+        .http
+        .post(system.url("/orders"))
+        .header("x-request-id", REQUEST_ID)
+        .json(&common::order_body("cust-rich", &[("sku-mug", 1)], "JP"))
+        .send()
+        .await?;
+    assert_eq!(placed.status(), 202);
+    assert_eq!(placed.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some(REQUEST_ID));
+    let id = placed.json::<Value>().await?["id"].as_str().unwrap_or_default().to_owned();
+    let replaced = system.http.get(system.url("/openapi.json")).header("x-request-id", "not a {token}").send().await?;
+    let replaced_id = replaced.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(uuid::Uuid::parse_str(replaced_id).is_ok(), "a new id replaces it: {replaced_id:?}");
     let order = system.terminal(&id).await?;
     assert_eq!(order["reason"], "destination_not_served", "{order}");
     // Wait for the lines of every service's handling (the last hops land after the terminal
@@ -86,6 +103,10 @@ async fn every_line_written_while_handling_an_order_has_its_trace_span_and_order
         .unwrap_or_else(|| panic!("a line from POST /orders: {about_order:#?}"));
     let trace_id = post["trace_id"].as_str().unwrap_or_default();
     assert_eq!(trace_id.len(), 32, "{post}");
+    // Every line written while serving POST /orders names the request.
+    for line in about_order.iter().filter(|l| l["span"]["http.request.method"] == "POST") {
+        assert_eq!(line["request.id"], REQUEST_ID, "request.id on {line}");
+    }
     for line in &about_order {
         let span_id = line["span_id"].as_str().unwrap_or_default();
         assert_eq!(span_id.len(), 16, "span_id on {line}");

@@ -51,7 +51,7 @@ async fn every_service_serves_its_series_and_they_move() -> anyhow::Result<()> {
     let system = TestSystem::start(Backend::Sqlite, Options::default()).await?;
     let e = system.endpoints.clone();
     let ports = [
-        (service::ORDER, e.api),
+        (service::ORDER, e.order_ops),
         (service::INVENTORY, e.inventory),
         (service::PAYMENT, e.payment),
         (service::SHIPPING, e.shipping),
@@ -72,6 +72,8 @@ async fn every_service_serves_its_series_and_they_move() -> anyhow::Result<()> {
     ];
     let (status, _) = system.place(&serde_json::json!({"items": []})).await?;
     assert_eq!(status, 422);
+    let refused = system.anonymous.get(system.url("/orders")).bearer_auth("sk_not_a_key").send().await?;
+    assert_eq!(refused.status(), 401);
     for id in &ids {
         system.terminal(id).await?;
     }
@@ -144,6 +146,8 @@ async fn every_service_serves_its_series_and_they_move() -> anyhow::Result<()> {
     moved(order, "http_requests_total", &[("route", "/orders/{id}"), ("method", "GET"), ("status", "200")]);
     moved(order, "http_request_duration_seconds_count", &[("route", "/orders"), ("method", "POST")]);
     moved(order, "http_request_duration_seconds_bucket", &[("route", "/orders"), ("le", "+Inf")]);
+    // Failed authentications by reason.
+    moved(order, "saga_http_auth_failures_total", &[("reason", "unknown_key")]);
     // Saga outcomes by reason, end-to-end duration, placements.
     moved(order, "saga_orders_placed_total", &[]);
     moved(order, "saga_outcomes_total", &[("outcome", "completed"), ("reason", "none")]);

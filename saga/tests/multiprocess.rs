@@ -55,6 +55,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
                 ("SAGA_DEADLINE_MS", "120000".to_owned()),
                 ("ORDER_API_KEYS", format!("admin:{}", order_svc::http::hash_key(&admin_key))),
                 ("ORDER_API_RATE_LIMIT_PER_SEC", "0".to_owned()),
+                ("ORDER_API_MAX_IN_FLIGHT_PER_KEY", "512".to_owned()),
                 ("RUST_LOG", "info".to_owned()),
             ];
             let process = Process::service(&format!("{name}#{replica}"), binary_of(name), &env, WAIT).await?;
@@ -108,7 +109,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
     // Both replicas of every consuming service handled messages: the group split the work.
     for name in service::ALL {
         for p in &processes[name] {
-            let addr = p.addr.map(|a| a.to_string()).unwrap_or_default();
+            let addr = p.ops_addr.map(|a| a.to_string()).unwrap_or_default();
             let metrics = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
             let handled: f64 = metrics
                 .lines()

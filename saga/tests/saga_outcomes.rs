@@ -374,6 +374,7 @@ async fn every_api_error_class_is_a_problem_document(backend: Backend) -> anyhow
     for (request, expected) in cases {
         let response = request.send().await?;
         let status = response.status().as_u16();
+        assert!(response.headers().contains_key("x-request-id"), "every response names its request");
         let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body: serde_json::Value = response.json().await?;
         assert_eq!(status, expected, "{body}");
@@ -382,8 +383,14 @@ async fn every_api_error_class_is_a_problem_document(backend: Backend) -> anyhow
     }
     let openapi: serde_json::Value = system.http.get(system.url("/openapi.json")).send().await?.json().await?;
     assert!(openapi["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
-    for path in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(system.http.get(system.url(path)).send().await?.status(), 200, "{path}");
+    // The ops endpoints are on their own port; the API's port keeps only /healthz.
+    assert_eq!(system.http.get(system.url("/healthz")).send().await?.status(), 200);
+    for path in ["/readyz", "/metrics", "/livez"] {
+        assert_eq!(system.anonymous.get(system.url(path)).send().await?.status(), 404, "{path} on the API port");
+    }
+    for path in ["/livez", "/healthz", "/readyz", "/metrics"] {
+        let url = format!("http://{}{path}", system.endpoints.order_ops);
+        assert_eq!(system.anonymous.get(url).send().await?.status(), 200, "{path} on the ops port");
     }
     system.stop().await
 }

@@ -89,7 +89,7 @@ async fn no_configured_secret_appears_in_the_logs_or_metrics_of_a_full_saga_run(
     .await?;
     let e = &system.endpoints;
     let mut metrics = String::new();
-    for addr in [e.api, e.inventory, e.payment, e.shipping, e.notification] {
+    for addr in [e.order_ops, e.inventory, e.payment, e.shipping, e.notification] {
         metrics.push_str(&system.anonymous.get(format!("http://{addr}/metrics")).send().await?.text().await?);
     }
     system.stop().await?;

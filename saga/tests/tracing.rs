@@ -1,6 +1,7 @@
 //! One order is one trace across all five services: the embedded system exports its spans over
 //! OTLP to an in-process collector, and the test follows one order's spans from the API's
-//! `POST /orders` span through every Kafka hop.
+//! `POST /orders` span through every Kafka hop. A caller's own `traceparent` is linked to, not
+//! continued.
 //!
 //! Telemetry is process-wide (one global subscriber and tracer provider), so this file holds
 //! one test and runs as its own process. In the embedded mode the five services share that
@@ -19,6 +20,10 @@ use shared::db::Backend;
 use shared::telemetry::{self, BoxMakeWriter, LogFormat};
 use shared::testing::eventually;
 use shared::topics::service;
+
+/// The trace and span a caller names in its `traceparent`.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 const KIND_SERVER: &str = "SPAN_KIND_SERVER";
 const KIND_PRODUCER: &str = "SPAN_KIND_PRODUCER";
@@ -41,9 +46,20 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
     options.log_writer = BoxMakeWriter::new(std::io::sink);
     let guard = telemetry::init_with(options)?;
     let system = TestSystem::start(Backend::Sqlite, Options::default()).await?;
+    let system_keys = system.keys.clone();
 
-    // Act: one order, through to its end.
+    // Act: one order, through to its end; and one whose caller sent its own trace context.
     let id = system.place_ok("cust-rich", &[("sku-tee", 1)], "NL").await?;
+    let linked = system
+        .http
+        .post(system.url("/orders"))
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .header("tracestate", "caller=1")
+        .json(&common::order_body("cust-rich", &[("sku-mug", 1)], "NL"))
+        .send()
+        .await?;
+    assert_eq!(linked.status(), 202);
+    let linked_id = linked.json::<serde_json::Value>().await?["id"].as_str().unwrap_or_default().to_owned();
     let order = system.terminal(&id).await?;
     assert_eq!(order["status"], "completed", "{order}");
 
@@ -75,6 +91,12 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
         }
         anyhow::anyhow!("{err}; {} spans received: {names:#?}", spans.len())
     })?;
+    let linked_root = eventually(WAIT, "the span of the order placed with a traceparent", || async {
+        tokio::task::block_in_place(|| guard.flush());
+        let spans = received.lock().expect("spans");
+        spans.iter().find(|s| s.name == "POST /orders" && attr(s, "order.id") == Some(linked_id.clone())).cloned()
+    })
+    .await?;
     drain.abort();
     let spans = received.lock().expect("spans").clone();
     system.stop().await?;
@@ -89,6 +111,12 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
     assert!(root.parent_span_id.is_empty(), "the API span starts the trace");
     assert_eq!(attr(root, "http.route").as_deref(), Some("/orders"));
     assert_eq!(attr(root, "http.response.status_code").as_deref(), Some("202"));
+    let key_id = format!("key-{}", &order_svc::http::hash_key(&system_keys.admin)[..12]);
+    assert_eq!(attr(root, "enduser.id"), Some(key_id), "the caller's key id");
+    // The request's id is on its span and on the spans below it, up to the first message.
+    let request_id = attr(root, "request.id").expect("request.id on the API span");
+    let place = trace.iter().find(|s| s.name == "place").expect("the place span");
+    assert_eq!(attr(place, "request.id"), Some(request_id));
 
     // Every span of the trace is about this order and names its service.
     for span in &trace {
@@ -161,6 +189,14 @@ async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()>
     ] {
         assert!(sent.contains(event), "{event} sent in the trace: {sent:?}");
     }
+
+    // A caller's trace context is a link from a new trace, never the parent: the caller cannot
+    // choose our trace id.
+    assert!(linked_root.parent_span_id.is_empty(), "the API span starts its own trace");
+    assert_ne!(linked_root.trace_id, CALLER_TRACE);
+    let links: Vec<(&str, &str, &str)> =
+        linked_root.links.iter().map(|l| (l.trace_id.as_str(), l.span_id.as_str(), l.trace_state.as_str())).collect();
+    assert_eq!(links, [(CALLER_TRACE, CALLER_SPAN, "caller=1")]);
 
     println!("span tree of order {id} (trace {}):\n{}", root.trace_id, render_tree(&trace, root));
     Ok(())

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::broker::KafkaConfig;
 use crate::consumer::ConsumerOptions;
 use crate::db::DbOptions;
+use crate::http_server::ServerLimits;
 use crate::outbox::RelayOptions;
 use crate::retention::RetentionOptions;
 use crate::telemetry::LogFormat;
@@ -114,8 +115,15 @@ pub fn env_millis(name: &str, default: Duration) -> anyhow::Result<Duration> {
 #[derive(Clone)]
 pub struct ServiceConfig {
     pub service: &'static str,
-    /// `HTTP_ADDR`: where /healthz, /readyz, /metrics (and order-svc's API) listen.
+    /// `HTTP_ADDR`: where the service listens: order-svc's API, the ops endpoints
+    /// (`/livez`, `/healthz`, `/readyz`, `/metrics`) of every other service.
     pub http_addr: SocketAddr,
+    /// Where the ops endpoints listen when not on `http_addr`: order-svc's `OPS_ADDR`, which
+    /// keeps them off the public API's port. `None` for the other services.
+    pub ops_addr: Option<SocketAddr>,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_BODY_READ_TIMEOUT_MS`, `HTTP_KEEP_ALIVE_TIMEOUT_MS`,
+    /// `HTTP_MAX_CONNECTIONS`, `HTTP_MAX_HEADER_BYTES`: the limits of every listener.
+    pub http: ServerLimits,
     /// `DATABASE_URL` (or `DATABASE_URL_FILE`): `postgres://…` or `sqlite://…`, with the
     /// password of `DATABASE_PASSWORD` (or `DATABASE_PASSWORD_FILE`) put in when set.
     pub database_url: String,
@@ -143,6 +151,8 @@ impl fmt::Debug for ServiceConfig {
         f.debug_struct("ServiceConfig")
             .field("service", &self.service)
             .field("http_addr", &self.http_addr)
+            .field("ops_addr", &self.ops_addr)
+            .field("http", &self.http)
             .field("database_url", &redact_url(&self.database_url))
             .field("brokers", &self.kafka.brokers)
             .field("kafka_properties", &self.kafka.properties.iter().map(|(k, _)| k).collect::<Vec<_>>())
@@ -167,11 +177,18 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl ServiceConfig {
+    /// Where the ops endpoints listen (also while the service is still connecting).
+    pub fn ops_listen_addr(&self) -> SocketAddr {
+        self.ops_addr.unwrap_or(self.http_addr)
+    }
+
     /// Defaults for `service`: SQLite under `./data`, the given port, brokers on localhost.
     pub fn defaults(service: &'static str, port: u16) -> Self {
         Self {
             service,
             http_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ops_addr: None,
+            http: ServerLimits::default(),
             database_url: format!("sqlite://data/{service}.db"),
             db: DbOptions::default(),
             kafka: KafkaConfig::new("127.0.0.1:9092"),
@@ -188,6 +205,7 @@ impl ServiceConfig {
     pub fn from_env(service: &'static str, default_port: u16) -> anyhow::Result<Self> {
         let mut c = Self::defaults(service, default_port);
         c.http_addr = env_or("HTTP_ADDR", c.http_addr)?;
+        c.http = ServerLimits::from_env()?;
         c.database_url = env_secret("DATABASE_URL")?.unwrap_or(c.database_url);
         if let Some(password) = env_secret("DATABASE_PASSWORD")? {
             c.database_url = with_password(&c.database_url, &password)?;

@@ -921,7 +921,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 Err(_) => position_id(&topic, message.partition(), message.offset()),
             };
             let event_type =
-                decoded.as_ref().map(|e| e.event_type.clone()).unwrap_or_else(|_| "undecodable".to_owned());
+                decoded.as_ref().map(|e| e.event_type.clone()).unwrap_or_else(|_| m::UNDECODABLE.to_owned());
             let mut backoff = Backoff::new(self.options.backoff_base, self.options.backoff_cap);
             let mut attempts = 0u32;
             loop {

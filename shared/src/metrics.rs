@@ -1,8 +1,20 @@
 //! Every metric the backbone records, declared and documented in one place, and the Prometheus
 //! recorder that serves them as text on `/metrics`.
 //!
-//! Labels are bounded: service names, event types from the contract, topics, partitions,
-//! route templates and status codes; never ids or raw paths.
+//! Labels are bounded: every label value comes from a fixed set, never from what a client or a
+//! message chose. Service names, kinds and outcomes are constants; event and command types are
+//! the contract's ([`message_type_label`]: anything else is `other`, an undecodable message
+//! `undecodable`); topics, consumer groups and partitions are the configured ones (a consumer
+//! only sees the topics it subscribed to, the relay only publishes to topics our code wrote);
+//! HTTP routes are route templates (`unmatched` for any path no route matches), methods the
+//! nine HTTP defines (anything else `other`, [`method_label`]) and status codes the ones our
+//! handlers answer. Never ids, raw paths or header values.
+//!
+//! Series that go [`IDLE_SERIES_TIMEOUT`] without an update are dropped from `/metrics` if they
+//! are gauges or histograms (a consumer's lag on a partition it no longer owns, the latency of
+//! a route nobody calls) and come back with the next update. Counters never expire: a counter
+//! that vanished and came back at 1 would read as a reset, and `increase()` over it would miss
+//! the first event, so dead letters, outcomes and errors could go unnoticed.
 //!
 //! Process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //! `process_open_fds`, `process_threads`, `process_start_time_seconds`, ...) are collected on
@@ -18,8 +30,12 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use axum::http::Method;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+use crate::contracts::{command_type, event_type};
 
 pub const MESSAGES_HANDLED: &str = "saga_messages_handled_total";
 pub const HANDLER_DURATION: &str = "saga_handler_duration_seconds";
@@ -37,6 +53,19 @@ pub const ADMIN_COMMANDS: &str = "saga_admin_commands_total";
 pub const ROWS_PRUNED: &str = "saga_rows_pruned_total";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub const HTTP_CONNECTIONS_CLOSED: &str = "http_connections_closed_total";
+
+/// How long a gauge or histogram series may go without an update before `/metrics` drops it
+/// (see the module docs). Far longer than any scrape interval or periodic update here (lag
+/// every 5 s, open orders every second, process metrics on every scrape).
+pub const IDLE_SERIES_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The `type` label of a message that could not be decoded.
+pub const UNDECODABLE: &str = "undecodable";
+
+/// The `type` label of a message type outside the contract, and the `method` label of an HTTP
+/// method outside the standard ones.
+pub const OTHER: &str = "other";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -145,9 +174,13 @@ fn service_label(sample: &str) -> Option<String> {
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
+            let expiring = || {
+                PrometheusBuilder::new()
+                    .idle_timeout(MetricKindMask::GAUGE | MetricKindMask::HISTOGRAM, Some(IDLE_SERIES_TIMEOUT))
+            };
+            let recorder = expiring()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .unwrap_or_else(|_| expiring())
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; then ours just renders empty.
@@ -178,6 +211,44 @@ fn describe() {
     describe_counter!(ROWS_PRUNED, "Rows deleted by retention (older than the table's retention), by table");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route template, method and status");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by route template, method and status");
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "Connections the server closed on its own, by reason (header_timeout, keep_alive_timeout, over_capacity)"
+    );
+}
+
+/// The `method` label of an HTTP request: one of the methods HTTP defines, else [`OTHER`]
+/// (a client can send any token as a method).
+pub fn method_label(method: &Method) -> &'static str {
+    standard_method(method).unwrap_or(OTHER)
+}
+
+/// The method's name if it is one HTTP defines (RFC 9110 and PATCH).
+pub fn standard_method(method: &Method) -> Option<&'static str> {
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::PATCH, "PATCH"),
+    ];
+    STANDARD.iter().find(|(m, _)| m == method).map(|(_, name)| *name)
+}
+
+/// The `type` label of a message: its type if the contract has it, [`UNDECODABLE`], else
+/// [`OTHER`] (a message's type header is whatever its producer wrote).
+pub fn message_type_label(message_type: &str) -> &'static str {
+    event_type::ALL
+        .iter()
+        .chain(command_type::ALL.iter())
+        .chain(std::iter::once(&UNDECODABLE))
+        .find(|known| **known == message_type)
+        .copied()
+        .unwrap_or(OTHER)
 }
 
 pub fn rows_pruned(service: &'static str, table: &'static str, rows: u64) {
@@ -185,23 +256,23 @@ pub fn rows_pruned(service: &'static str, table: &'static str, rows: u64) {
 }
 
 pub fn message_handled(service: &'static str, event_type: &str, outcome: &'static str, elapsed: Duration) {
-    counter!(MESSAGES_HANDLED, "service" => service, "type" => event_type.to_owned(), "outcome" => outcome)
-        .increment(1);
-    histogram!(HANDLER_DURATION, "service" => service, "type" => event_type.to_owned()).record(elapsed.as_secs_f64());
+    let event_type = message_type_label(event_type);
+    counter!(MESSAGES_HANDLED, "service" => service, "type" => event_type, "outcome" => outcome).increment(1);
+    histogram!(HANDLER_DURATION, "service" => service, "type" => event_type).record(elapsed.as_secs_f64());
 }
 
 /// A message of a type its service does not act on, acknowledged without a transaction.
 pub fn message_ignored(service: &'static str, event_type: &str) {
-    counter!(MESSAGES_HANDLED, "service" => service, "type" => event_type.to_owned(), "outcome" => "ignored")
+    counter!(MESSAGES_HANDLED, "service" => service, "type" => message_type_label(event_type), "outcome" => "ignored")
         .increment(1);
 }
 
 pub fn message_retried(service: &'static str, event_type: &str) {
-    counter!(MESSAGE_RETRIES, "service" => service, "type" => event_type.to_owned()).increment(1);
+    counter!(MESSAGE_RETRIES, "service" => service, "type" => message_type_label(event_type)).increment(1);
 }
 
 pub fn dead_lettered(service: &'static str, topic: &str, event_type: &str) {
-    counter!(DEAD_LETTERS, "service" => service, "topic" => topic.to_owned(), "type" => event_type.to_owned())
+    counter!(DEAD_LETTERS, "service" => service, "topic" => topic.to_owned(), "type" => message_type_label(event_type))
         .increment(1);
 }
 
@@ -239,19 +310,26 @@ pub fn compensation(service: &'static str, kind: &'static str) {
 
 /// An owning service decided an admin command (`outcome`: `applied` or `rejected`).
 pub fn admin_command(service: &'static str, command_type: &str, outcome: &'static str) {
-    counter!(ADMIN_COMMANDS, "service" => service, "command" => command_type.to_owned(), "outcome" => outcome)
+    counter!(ADMIN_COMMANDS, "service" => service, "command" => message_type_label(command_type), "outcome" => outcome)
         .increment(1);
 }
 
-pub fn http_request(service: &'static str, route: &str, method: &str, status: u16, elapsed: Duration) {
+/// One HTTP request: `route` is the route template (or `unmatched`).
+pub fn http_request(service: &'static str, route: &str, method: &Method, status: u16, elapsed: Duration) {
     let labels = [
         ("service", service.to_owned()),
         ("route", route.to_owned()),
-        ("method", method.to_owned()),
+        ("method", method_label(method).to_owned()),
         ("status", status.to_string()),
     ];
     counter!(HTTP_REQUESTS, &labels).increment(1);
     histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+}
+
+/// The server closed a connection on its own (`reason`: `header_timeout`,
+/// `keep_alive_timeout`, `over_capacity`).
+pub fn http_connection_closed(service: &'static str, reason: &'static str) {
+    counter!(HTTP_CONNECTIONS_CLOSED, "service" => service, "reason" => reason).increment(1);
 }
 
 #[cfg(test)]
@@ -264,6 +342,26 @@ saga_x_total{type=\"a,service=\\\"inventory-svc\\\"\",service=\"inventory-svc\"}
 \n# TYPE process_threads gauge\nprocess_threads 9\n\
 \n# HELP saga_outcomes_total Outcomes\n# TYPE saga_outcomes_total counter\n\
 saga_outcomes_total{outcome=\"completed\",reason=\"none\"} 3\n";
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for token in ["get", "PROPFIND", "G", &"X".repeat(4096)] {
+            let method = Method::from_bytes(token.as_bytes()).expect("a token");
+            assert_eq!(method_label(&method), OTHER, "{token}");
+        }
+    }
+
+    #[test]
+    fn message_types_outside_the_contract_share_one_label() {
+        assert_eq!(message_type_label("OrderPlaced"), "OrderPlaced");
+        assert_eq!(message_type_label("SetDestinations"), "SetDestinations");
+        assert_eq!(message_type_label(UNDECODABLE), UNDECODABLE);
+        for hostile in ["", "orderplaced", "OrderPlaced ", &"T".repeat(10_000)] {
+            assert_eq!(message_type_label(hostile), OTHER);
+        }
+    }
 
     #[test]
     fn the_service_label_is_read_past_escaped_quotes_and_commas() {

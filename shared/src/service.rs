@@ -15,6 +15,7 @@ use crate::config::{ServiceConfig, redact_url};
 use crate::consumer::{ConsumerLoop, Handler};
 use crate::db::{Db, Migrations, shared_migrations};
 use crate::event_store::{EventStore, StoreError, Upcaster};
+use crate::http_server::Endpoint;
 use crate::ops::Readiness;
 use crate::outbox::{Backoff, OutboxSignal, Relay};
 use crate::retention::{self, Pruner, Table};
@@ -78,15 +79,17 @@ struct Starting {
 
 impl Starting {
     async fn serve(config: &ServiceConfig) -> Option<Self> {
-        let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
+        let addr = config.ops_listen_addr();
+        let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(err) => {
-                tracing::warn!(addr = %config.http_addr, error = %err, "cannot serve the starting endpoint");
+                tracing::warn!(addr = %addr, error = %err, "cannot serve the starting endpoint");
                 return None;
             }
         };
         let metrics = crate::metrics::install();
         let router = axum::Router::new()
+            .route("/livez", axum::routing::get(crate::ops::healthz))
             .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "starting"})) }))
             .route(
                 "/readyz",
@@ -98,7 +101,8 @@ impl Starting {
             )
             .route("/metrics", axum::routing::get(move || std::future::ready(metrics.render())));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::ops::serve(listener, router, stop.clone()));
+        let endpoint = Endpoint { service: config.service, role: "starting", limits: config.http.clone() };
+        let task = tokio::spawn(crate::http_server::serve(listener, router, endpoint, stop.clone()));
         Some(Self { stop, task })
     }
 }
@@ -191,7 +195,7 @@ impl ServiceContext {
     }
 
     pub fn readiness(&self) -> Readiness {
-        Readiness { db: self.db.clone(), producer: self.producer.clone() }
+        Readiness::new(self.db.clone(), self.producer.clone())
     }
 
     pub fn relay(&self) -> Relay {
@@ -272,16 +276,17 @@ pub async fn run_worker<H: Handler>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ops = ops_router(&ctx);
+    let endpoint = Endpoint { service: ctx.config.service, role: "ops", limits: ctx.config.http.clone() };
     let http_stop = shutdown.clone();
     let consumer_stop = shutdown.clone();
     let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
-        Box::pin(crate::ops::serve(listener, ops, http_stop)),
+        Box::pin(crate::http_server::serve(listener, ops, endpoint, http_stop)),
         Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
     ];
     run(ctx, front, shutdown).await
 }
 
-/// `/healthz`, `/readyz` and `/metrics` for this service, with request metrics.
+/// `/livez`, `/healthz`, `/readyz` and `/metrics` for this service, with request metrics.
 pub fn ops_router(ctx: &ServiceContext) -> axum::Router {
     let service = ctx.config.service;
     crate::ops::router(ctx.readiness(), crate::metrics::install())
@@ -345,7 +350,7 @@ impl<S: WorkerSpec> Worker<S> {
         self.listener.local_addr()
     }
 
-    /// Consume, publish and serve /healthz, /readyz, /metrics until `shutdown`.
+    /// Consume, publish and serve /livez, /healthz, /readyz, /metrics until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.ctx.consumer(self.handler.clone());
         run_worker(self.ctx, self.listener, consumer, shutdown).await

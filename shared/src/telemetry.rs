@@ -11,14 +11,22 @@
 //! the outbox, the relay sends it in a producer span ([`producer_span`]) under that context
 //! and puts its own context in the Kafka headers, and each consumer processes it in a consumer
 //! span ([`consumer_span`]) under the producer span. Every span has `order.id` and `service`
-//! (inherited by spans that do not declare them, see [`ContextLayer`]); in the embedded mode
+//! (inherited by spans that do not declare them, see [`ContextLayer`]), and every span of an
+//! HTTP request its `request.id`; in the embedded mode
 //! the five services share one process and one resource, and `service` tells them apart.
+//!
+//! Trace context from outside is bounded. An HTTP request always starts a new trace: a valid
+//! `traceparent` from the caller becomes a span link, never the parent, so a client cannot
+//! choose our trace ids or make its own trace carry every message an order causes. A
+//! `tracestate` longer than [`MAX_TRACESTATE_BYTES`] or with more than
+//! [`MAX_TRACESTATE_ENTRIES`] members is dropped whole, wherever a context is taken in (HTTP,
+//! Kafka headers, outbox rows) or sent out; a malformed `traceparent` is ignored.
 
 use std::collections::HashMap;
 
 use anyhow::Context as _;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -35,7 +43,7 @@ use crate::envelope::{Envelope, header};
 mod context;
 mod log_format;
 
-pub use context::{ContextLayer, ORDER_ID, SERVICE, SpanInfo};
+pub use context::{ContextLayer, ORDER_ID, REQUEST_ID, SERVICE, SpanInfo};
 pub use log_format::JsonLines;
 
 /// Log line format.
@@ -158,26 +166,46 @@ pub fn init_with(options: Options) -> anyhow::Result<TelemetryGuard> {
     Ok(TelemetryGuard { provider })
 }
 
+/// The longest `tracestate` taken in or sent out (W3C asks vendors to propagate at least 512
+/// bytes); a longer one is dropped whole.
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+/// The most `tracestate` list members taken in or sent out (the W3C limit); more, and it is
+/// dropped whole.
+pub const MAX_TRACESTATE_ENTRIES: usize = 32;
+
+/// `tracestate` if it is within [`MAX_TRACESTATE_BYTES`] and [`MAX_TRACESTATE_ENTRIES`].
+pub fn bounded_tracestate(tracestate: &str) -> Option<&str> {
+    let entries = tracestate.split(',').filter(|member| !member.trim().is_empty()).count();
+    (tracestate.len() <= MAX_TRACESTATE_BYTES && entries <= MAX_TRACESTATE_ENTRIES).then_some(tracestate)
+}
+
 /// The current span's W3C trace context as `(traceparent, tracestate)`.
 pub fn current_trace_headers() -> (Option<String>, Option<String>) {
     let cx = tracing::Span::current().context();
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut MapCarrier(&mut carrier));
-    (carrier.remove(header::TRACEPARENT), carrier.remove(header::TRACESTATE).filter(|s| !s.is_empty()))
+    let tracestate = carrier.remove(header::TRACESTATE).filter(|s| !s.is_empty() && bounded_tracestate(s).is_some());
+    (carrier.remove(header::TRACEPARENT), tracestate)
 }
 
-/// Continue the trace carried by `traceparent`/`tracestate` in `span`.
-pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
-    let Some(traceparent) = traceparent else {
-        return;
-    };
+/// The remote context `traceparent` names, with `tracestate` when it is within bounds; `None`
+/// when `traceparent` is missing or malformed.
+fn remote_context(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<opentelemetry::Context> {
     let mut carrier = HashMap::new();
-    carrier.insert(header::TRACEPARENT.to_owned(), traceparent.to_owned());
-    if let Some(ts) = tracestate {
+    carrier.insert(header::TRACEPARENT.to_owned(), traceparent?.to_owned());
+    if let Some(ts) = tracestate.and_then(bounded_tracestate) {
         carrier.insert(header::TRACESTATE.to_owned(), ts.to_owned());
     }
     let cx = TraceContextPropagator::new().extract(&MapCarrier(&mut carrier));
-    let _ = span.set_parent(cx);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Continue the trace carried by `traceparent`/`tracestate` in `span` (a message from another
+/// service); a missing or malformed `traceparent` leaves `span` a new root.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    if let Some(cx) = remote_context(traceparent, tracestate) {
+        let _ = span.set_parent(cx);
+    }
 }
 
 /// The span a consumer processes one message in, following the OpenTelemetry messaging
@@ -280,15 +308,21 @@ pub fn record_send_result(span: &tracing::Span, result: Result<(i32, i64), &dyn 
     }
 }
 
-/// The span an HTTP request is served in (HTTP semantic conventions), continuing the caller's
-/// trace when the request carries a `traceparent`. `order.id` is recorded by the handler once
-/// known (`tracing::Span::current().record("order.id", ...)`).
+/// The span an HTTP request is served in (HTTP semantic conventions): the root of a new trace,
+/// linked to the caller's span when the request carries a valid `traceparent` (see the module
+/// docs). `order.id` is recorded by the handler once known
+/// (`tracing::Span::current().record("order.id", ...)`), `enduser.id` (the key id) by
+/// authentication; `request.id` is inherited by every span below it.
 pub fn http_server_span(
     service: &'static str,
-    method: &str,
+    method: &axum::http::Method,
     route: &str,
     headers: &axum::http::HeaderMap,
+    request_id: &str,
 ) -> tracing::Span {
+    // The semantic conventions' name for a method outside the standard set: a client can send
+    // any token, and a span name or attribute must not carry kilobytes of it.
+    let method = crate::metrics::standard_method(method).unwrap_or("_OTHER");
     let span = tracing::info_span!(
         "http.server",
         otel.name = format!("{method} {route}"),
@@ -299,9 +333,14 @@ pub fn http_server_span(
         http.route = route,
         http.response.status_code = tracing::field::Empty,
         order.id = tracing::field::Empty,
+        enduser.id = tracing::field::Empty,
+        request.id = request_id,
     );
+    let _ = span.set_parent(opentelemetry::Context::new());
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    continue_trace(&span, value(header::TRACEPARENT), value(header::TRACESTATE));
+    if let Some(caller) = remote_context(value(header::TRACEPARENT), value(header::TRACESTATE)) {
+        span.add_link(caller.span().span_context().clone());
+    }
     span
 }
 
@@ -319,5 +358,32 @@ impl Extractor for MapCarrier<'_> {
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn a_tracestate_within_bounds_is_kept_and_one_beyond_them_dropped_whole() {
+        assert_eq!(bounded_tracestate("a=1,b=2"), Some("a=1,b=2"));
+        let many: Vec<String> = (0..=MAX_TRACESTATE_ENTRIES).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(bounded_tracestate(&many.join(",")), None, "33 members");
+        assert_eq!(bounded_tracestate(&many[1..].join(",")).map(str::len), Some(many[1..].join(",").len()));
+        assert_eq!(bounded_tracestate(&format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES))), None, "513 bytes");
+    }
+
+    #[test]
+    fn a_malformed_traceparent_names_no_remote_context() {
+        for bad in ["", "00-xyz", "00-00000000000000000000000000000000-b7ad6b7169203331-01", &"0".repeat(4096)] {
+            assert!(remote_context(Some(bad), None).is_none(), "{bad}");
+        }
+        let cx = remote_context(Some(TRACEPARENT), Some(&"k=v,".repeat(400))).expect("valid");
+        let span = cx.span();
+        assert_eq!(span.span_context().trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(span.span_context().trace_state().header(), "", "the oversized tracestate is dropped");
     }
 }

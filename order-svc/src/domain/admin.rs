@@ -16,7 +16,7 @@ use shared::contracts::{self, command_type};
 use shared::topics::{Topics, service};
 use uuid::Uuid;
 
-use super::command::{CustomerId, InvalidValue, Sku, identifier};
+use super::command::{CustomerId, InvalidValue, Sku, display_name};
 
 /// The largest amount (price, credit, balance) an admin command may carry, in minor units:
 /// ten billion euros, far below where sums of them could overflow.
@@ -26,8 +26,8 @@ pub const MAX_STOCK_DELTA: i64 = 1_000_000_000;
 /// The most countries one carrier may be set to serve.
 pub const MAX_DESTINATIONS: usize = 300;
 
-/// A product's display name: 1 to 200 characters, no surrounding whitespace or control
-/// characters.
+/// A product's display name: 1 to 200 characters, no surrounding whitespace, no control or
+/// invisible characters (zero-width, bidi, tags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductName(String);
 
@@ -35,7 +35,7 @@ impl ProductName {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidValue> {
-        identifier("name", raw.into(), Self::MAX_CHARS).map(Self)
+        display_name("name", raw.into(), Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
@@ -541,8 +541,11 @@ mod tests {
         }
 
         #[test]
-        fn a_product_name_parses_when_it_is_trimmed_printable_and_short(raw in "\\PC{0,210}|[ \\t]{0,2}[a-z]{1,5}[ \\t]{0,2}|\\u{0}a") {
+        fn a_product_name_parses_when_it_is_trimmed_printable_and_short(
+            raw in "\\PC{0,210}|[ \\t]{0,2}[a-z]{1,5}[ \\t]{0,2}|\\u{0}a|[a-z ]{0,5}[\\u{200b}-\\u{200f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}\\u{feff}\\u{61c}][a-z]{0,5}"
+        ) {
             let expected = !raw.trim().is_empty() && raw.trim() == raw && !raw.chars().any(char::is_control)
+                && !raw.chars().any(crate::domain::command::is_hidden_char)
                 && raw.chars().count() <= ProductName::MAX_CHARS;
             prop_assert_eq!(ProductName::parse(raw.clone()).is_ok(), expected);
         }

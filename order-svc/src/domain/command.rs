@@ -18,18 +18,75 @@ impl InvalidValue {
     }
 }
 
-/// Checks the rules shared by identifiers: not blank, no surrounding whitespace, no control
-/// characters, bounded length (in characters).
+/// The characters an identifier may hold: ASCII letters and digits, `.`, `_`, `:` and `-`.
+/// Customer ids and SKUs travel to other services, logs, audit trails and dashboards, so they
+/// stay plain: nothing that reads differently from what it is.
+pub const IDENTIFIER_PATTERN: &str = "^[A-Za-z0-9._:-]+$";
+
+fn is_identifier_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+}
+
+/// Checks the rules of identifiers: not blank, only [`IDENTIFIER_PATTERN`]'s characters,
+/// bounded length (in characters).
 pub(crate) fn identifier(what: &str, raw: String, max_chars: usize) -> Result<String, InvalidValue> {
+    if raw.trim().is_empty() {
+        return Err(InvalidValue::new(format!("{what} must not be blank")));
+    }
+    if raw.chars().count() > max_chars {
+        return Err(InvalidValue::new(format!("{what} must be at most {max_chars} characters")));
+    }
+    if !raw.chars().all(is_identifier_char) {
+        return Err(InvalidValue::new(format!("{what} may contain only ASCII letters, digits, '.', '_', ':' and '-'")));
+    }
+    Ok(raw)
+}
+
+/// Characters that free text (names, addresses) may not hold although they are not control
+/// characters: they are invisible or reorder what is shown, so text could read differently
+/// from what it is (`"\u{202e}gnp.exe"` shows as `exe.png`; `"sku-tee\u{200b}"` looks like
+/// `sku-tee`). Zero-width characters (U+200B–U+200D, U+2060–U+2064, U+FEFF, U+180E), bidi
+/// marks, embeddings, overrides and isolates (U+061C, U+200E, U+200F, U+202A–U+202E,
+/// U+2066–U+2069), interlinear annotation marks (U+FFF9–U+FFFB) and tag characters
+/// (U+E0000–U+E007F).
+pub fn is_hidden_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
+/// Why free text is refused for its characters, if it is.
+fn text_characters(what: &str, raw: &str) -> Result<(), InvalidValue> {
+    if raw.chars().any(char::is_control) {
+        return Err(InvalidValue::new(format!("{what} must not contain control characters")));
+    }
+    if raw.chars().any(is_hidden_char) {
+        return Err(InvalidValue::new(format!(
+            "{what} must not contain invisible characters (zero-width, bidirectional or tag characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the rules of a display name: not blank, no surrounding whitespace, no control or
+/// invisible characters ([`is_hidden_char`]), bounded length (in characters).
+pub(crate) fn display_name(what: &str, raw: String, max_chars: usize) -> Result<String, InvalidValue> {
     if raw.trim().is_empty() {
         return Err(InvalidValue::new(format!("{what} must not be blank")));
     }
     if raw.trim() != raw {
         return Err(InvalidValue::new(format!("{what} must not start or end with whitespace")));
     }
-    if raw.chars().any(char::is_control) {
-        return Err(InvalidValue::new(format!("{what} must not contain control characters")));
-    }
+    text_characters(what, &raw)?;
     if raw.chars().count() > max_chars {
         return Err(InvalidValue::new(format!("{what} must be at most {max_chars} characters")));
     }
@@ -111,19 +168,20 @@ impl CountryCode {
     }
 }
 
-/// An optional free-text address field (name, street, city, postal code).
+/// An optional free-text address field (name, street, city, postal code): any text without
+/// control or invisible characters ([`is_hidden_char`]), at most 200 characters.
 fn address_field(what: &str, raw: Option<String>) -> Result<Option<String>, InvalidValue> {
     const MAX_CHARS: usize = 200;
     match raw {
         None => Ok(None),
         Some(text) if text.trim().is_empty() => Ok(None),
-        Some(text) if text.chars().any(char::is_control) => {
-            Err(InvalidValue::new(format!("{what} must not contain control characters")))
+        Some(text) => {
+            text_characters(what, &text)?;
+            if text.chars().count() > MAX_CHARS {
+                return Err(InvalidValue::new(format!("{what} must be at most {MAX_CHARS} characters")));
+            }
+            Ok(Some(text))
         }
-        Some(text) if text.chars().count() > MAX_CHARS => {
-            Err(InvalidValue::new(format!("{what} must be at most {MAX_CHARS} characters")))
-        }
-        Some(text) => Ok(Some(text)),
     }
 }
 
@@ -278,6 +336,28 @@ mod tests {
     }
 
     #[test]
+    fn ids_hold_only_plain_characters() {
+        for raw in ["sku-tee\u{200b}", "\u{202e}gnp.exe", "cust rich", "cüst", "sku/tee", "sku-tee\u{e0041}"] {
+            assert!(CustomerId::parse(raw).is_err(), "{raw:?} was accepted as a customer id");
+            assert!(Sku::parse(raw).is_err(), "{raw:?} was accepted as a sku");
+        }
+        for raw in ["cust-rich", "sku_tee.v2", "tenant:42", "A-Z.0_9"] {
+            assert!(CustomerId::parse(raw).is_ok() && Sku::parse(raw).is_ok(), "{raw:?} was refused");
+        }
+    }
+
+    #[test]
+    fn address_lines_refuse_invisible_characters_and_keep_other_scripts() {
+        let country = CountryCode::parse("NL").expect("valid");
+        for hidden in ["Ada\u{200b}", "\u{202e}gnp.exe", "A\u{2066}b", "\u{feff}Ada", "Ada\u{200f}", "x\u{061c}"] {
+            let lines = AddressLines { name: Some(hidden.to_owned()), ..AddressLines::default() };
+            assert!(Destination::parse(country, lines).is_err(), "{hidden:?} was accepted");
+        }
+        let lines = AddressLines { name: Some("Zoë Ødegård 山田".to_owned()), ..AddressLines::default() };
+        assert!(Destination::parse(country, lines).is_ok());
+    }
+
+    #[test]
     fn sku_rejects_blank_values() {
         assert!(Sku::parse("").is_err());
         assert_eq!(Sku::parse("sku-tee").expect("valid").as_str(), "sku-tee");
@@ -326,13 +406,52 @@ mod properties {
         ]
     }
 
+    /// Text with extra weight on what free text must not hold: control, zero-width, bidi and
+    /// tag characters among ordinary letters of several scripts.
+    fn hostile_text(max: usize) -> impl Strategy<Value = String> {
+        let hostile = prop_oneof![
+            Just('\u{200B}'),
+            Just('\u{200C}'),
+            Just('\u{200D}'),
+            Just('\u{200E}'),
+            Just('\u{200F}'),
+            Just('\u{2060}'),
+            Just('\u{FEFF}'),
+            Just('\u{061C}'),
+            proptest::char::range('\u{202A}', '\u{202E}'),
+            proptest::char::range('\u{2066}', '\u{2069}'),
+            proptest::char::range('\u{E0000}', '\u{E007F}'),
+            Just('\u{0}'),
+            Just('\u{7f}'),
+        ];
+        let ordinary = prop_oneof![
+            proptest::char::range('a', 'z'),
+            Just(' '),
+            Just('é'),
+            Just('山'),
+            Just('-'),
+            Just(':'),
+            Just('.')
+        ];
+        proptest::collection::vec(prop_oneof![4 => ordinary, 1 => hostile], 0..max)
+            .prop_map(|chars| chars.into_iter().collect())
+    }
+
     fn identifier_rule(raw: &str, max: usize) -> bool {
-        !raw.trim().is_empty() && raw.trim() == raw && !raw.chars().any(char::is_control) && raw.chars().count() <= max
+        !raw.is_empty()
+            && raw.chars().count() <= max
+            && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+    }
+
+    fn free_text_ok(text: &str) -> bool {
+        !text.chars().any(|c| c.is_control() || is_hidden_char(c))
     }
 
     proptest! {
         #[test]
-        fn customer_ids_and_skus_parse_exactly_when_they_follow_the_identifier_rule(raw in text(140)) {
+        fn customer_ids_and_skus_parse_exactly_when_they_follow_the_identifier_rule(
+            raw in prop_oneof![text(140), hostile_text(20), "[A-Za-z0-9._:-]{1,70}"]
+        ) {
             prop_assert_eq!(CustomerId::parse(raw.clone()).is_ok(), identifier_rule(&raw, CustomerId::MAX_CHARS));
             prop_assert_eq!(Sku::parse(raw.clone()).is_ok(), identifier_rule(&raw, Sku::MAX_CHARS));
             if let Ok(id) = CustomerId::parse(raw.clone()) {
@@ -356,14 +475,14 @@ mod properties {
         }
 
         #[test]
-        fn address_lines_are_optional_bounded_and_free_of_control_characters(
-            name in proptest::option::of(text(210)),
-            city in proptest::option::of(text(10)),
+        fn address_lines_are_optional_bounded_and_free_of_control_and_invisible_characters(
+            name in proptest::option::of(prop_oneof![text(210), hostile_text(30)]),
+            city in proptest::option::of(prop_oneof![text(10), hostile_text(10)]),
         ) {
             let country = CountryCode::parse("NL").expect("country");
             let lines = AddressLines { name: name.clone(), city: city.clone(), ..AddressLines::default() };
             let ok = |v: &Option<String>| {
-                v.as_ref().is_none_or(|t| t.trim().is_empty() || (!t.chars().any(char::is_control) && t.chars().count() <= 200))
+                v.as_ref().is_none_or(|t| t.trim().is_empty() || (free_text_ok(t) && t.chars().count() <= 200))
             };
             match Destination::parse(country, lines) {
                 Ok(destination) => {

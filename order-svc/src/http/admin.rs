@@ -82,6 +82,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[schema(example = json!({"name": "Mug", "price_minor": 900}))]
 pub struct UpsertProductRequest {
+    /// Free text without control or invisible (zero-width, bidi, tag) characters, and no
+    /// surrounding whitespace.
     #[schema(min_length = 1, max_length = 200, example = "Mug")]
     pub name: String,
     /// Unit price in EUR minor units.
@@ -247,7 +249,7 @@ async fn accept<A: AdminRepository>(repo: &A, command: AdminCommand, admin: &Pri
     put,
     path = "/admin/products/{sku}",
     tag = "admin",
-    params(("sku" = String, Path, description = "The SKU, 1 to 64 characters")),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._:-]+$", description = "The SKU: 1 to 64 ASCII letters, digits, '.', '_', ':' or '-'")),
     request_body(content = UpsertProductRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Command accepted and sent to inventory-svc", body = AdminCommandView,
@@ -277,7 +279,7 @@ pub async fn upsert_product<A: AdminRepository>(
     post,
     path = "/admin/products/{sku}/stock-adjustments",
     tag = "admin",
-    params(("sku" = String, Path, description = "The SKU, 1 to 64 characters")),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._:-]+$", description = "The SKU: 1 to 64 ASCII letters, digits, '.', '_', ':' or '-'")),
     request_body(content = StockAdjustmentRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Command accepted and sent to inventory-svc", body = AdminCommandView,
@@ -306,7 +308,7 @@ pub async fn adjust_stock<A: AdminRepository>(
     post,
     path = "/admin/accounts/{customer_id}/credits",
     tag = "admin",
-    params(("customer_id" = String, Path, description = "The customer, 1 to 128 characters")),
+    params(("customer_id" = String, Path, pattern = "^[A-Za-z0-9._:-]+$", description = "The customer: 1 to 128 ASCII letters, digits, '.', '_', ':' or '-'")),
     request_body(content = CreditRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Command accepted and sent to payment-svc", body = AdminCommandView,
@@ -333,7 +335,7 @@ pub async fn credit_account<A: AdminRepository>(
     put,
     path = "/admin/accounts/{customer_id}/balance",
     tag = "admin",
-    params(("customer_id" = String, Path, description = "The customer, 1 to 128 characters")),
+    params(("customer_id" = String, Path, pattern = "^[A-Za-z0-9._:-]+$", description = "The customer: 1 to 128 ASCII letters, digits, '.', '_', ':' or '-'")),
     request_body(content = BalanceRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Command accepted and sent to payment-svc", body = AdminCommandView,

@@ -12,12 +12,15 @@
 //! microseconds per request (a deliberately slow hash would hand an attacker a cheap way to burn
 //! CPU). The presented key's digest is compared with every configured digest in constant time.
 //! Neither keys nor digests are ever logged: a caller is named by its key id, the first 12 hex
-//! digits of the digest.
+//! digits of the digest. Failed authentications are counted, logged and throttled per client
+//! address ([`super::failed_auth`]).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -26,6 +29,8 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use super::failed_auth::{FailedAuth, Failure};
+use super::limits::RateLimit;
 use super::problem::AppError;
 use crate::domain::CustomerId;
 
@@ -226,18 +231,53 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
     Ok(Some(token))
 }
 
-/// Middleware: resolve the caller (401 when there is no key or it is not one of ours) and put
-/// its [`Principal`] in the request's extensions.
-pub async fn authenticate(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
-    let principal = match auth.as_ref() {
-        Auth::Open => Ok(Principal::open()),
-        Auth::Keys(keys) => match bearer_token(request.headers()) {
-            Ok(Some(token)) => keys.authenticate(token).ok_or(AppError::Unauthorized { invalid_key: true }),
-            Ok(None) => Err(AppError::Unauthorized { invalid_key: false }),
-            Err(err) => Err(err),
-        },
-    };
-    match principal {
+/// How requests are authenticated, and what failures cost.
+#[derive(Debug)]
+pub struct Authenticator {
+    auth: Auth,
+    failures: FailedAuth,
+}
+
+impl Authenticator {
+    /// `failure_limit`: failed authentications allowed per second and in a burst, per client
+    /// address (`None`: counted and logged, never throttled).
+    pub fn new(auth: Auth, failure_limit: Option<RateLimit>) -> Self {
+        Self { auth, failures: FailedAuth::new(failure_limit) }
+    }
+
+    /// The caller `headers` name, or why not. `client` is the connecting address.
+    fn resolve(&self, headers: &HeaderMap, client: Option<std::net::IpAddr>) -> Result<Principal, AppError> {
+        let Auth::Keys(keys) = &self.auth else {
+            return Ok(Principal::open());
+        };
+        let now = Instant::now();
+        if let Some(retry_after_secs) = self.failures.blocked(client, now) {
+            self.failures.record(client, Failure::Throttled, now);
+            return Err(AppError::AuthThrottled { retry_after_secs });
+        }
+        let failure = match bearer_token(headers) {
+            Ok(Some(token)) => match keys.authenticate(token) {
+                Some(principal) => return Ok(principal),
+                None => Failure::UnknownKey,
+            },
+            Ok(None) => Failure::MissingKey,
+            Err(_) => Failure::Malformed,
+        };
+        self.failures.record(client, failure, now);
+        Err(AppError::Unauthorized { invalid_key: failure != Failure::MissingKey })
+    }
+}
+
+/// Middleware: resolve the caller (401 when there is no key or it is not one of ours, 429 when
+/// the client address failed too often) and put its [`Principal`] in the request's extensions
+/// and its key id on the request's span (`enduser.id`).
+pub async fn authenticate(
+    State(authenticator): State<Arc<Authenticator>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+    match authenticator.resolve(request.headers(), client) {
         Ok(principal) => {
             tracing::Span::current().record("enduser.id", principal.key_id.as_str());
             request.extensions_mut().insert(principal);
@@ -280,10 +320,10 @@ mod tests {
             let err = ApiKeys::parse(&text).expect_err("invalid");
             assert!(!err.to_string().contains(&key), "{err}");
         }
-        let padded = ApiKeys::parse(&format!("customer: padded id :{}", hash_key(&key))).expect("spaces around parts");
+        let padded = ApiKeys::parse(&format!("customer: padded-id :{}", hash_key(&key))).expect("spaces around parts");
         assert_eq!(
             padded.authenticate(&key).and_then(|p| p.customer().map(|c| c.as_str().to_owned())).as_deref(),
-            Some("padded id")
+            Some("padded-id")
         );
     }
 

@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+use shared::http_server::BodyReadTimeout;
 
 use super::problem::AppError;
 
@@ -18,7 +19,8 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// 1. `Content-Type` is `application/json` or `application/*+json` (parameters such as
 ///    `charset` allowed), else 415, also when the header is missing;
 /// 2. the body is at most [`BODY_LIMIT_BYTES`], else 422: issue 3 lists an oversized body among
-///    the rule-breaking bodies, so the API answers 422 where HTTP would suggest 413;
+///    the rule-breaking bodies, so the API answers 422 where HTTP would suggest 413; and it
+///    arrives within the server's body read timeout, else 408;
 /// 3. the bytes are JSON, else 400 (syntax errors, truncated input, empty body);
 /// 4. the JSON has the expected shape, else 422 (missing field, wrong type).
 #[derive(Debug, Clone)]
@@ -37,6 +39,7 @@ where
             BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
                 AppError::BodyTooLarge { limit: BODY_LIMIT_BYTES }
             }
+            other if BodyReadTimeout::in_chain(&other) => AppError::BodyTimedOut,
             _ => AppError::UnreadableBody,
         })?;
         // Belt and braces: a router without the DefaultBodyLimit layer still gets the limit.

@@ -26,10 +26,12 @@ use super::problem::{Problem, Violation};
             key places and reads its own customer's orders only, an admin key does everything. Every error is \
             `application/problem+json` (RFC 9457): 400 malformed JSON or header, 401 a missing or invalid key (with \
             `WWW-Authenticate`), 403 a key whose role does not allow the call, 404 an unknown order, command or route \
-            (also another customer's order), 405 a known path with an unsupported method, 415 a missing or non-JSON \
-            Content-Type, 422 a body or query that breaks the rules (including a body over 64 KiB), 429 the key's \
-            rate limit (with `Retry-After`), 500 an internal error with no details, 503 overload or a request \
-            timeout (with `Retry-After`)."
+            (also another customer's order), 405 a known path with an unsupported method, 408 a body that did not \
+            arrive within the body read timeout, 415 a missing or non-JSON Content-Type, 422 a body or query that \
+            breaks the rules (including a body over 64 KiB), 429 the key's rate limit or its limit of requests in \
+            flight, or too many failed authentications from the address (with `Retry-After`), 500 an internal error \
+            with no details, 503 overload or a request timeout (with `Retry-After`). Every response carries \
+            `X-Request-Id`: the caller's when it sent a plain one, else a new one."
     ),
     paths(
         orders::place_order,
@@ -61,13 +63,22 @@ pub const SECURITY_SCHEME: &str = "api_key";
 /// requirement and the responses every protected operation can give.
 struct CommonResponses;
 
+/// Every response names its request (see `shared::request_id`).
+fn request_id_header() -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some("This request's id: the caller's X-Request-Id when it is a plain token, else a new one"))
+        .build()
+}
+
 fn problem(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
-    let mut response = ResponseBuilder::new().description(description).content(
-        "application/problem+json",
-        ContentBuilder::new()
-            .schema(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(Ref::from_schema_name("Problem"))))
-            .build(),
-    );
+    let mut response =
+        ResponseBuilder::new().description(description).header("X-Request-Id", request_id_header()).content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(Ref::from_schema_name("Problem"))))
+                .build(),
+        );
     for (name, about) in headers {
         response = response.header(
             *name,
@@ -105,7 +116,14 @@ impl Modify for CommonResponses {
                 ),
             ),
             ("403", problem("The key's role does not allow this call", &[])),
-            ("429", problem("The key's rate limit is used up", &[("Retry-After", "Seconds to wait")])),
+            (
+                "429",
+                problem(
+                    "The key's rate limit is used up, the key has as many requests in flight as it may, or \
+                     requests from this address failed authentication too often",
+                    &[("Retry-After", "Seconds to wait")],
+                ),
+            ),
             ("500", problem("Internal error (no details)", &[])),
             (
                 "503",
@@ -126,6 +144,20 @@ impl Modify for CommonResponses {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
+                for response in responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.entry("X-Request-Id".to_owned()).or_insert_with(request_id_header);
+                    }
+                }
+                if operation.request_body.is_some() {
+                    responses.entry("408".to_owned()).or_insert_with(|| {
+                        problem(
+                            "The request body did not arrive within the server's body read timeout; the connection is \
+                             closed",
+                            &[],
+                        )
+                    });
+                }
                 if protected {
                     operation.security = Some(vec![SecurityRequirement::new(SECURITY_SCHEME, Vec::<String>::new())]);
                     for (status, response) in &common {

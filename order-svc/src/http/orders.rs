@@ -46,7 +46,8 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
     "ship_to": {"country": "NL"}
 }))]
 pub struct PlaceOrderRequest {
-    #[schema(min_length = 1, max_length = 128, example = "cust-rich")]
+    /// ASCII letters, digits, `.`, `_`, `:` and `-`.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]+$", example = "cust-rich")]
     pub customer_id: String,
     /// 1 to 100 lines.
     #[schema(min_items = 1, max_items = 100)]
@@ -56,7 +57,8 @@ pub struct PlaceOrderRequest {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ItemRequest {
-    #[schema(min_length = 1, max_length = 64, example = "sku-tee")]
+    /// ASCII letters, digits, `.`, `_`, `:` and `-`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$", example = "sku-tee")]
     pub sku: String,
     /// A wide integer so that 0, -1 and 5000 get a rule violation rather than a type error.
     #[schema(minimum = 1, maximum = 1000, example = 2)]
@@ -504,7 +506,7 @@ impl TryFrom<ListParams> for ListQuery {
     path = "/orders",
     tag = "orders",
     params(
-        ("customer_id" = Option<String>, Query, description = "Only this customer's orders"),
+        ("customer_id" = Option<String>, Query, pattern = "^[A-Za-z0-9._:-]+$", description = "Only this customer's orders"),
         ("status" = Option<OrderStatusSchema>, Query, description = "Only orders in this status"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, 1 to 200 (default 50); more than 200 is a 422, not clamped"),
         ("cursor" = Option<String>, Query, description = "The opaque `next_cursor` of the previous page"),

@@ -72,6 +72,10 @@ pub enum AppError {
     /// A header the API reads is malformed: 400.
     #[error("invalid {header} header: {message}")]
     InvalidHeader { header: &'static str, message: String },
+    /// The body did not arrive within the server's body read timeout: 408, and the connection
+    /// is closed (the rest of the body may still be on its way).
+    #[error("request body not received in time")]
+    BodyTimedOut,
     /// Content-Type is missing or not JSON: 415.
     #[error("unsupported media type {found:?}")]
     UnsupportedMediaType { found: Option<String> },
@@ -90,12 +94,19 @@ pub enum AppError {
     /// No API key, or one that is not ours: 401 with `WWW-Authenticate`.
     #[error("unauthorized (invalid key: {invalid_key})")]
     Unauthorized { invalid_key: bool },
+    /// The client address failed authentication too often: 429 with `Retry-After`, its key
+    /// unchecked.
+    #[error("too many failed authentications, retry after {retry_after_secs} s")]
+    AuthThrottled { retry_after_secs: u64 },
     /// A valid key whose role does not allow this: 403.
     #[error("forbidden: {0}")]
     Forbidden(String),
     /// The key used up its request budget: 429 with `Retry-After`.
     #[error("rate limited, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Too many requests of this key in flight: 429 with `Retry-After`, at once.
+    #[error("too many requests in flight for this key")]
+    KeyBusy,
     /// Too many requests in flight: 503 with `Retry-After`, at once, rather than queueing.
     #[error("overloaded")]
     Overloaded,
@@ -129,6 +140,7 @@ impl AppError {
             AppError::MalformedJson(_) | AppError::UnreadableBody | AppError::InvalidHeader { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            AppError::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::BodyTooLarge { .. }
             | AppError::BodyShape(_)
@@ -136,7 +148,9 @@ impl AppError {
             | AppError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::KeyBusy | AppError::AuthThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::Overloaded | AppError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             AppError::OrderNotFound | AppError::CommandNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -152,6 +166,12 @@ impl AppError {
                 (Some("malformed-json"), "Request body is not valid JSON", Some(detail.clone()), Vec::new())
             }
             AppError::UnreadableBody => (Some("unreadable-body"), "Request body could not be read", None, Vec::new()),
+            AppError::BodyTimedOut => (
+                Some("body-timeout"),
+                "Request body not received in time",
+                Some("the request body did not arrive within the server's body read timeout".to_owned()),
+                Vec::new(),
+            ),
             AppError::InvalidHeader { header, message } => {
                 (Some("invalid-header"), "Invalid request header", Some(format!("{header}: {message}")), Vec::new())
             }
@@ -204,6 +224,20 @@ impl AppError {
                 Some("rate-limited"),
                 "Too many requests",
                 Some(format!("this API key's request budget is used up; retry in {retry_after_secs} s")),
+                Vec::new(),
+            ),
+            AppError::AuthThrottled { retry_after_secs } => (
+                Some("too-many-failed-authentications"),
+                "Too many failed authentications",
+                Some(format!(
+                    "too many requests from this address failed authentication; retry in {retry_after_secs} s"
+                )),
+                Vec::new(),
+            ),
+            AppError::KeyBusy => (
+                Some("too-many-in-flight"),
+                "Too many requests in flight",
+                Some("this API key has as many requests in flight as it may; retry when one finished".to_owned()),
                 Vec::new(),
             ),
             AppError::Overloaded => (
@@ -269,11 +303,14 @@ impl IntoResponse for AppError {
                 };
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             }
-            AppError::RateLimited { retry_after_secs } => {
+            AppError::RateLimited { retry_after_secs } | AppError::AuthThrottled { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            AppError::Overloaded | AppError::TimedOut => {
+            AppError::Overloaded | AppError::TimedOut | AppError::KeyBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            AppError::BodyTimedOut => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -87,7 +87,8 @@ impl TestKeys {
         Self { admin: generate_key(), rich: generate_key(), poor: generate_key() }
     }
 
-    /// The keys as order-svc checks them (no rate limit: tests send bursts on purpose).
+    /// The keys as order-svc checks them (no rate limit, and a key may fill the shared in-flight
+    /// limit: tests send bursts on purpose; the limits are tested in order-svc's own tests).
     pub fn api_config(&self) -> order_svc::ApiConfig {
         use order_svc::http::{ApiKeys, ApiLimits, Auth, Role};
         let customer = |id: &str| Role::Customer(order_svc::domain::CustomerId::parse(id).expect("customer id"));
@@ -96,7 +97,12 @@ impl TestKeys {
             (self.rich.as_str(), customer("cust-rich")),
             (self.poor.as_str(), customer("cust-poor")),
         ]);
-        order_svc::ApiConfig { auth: Auth::Keys(keys), limits: ApiLimits { rate: None, ..ApiLimits::default() } }
+        let limits = ApiLimits {
+            rate: None,
+            max_in_flight_per_key: ApiLimits::default().max_concurrent_requests,
+            ..ApiLimits::default()
+        };
+        order_svc::ApiConfig { auth: Auth::Keys(keys), limits }
     }
 }
 

@@ -51,12 +51,16 @@ fn build_binaries() -> anyhow::Result<PathBuf> {
 pub struct Process {
     pub name: String,
     pub child: Child,
+    /// order-svc's API; the ops listener of the other services.
     pub addr: Option<SocketAddr>,
+    /// The ops listener: `/livez`, `/healthz`, `/readyz`, `/metrics`.
+    pub ops_addr: Option<SocketAddr>,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
-    /// Start `binary` with `env` and wait (up to `timeout`) for its "listening" log line.
+    /// Start `binary` with `env` and wait (up to `timeout`) for its "listening" log lines: the
+    /// API and ops listeners of order-svc, the ops listener of the others.
     pub async fn service(
         name: &str,
         binary_name: &str,
@@ -71,7 +75,7 @@ impl Process {
             .kill_on_drop(true);
         let mut child = command.spawn().with_context(|| format!("failed to start {name}"))?;
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<SocketAddr>(2);
+        let (addr_tx, mut addr_rx) = tokio::sync::mpsc::channel::<(String, SocketAddr)>(4);
         if let Some(stdout) = child.stdout.take() {
             pump(stdout, logs.clone(), addr_tx.clone());
         }
@@ -82,11 +86,18 @@ impl Process {
             let logs = logs.lock().map(|l| l.clone()).unwrap_or_default();
             logs[logs.len().saturating_sub(5)..].join("\n")
         };
-        let addr = tokio::time::timeout(timeout, addr_rx.recv())
-            .await
-            .with_context(|| format!("{name} did not start listening within {timeout:?}:\n{}", last_lines(&logs)))?
-            .with_context(|| format!("{name} exited before listening:\n{}", last_lines(&logs)))?;
-        Ok(Self { name: name.to_owned(), child, addr: Some(addr), logs })
+        let expected: &[&str] = if binary_name == "order-svc" { &["api", "ops"] } else { &["ops"] };
+        let mut listening = HashMap::new();
+        while !expected.iter().all(|role| listening.contains_key(*role)) {
+            let (role, addr) = tokio::time::timeout(timeout, addr_rx.recv())
+                .await
+                .with_context(|| format!("{name} did not start listening within {timeout:?}:\n{}", last_lines(&logs)))?
+                .with_context(|| format!("{name} exited before listening:\n{}", last_lines(&logs)))?;
+            listening.insert(role, addr);
+        }
+        let ops_addr = listening.get("ops").copied();
+        let addr = listening.get("api").copied().or(ops_addr);
+        Ok(Self { name: name.to_owned(), child, addr, ops_addr, logs })
     }
 
     /// Send SIGTERM and wait for the exit; returns how long it took and whether it succeeded.
@@ -126,8 +137,8 @@ pub fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Collect a child's output lines, and report its "listening" address.
-fn pump<R>(reader: R, logs: Arc<Mutex<Vec<String>>>, addr_tx: tokio::sync::mpsc::Sender<SocketAddr>)
+/// Collect a child's output lines, and report its "listening" addresses by listener.
+fn pump<R>(reader: R, logs: Arc<Mutex<Vec<String>>>, addr_tx: tokio::sync::mpsc::Sender<(String, SocketAddr)>)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
@@ -144,9 +155,13 @@ where
     });
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+/// `(listener, address)` of a "listening" line; the endpoint a service serves while it is still
+/// connecting (`starting`) goes away, so it is not reported.
+fn listening_addr(line: &str) -> Option<(String, SocketAddr)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    (v["message"] == "listening").then(|| v["addr"].as_str()?.parse().ok()).flatten()
+    let role = v["listener"].as_str()?;
+    (v["message"] == "listening" && role != "starting")
+        .then(|| Some((role.to_owned(), v["addr"].as_str()?.parse().ok()?)))?
 }
 
 /// Our mock-cluster broker as its own process.

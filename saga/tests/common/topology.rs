@@ -113,10 +113,15 @@ impl Replica {
         self.process.as_ref().and_then(|p| p.addr).map(|a| format!("http://{a}"))
     }
 
+    /// The ops endpoints (`/metrics`, `/readyz`).
+    pub fn ops_url(&self) -> Option<String> {
+        self.process.as_ref().and_then(|p| p.ops_addr).map(|a| format!("http://{a}"))
+    }
+
     /// The sum of `metric` samples whose labels contain every one of `labels`
     /// (e.g. `outcome="duplicate"`); 0 when the process is not running.
     pub async fn metric(&self, http: &reqwest::Client, metric: &str, labels: &[&str]) -> anyhow::Result<f64> {
-        let Some(url) = self.base_url() else { return Ok(0.0) };
+        let Some(url) = self.ops_url() else { return Ok(0.0) };
         let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
         Ok(sum_metric(&text, metric, labels))
     }
@@ -238,8 +243,10 @@ impl Topology {
             ("NOTIFY_WEBHOOK_URL", format!("http://{sink_addr}/hook")),
             // The production path: keys configured as digests, the client sends the key.
             ("ORDER_API_KEYS", format!("admin:{}", order_svc::http::hash_key(&admin_key))),
-            // The suite sends bursts on purpose; limits are tested elsewhere.
+            // The suite sends bursts on purpose (and requests pile up while a fault lasts);
+            // limits are tested elsewhere.
             ("ORDER_API_RATE_LIMIT_PER_SEC", "0".to_owned()),
+            ("ORDER_API_MAX_IN_FLIGHT_PER_KEY", "512".to_owned()),
             ("RUST_LOG", std::env::var("FS_RUST_LOG").unwrap_or_else(|_| "info".to_owned())),
         ];
         let mut base_env = base_env;

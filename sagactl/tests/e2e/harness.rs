@@ -153,7 +153,9 @@ pub struct Api {
 fn admin_key() -> (String, order_svc::ApiConfig) {
     let key = order_svc::http::generate_key();
     let keys = order_svc::http::ApiKeys::from_keys([(key.as_str(), order_svc::http::Role::Admin)]);
-    let limits = order_svc::http::ApiLimits { rate: None, ..Default::default() };
+    let defaults = order_svc::http::ApiLimits::default();
+    let limits =
+        order_svc::http::ApiLimits { rate: None, max_in_flight_per_key: defaults.max_concurrent_requests, ..defaults };
     (key, order_svc::ApiConfig { auth: order_svc::http::Auth::Keys(keys), limits })
 }
 

@@ -1,5 +1,6 @@
-//! What a span knows about the unit of work it belongs to: the order it is about (`order.id`)
-//! and the service doing the work (`service`), inherited from its ancestors.
+//! What a span knows about the unit of work it belongs to: the order it is about (`order.id`),
+//! the service doing the work (`service`) and, within an HTTP request, the request's id
+//! (`request.id`), inherited from its ancestors.
 //!
 //! The spans that start a unit of work (an HTTP request, a message being processed or
 //! published) declare both fields. Spans below them (event-store reads, outbox writes) do not
@@ -30,25 +31,48 @@ use tracing_subscriber::registry::LookupSpan;
 pub const ORDER_ID: &str = "order.id";
 /// The span attribute naming the service doing the work.
 pub const SERVICE: &str = "service";
+/// The span attribute naming the HTTP request a span serves (see `crate::request_id`).
+pub const REQUEST_ID: &str = "request.id";
 
-/// Per-span data kept in the span's extensions: its own fields (for log lines) and the order
-/// and service it works for (its own or inherited).
+/// The attributes a span inherits from its ancestors.
+const INHERITED: [&str; 3] = [ORDER_ID, SERVICE, REQUEST_ID];
+
+/// Per-span data kept in the span's extensions: its own fields (for log lines) and the order,
+/// service and request it works for (its own or inherited).
 #[derive(Debug, Clone, Default)]
 pub struct SpanInfo {
     pub fields: Map<String, Value>,
     pub order_id: Option<String>,
     pub service: Option<String>,
+    pub request_id: Option<String>,
 }
 
 impl SpanInfo {
     fn absorb(&mut self, fields: Map<String, Value>) {
         for (key, value) in fields {
-            match key.as_str() {
-                ORDER_ID => self.order_id = value_text(&value),
-                SERVICE => self.service = value_text(&value),
-                _ => {}
+            if let Some(slot) = self.inherited_mut(&key) {
+                *slot = value_text(&value);
             }
             self.fields.insert(key, value);
+        }
+    }
+
+    /// The value of one of the [`INHERITED`] attributes.
+    pub fn inherited(&self, name: &str) -> Option<&String> {
+        match name {
+            ORDER_ID => self.order_id.as_ref(),
+            SERVICE => self.service.as_ref(),
+            REQUEST_ID => self.request_id.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn inherited_mut(&mut self, name: &str) -> Option<&mut Option<String>> {
+        match name {
+            ORDER_ID => Some(&mut self.order_id),
+            SERVICE => Some(&mut self.service),
+            REQUEST_ID => Some(&mut self.request_id),
+            _ => None,
         }
     }
 }
@@ -82,28 +106,19 @@ where
         let mut fields = Map::new();
         attrs.record(&mut JsonVisitor(&mut fields));
         let inherited = span.parent().and_then(|parent| {
-            parent.extensions().get::<SpanInfo>().map(|info| (info.order_id.clone(), info.service.clone()))
+            parent.extensions().get::<SpanInfo>().map(|info| INHERITED.map(|name| info.inherited(name).cloned()))
         });
         let mut info = SpanInfo::default();
         info.absorb(fields);
 
         let declares = |name: &str| attrs.metadata().fields().field(name).is_some();
         let mut attributes = Vec::new();
-        if let Some((parent_order_id, parent_service)) = &inherited {
-            if info.order_id.is_none()
-                && let Some(order_id) = parent_order_id
-            {
-                info.order_id = Some(order_id.clone());
-                if !declares(ORDER_ID) {
-                    attributes.push(KeyValue::new(ORDER_ID, order_id.clone()));
-                }
-            }
-            if info.service.is_none()
-                && let Some(service) = parent_service
-            {
-                info.service = Some(service.clone());
-                if !declares(SERVICE) {
-                    attributes.push(KeyValue::new(SERVICE, service.clone()));
+        for (name, parent_value) in INHERITED.into_iter().zip(inherited.into_iter().flatten()) {
+            let (Some(slot), Some(value)) = (info.inherited_mut(name), parent_value) else { continue };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+                if !declares(name) {
+                    attributes.push(KeyValue::new(name, value));
                 }
             }
         }

@@ -10,9 +10,10 @@
 //!
 //! The event's own fields are at the top level (as before, so `message` and e.g. `addr` are
 //! easy to pick out). A line written inside a span also carries the span's name and fields,
-//! the OpenTelemetry `trace_id` and `span_id` of that span, and the `order.id` and `service`
-//! the span works for (its own or inherited, see [`super::context`]), so every line written
-//! while handling an order can be joined to the order and to its trace. An event field of the
+//! the OpenTelemetry `trace_id` and `span_id` of that span, and the `order.id`, `service` and
+//! (within an HTTP request) `request.id` the span works for (its own or inherited, see
+//! [`super::context`]), so every line written while handling an order can be joined to the
+//! order, to its trace and to the request that started it. An event field of the
 //! same name wins over the span's.
 
 use std::fmt;
@@ -24,7 +25,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::context::{JsonVisitor, ORDER_ID, SERVICE, SpanInfo};
+use super::context::{JsonVisitor, ORDER_ID, REQUEST_ID, SERVICE, SpanInfo};
 
 /// The JSON line format (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,6 +69,9 @@ where
                 }
                 if let Some(service) = &info.service {
                     line.insert(SERVICE.into(), Value::from(service.clone()));
+                }
+                if let Some(request_id) = &info.request_id {
+                    line.insert(REQUEST_ID.into(), Value::from(request_id.clone()));
                 }
             }
         }
