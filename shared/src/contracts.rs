@@ -6,6 +6,7 @@
 //! schema version on the envelope and get an upcaster (see [`crate::event_store::Upcaster`]).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -86,14 +87,14 @@ pub fn is_command(message_type: &str) -> bool {
 }
 
 /// A line of an order as the customer asked for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: u32,
 }
 
 /// A line priced by inventory-svc, which owns the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PricedLine {
     pub sku: String,
     pub quantity: u32,
@@ -102,7 +103,7 @@ pub struct PricedLine {
 }
 
 /// Where an order ships to. Only `country` (ISO 3166-1 alpha-2) is required.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 pub struct ShipTo {
     pub country: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,7 +117,7 @@ pub struct ShipTo {
 }
 
 /// Why an order was cancelled. The snake_case names are part of the public API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     OutOfStock,
@@ -153,7 +154,7 @@ impl CancelReason {
 }
 
 /// Which failure made a service undo its step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CompensationTrigger {
     PaymentDeclined,
@@ -163,7 +164,7 @@ pub enum CompensationTrigger {
 
 // ---- orders.events (order-svc) ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -175,7 +176,7 @@ pub struct OrderPlaced {
 
 /// order-svc accepted the order's `ShipmentScheduled`: the point of no return. The saga
 /// deadline no longer applies, and notification-svc confirms the order to the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCompleted {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -188,14 +189,14 @@ pub struct OrderCompleted {
 }
 
 /// The shipment an order completed with, as shipping-svc scheduled it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CompletedShipment {
     pub shipment_id: Uuid,
     pub carrier: String,
     pub ship_date: chrono::NaiveDate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCancelled {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -207,7 +208,7 @@ pub struct OrderCancelled {
 
 // ---- inventory.events (inventory-svc) ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InventoryReserved {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -217,7 +218,7 @@ pub struct InventoryReserved {
     pub ship_to: ShipTo,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InventoryRejected {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -228,7 +229,7 @@ pub struct InventoryRejected {
     pub skus: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InventoryReleased {
     pub order_id: Uuid,
     pub lines: Vec<OrderLine>,
@@ -237,7 +238,7 @@ pub struct InventoryReleased {
 
 // ---- payments.events (payment-svc) ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentCaptured {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -247,7 +248,7 @@ pub struct PaymentCaptured {
     pub ship_to: ShipTo,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentDeclined {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -256,7 +257,7 @@ pub struct PaymentDeclined {
     pub amount_minor: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentRefunded {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -268,7 +269,7 @@ pub struct PaymentRefunded {
 
 // ---- shipping.events (shipping-svc) ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentScheduled {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -278,7 +279,7 @@ pub struct ShipmentScheduled {
     pub ship_to: ShipTo,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentFailed {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -286,7 +287,7 @@ pub struct ShipmentFailed {
     pub reason: CancelReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentCancelled {
     pub order_id: Uuid,
     pub shipment_id: Uuid,
@@ -296,7 +297,7 @@ pub struct ShipmentCancelled {
 
 // ---- notifications.events (notification-svc) ----
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
     Confirmation,
@@ -312,7 +313,7 @@ impl NotificationKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NotificationSent {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -327,7 +328,7 @@ pub struct NotificationSent {
 // Each command carries the id order-svc gave it (also its audit stream's id) and is keyed by
 // its target (the SKU, customer or carrier), so commands on one target stay in order.
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UpsertProduct {
     pub command_id: Uuid,
     pub sku: String,
@@ -335,7 +336,7 @@ pub struct UpsertProduct {
     pub price_minor: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AdjustStock {
     pub command_id: Uuid,
     pub sku: String,
@@ -343,21 +344,21 @@ pub struct AdjustStock {
     pub delta: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CreditAccount {
     pub command_id: Uuid,
     pub customer_id: String,
     pub amount_minor: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SetAccountBalance {
     pub command_id: Uuid,
     pub customer_id: String,
     pub balance_minor: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SetDestinations {
     pub command_id: Uuid,
     pub carrier: String,
@@ -366,7 +367,7 @@ pub struct SetDestinations {
 }
 
 /// An admin command's outcome, published by the service that owns its target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AdminCommandApplied {
     pub command_id: Uuid,
     pub command_type: String,
@@ -376,13 +377,43 @@ pub struct AdminCommandApplied {
     pub events: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AdminCommandRejected {
     pub command_id: Uuid,
     pub command_type: String,
     pub service: String,
     /// Why the owner refused it (e.g. `unknown sku sku-x`).
     pub reason: String,
+}
+
+/// Every message type's payload, for the AsyncAPI document: its JSON Schema (draft 07, the
+/// AsyncAPI schema format's base), registered with `generator` so that shared types become
+/// references.
+pub fn payload_schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+    use command_type as c;
+    use event_type as e;
+    vec![
+        (e::ORDER_PLACED, generator.subschema_for::<OrderPlaced>()),
+        (e::ORDER_COMPLETED, generator.subschema_for::<OrderCompleted>()),
+        (e::ORDER_CANCELLED, generator.subschema_for::<OrderCancelled>()),
+        (e::INVENTORY_RESERVED, generator.subschema_for::<InventoryReserved>()),
+        (e::INVENTORY_REJECTED, generator.subschema_for::<InventoryRejected>()),
+        (e::INVENTORY_RELEASED, generator.subschema_for::<InventoryReleased>()),
+        (e::PAYMENT_CAPTURED, generator.subschema_for::<PaymentCaptured>()),
+        (e::PAYMENT_DECLINED, generator.subschema_for::<PaymentDeclined>()),
+        (e::PAYMENT_REFUNDED, generator.subschema_for::<PaymentRefunded>()),
+        (e::SHIPMENT_SCHEDULED, generator.subschema_for::<ShipmentScheduled>()),
+        (e::SHIPMENT_FAILED, generator.subschema_for::<ShipmentFailed>()),
+        (e::SHIPMENT_CANCELLED, generator.subschema_for::<ShipmentCancelled>()),
+        (e::NOTIFICATION_SENT, generator.subschema_for::<NotificationSent>()),
+        (e::ADMIN_COMMAND_APPLIED, generator.subschema_for::<AdminCommandApplied>()),
+        (e::ADMIN_COMMAND_REJECTED, generator.subschema_for::<AdminCommandRejected>()),
+        (c::UPSERT_PRODUCT, generator.subschema_for::<UpsertProduct>()),
+        (c::ADJUST_STOCK, generator.subschema_for::<AdjustStock>()),
+        (c::CREDIT_ACCOUNT, generator.subschema_for::<CreditAccount>()),
+        (c::SET_ACCOUNT_BALANCE, generator.subschema_for::<SetAccountBalance>()),
+        (c::SET_DESTINATIONS, generator.subschema_for::<SetDestinations>()),
+    ]
 }
 
 #[cfg(test)]
@@ -407,6 +438,17 @@ mod tests {
         });
         let decoded: InventoryReleased = serde_json::from_value(json).expect("decode");
         assert_eq!(decoded.trigger, CompensationTrigger::OrderCancelled);
+    }
+
+    #[test]
+    fn every_message_type_has_a_payload_schema() {
+        let mut generator = schemars::SchemaGenerator::default();
+        let schemas = payload_schemas(&mut generator);
+        let types: Vec<&str> = schemas.iter().map(|(t, _)| *t).collect();
+        for t in event_type::ALL.iter().chain(&command_type::ALL) {
+            assert_eq!(types.iter().filter(|x| *x == t).count(), 1, "{t}");
+        }
+        assert_eq!(types.len(), event_type::ALL.len() + command_type::ALL.len());
     }
 
     #[test]

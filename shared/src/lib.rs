@@ -3,6 +3,7 @@
 //! loop with retries and dead letters, the embedded broker, the HTTP server, telemetry, metrics, typed
 //! configuration, shutdown and the service runtime that ties them together.
 
+pub mod asyncapi;
 pub mod broker;
 pub mod config;
 pub mod consumer;
