@@ -15,8 +15,9 @@ pub use handlers::NotificationHandler;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
-    /// `NOTIFY_WEBHOOK_URL`, `NOTIFY_WEBHOOK_MAX_ATTEMPTS`, `NOTIFY_WEBHOOK_TIMEOUT_MS`: where
-    /// notifications go besides the log (default: the log only).
+    /// `NOTIFY_WEBHOOK_URL`, `NOTIFY_WEBHOOK_SECRET`, `NOTIFY_WEBHOOK_MAX_ATTEMPTS`,
+    /// `NOTIFY_WEBHOOK_TIMEOUT_MS`: where notifications go besides the log (default: the log
+    /// only), and how.
     pub notify: sinks::NotifyConfig,
 }
 

@@ -30,6 +30,9 @@ use uuid::Uuid;
 /// The customer whose notifications the test webhook refuses with a 400.
 const REFUSED: &str = "cust-refused";
 
+/// A credential in the test webhook's URL, which must never reach a dead letter.
+const WEBHOOK_TOKEN: &str = "tok-3f9a1c";
+
 /// A request the webhook saw: its idempotency key and its JSON body.
 type Seen = (Option<String>, serde_json::Value);
 
@@ -50,7 +53,7 @@ async fn webhook() -> anyhow::Result<(String, Arc<Mutex<Vec<Seen>>>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((format!("http://{addr}/hook"), seen))
+    Ok((format!("http://{addr}/hook?token={WEBHOOK_TOKEN}"), seen))
 }
 
 /// A running notification-svc with its own database and broker.
@@ -268,6 +271,11 @@ async fn a_notification_the_sink_refuses_is_dead_lettered_and_the_next_one_goes_
     let header = |name: &str| headers.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     assert_eq!(header(dlq_header::ORIGINAL_TOPIC), Some(svc.bus.broker.topics.shipping.as_str()));
     assert!(header(dlq_header::ERROR).is_some_and(|e| e.contains("rejected")), "{:?}", header(dlq_header::ERROR));
+    assert!(
+        header(dlq_header::ERROR).is_some_and(|e| !e.contains(WEBHOOK_TOKEN)),
+        "the webhook's credentials in the dead letter: {:?}",
+        header(dlq_header::ERROR)
+    );
     assert_eq!(header(dlq_header::ATTEMPTS), Some("1"), "a refusal is not retried");
     assert_eq!(svc.sent.about(refused)?, Vec::<Envelope>::new(), "nothing was sent");
     assert_eq!(svc.deliveries(refused).await?, Vec::<Delivery>::new(), "nothing was recorded");
