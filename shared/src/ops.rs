@@ -17,11 +17,16 @@ use tracing::Instrument as _;
 
 use crate::db::Db;
 
+mod checks;
+pub use checks::{ReadinessCheck, ReadinessChecks};
+
 /// What `/readyz` checks.
 #[derive(Clone)]
 pub struct Readiness {
     pub db: Db,
     pub producer: FutureProducer,
+    /// The service's own checks, beside the database and the broker.
+    pub extra: ReadinessChecks,
 }
 
 impl Readiness {
@@ -54,11 +59,10 @@ pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
 
 async fn readyz(State(state): State<OpsState>) -> Response {
     let (db, broker) = state.readiness.check().await;
-    let status = if db && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-        "checks": { "database": db, "broker": broker },
-    });
+    let mut body = json!({ "checks": { "database": db, "broker": broker } });
+    let extra = state.readiness.extra.add_to(&mut body);
+    let status = if db && broker && extra { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    body["status"] = json!(if status == StatusCode::OK { "ready" } else { "not_ready" });
     (status, Json(body)).into_response()
 }
 

@@ -15,7 +15,7 @@ use crate::config::{ServiceConfig, redact_url};
 use crate::consumer::{ConsumerLoop, Handler};
 use crate::db::{Db, Migrations, shared_migrations};
 use crate::event_store::{EventStore, StoreError, Upcaster};
-use crate::ops::Readiness;
+use crate::ops::{Readiness, ReadinessChecks};
 use crate::outbox::{Backoff, OutboxSignal, Relay};
 use std::sync::Arc;
 
@@ -27,6 +27,8 @@ pub struct ServiceContext {
     pub store: EventStore,
     pub outbox_signal: OutboxSignal,
     pub producer: FutureProducer,
+    /// Checks the service adds to `/readyz` (e.g. in [`WorkerSpec::start`]).
+    pub readiness_checks: ReadinessChecks,
 }
 
 /// Retry `attempt` with capped backoff until it succeeds or `shutdown`; after the first
@@ -147,7 +149,14 @@ impl ServiceContext {
         }
         stop_starting(starting, Ok(())).await?;
         let producer = config.kafka.producer()?;
-        Ok(Self { config, db, store: EventStore::new(upcaster), outbox_signal: OutboxSignal::default(), producer })
+        Ok(Self {
+            config,
+            db,
+            store: EventStore::new(upcaster),
+            outbox_signal: OutboxSignal::default(),
+            producer,
+            readiness_checks: ReadinessChecks::default(),
+        })
     }
 
     /// Write reference data at start-up (a seed, which opens and commits its own transaction),
@@ -179,7 +188,7 @@ impl ServiceContext {
     }
 
     pub fn readiness(&self) -> Readiness {
-        Readiness { db: self.db.clone(), producer: self.producer.clone() }
+        Readiness { db: self.db.clone(), producer: self.producer.clone(), extra: self.readiness_checks.clone() }
     }
 
     pub fn relay(&self) -> Relay {
