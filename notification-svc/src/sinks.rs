@@ -5,7 +5,9 @@
 //! `notification_id`, which is the same on every retry and every redelivery, so the receiver
 //! can count each notification once. Transient failures (network errors, timeouts, 408, 429,
 //! 5xx) are retried with capped exponential backoff; other non-2xx answers are permanent. A
-//! delivery that still fails ends in a [`SinkError`], which the handler dead-letters.
+//! delivery that still fails ends in a [`SinkError`], which the handler dead-letters — unless
+//! the webhook's circuit breaker ([`crate::breaker`]) opened: then it is
+//! [`SinkError::CircuitOpen`], which pauses the consumer until the webhook is back.
 //!
 //! `http://` and `https://` webhooks are accepted; TLS is rustls (ring, the webpki roots), no
 //! OpenSSL. With `NOTIFY_WEBHOOK_SECRET` set, every request carries a [`SIGNATURE_HEADER`]
@@ -22,6 +24,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use sha2::Sha256;
 
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::domain::Notification;
 
 /// The header that carries a notification's dedupe key.
@@ -50,6 +53,9 @@ pub enum SinkError {
     /// Every attempt of the retry budget failed transiently.
     #[error("webhook delivery gave up after {attempts} attempts: {last_error}")]
     Exhausted { attempts: u32, last_error: String },
+    /// The webhook is unavailable: its circuit breaker is open, or opened during this delivery.
+    #[error("webhook unavailable: its circuit breaker is open")]
+    CircuitOpen,
     #[error("invalid notification config: {0}")]
     Config(String),
     #[error("failed to build the webhook http client")]
@@ -155,6 +161,9 @@ pub struct NotifyConfig {
     /// `NOTIFY_WEBHOOK_MAX_ATTEMPTS` (default 5) and `NOTIFY_WEBHOOK_TIMEOUT_MS` (per attempt,
     /// default 5000); the backoff is 100 ms doubling up to 2 s.
     pub retry: RetryPolicy,
+    /// `NOTIFY_WEBHOOK_BREAKER_FAILURES` (default 5) and `NOTIFY_WEBHOOK_BREAKER_OPEN_MS`
+    /// (default 30000): when the webhook's circuit breaker opens, and for how long.
+    pub breaker: BreakerConfig,
 }
 
 /// The URL may hold credentials and the secret is one: neither is shown.
@@ -165,6 +174,7 @@ impl std::fmt::Debug for NotifyConfig {
             .field("webhook", &url.map(|u| u.unwrap_or_else(|_| "<invalid>".to_owned())))
             .field("signed", &self.secret.is_some())
             .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
             .finish()
     }
 }
@@ -190,7 +200,14 @@ impl NotifyConfig {
             .filter(|secret| !secret.trim().is_empty())
             .map(|secret| WebhookSecret::new(secret.trim()))
             .transpose()?;
-        let config = Self { webhook_url, secret, retry };
+        let mut breaker = BreakerConfig::default();
+        if let Some(failures) = lookup("NOTIFY_WEBHOOK_BREAKER_FAILURES") {
+            breaker.failures_to_open = parse_positive("NOTIFY_WEBHOOK_BREAKER_FAILURES", &failures)?;
+        }
+        if let Some(open) = lookup("NOTIFY_WEBHOOK_BREAKER_OPEN_MS") {
+            breaker.open_for = Duration::from_millis(parse_positive("NOTIFY_WEBHOOK_BREAKER_OPEN_MS", &open)?.into());
+        }
+        let config = Self { webhook_url, secret, retry, breaker };
         if let Some(url) = &config.webhook_url {
             parse_webhook_url(url)?;
         }
@@ -260,6 +277,7 @@ pub struct WebhookSink {
     shown: String,
     retry: RetryPolicy,
     secret: Option<WebhookSecret>,
+    breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl std::fmt::Debug for WebhookSink {
@@ -268,6 +286,7 @@ impl std::fmt::Debug for WebhookSink {
             .field("url", &self.shown)
             .field("retry", &self.retry)
             .field("signed", &self.secret.is_some())
+            .field("breaker", &self.breaker.as_ref().map(|b| b.state()))
             .finish()
     }
 }
@@ -302,7 +321,7 @@ impl WebhookSink {
             .fold(builder, |b, root| b.add_root_certificate(root))
             .build()
             .map_err(SinkError::Client)?;
-        Ok(Self { client, shown: shown_url(&url), url, retry, secret: None })
+        Ok(Self { client, shown: shown_url(&url), url, retry, secret: None, breaker: None })
     }
 
     /// Sign every request with `secret` ([`SIGNATURE_HEADER`]).
@@ -311,24 +330,32 @@ impl WebhookSink {
         self
     }
 
+    /// Let every attempt through `breaker` first (shared with other sinks' clones).
+    pub fn guarded_by(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    pub fn breaker(&self) -> Option<&Arc<CircuitBreaker>> {
+        self.breaker.as_ref()
+    }
+
     /// The webhook's origin, as logs show it (never its credentials).
     pub fn shown_url(&self) -> &str {
         &self.shown
     }
 
-    async fn attempt(&self, notification: &Notification, key: &HeaderValue) -> Result<(), AttemptError> {
-        let body = serde_json::to_vec(notification)
-            .map_err(|e| AttemptError::Permanent(SinkError::Config(format!("cannot encode the notification: {e}"))))?;
+    async fn attempt(&self, body: &[u8], key: &HeaderValue) -> Result<(), AttemptError> {
         let mut request = self
             .client
             .post(self.url.clone())
             .header(IDEMPOTENCY_KEY_HEADER, key.clone())
             .header(CONTENT_TYPE, "application/json");
         if let Some(secret) = &self.secret {
-            request = request.header(SIGNATURE_HEADER, signature(secret, chrono::Utc::now().timestamp(), &body));
+            request = request.header(SIGNATURE_HEADER, signature(secret, chrono::Utc::now().timestamp(), body));
         }
         let response = request
-            .body(body)
+            .body(body.to_vec())
             .timeout(self.retry.request_timeout)
             .send()
             .await
@@ -370,12 +397,27 @@ impl Sink for WebhookSink {
     async fn deliver(&self, notification: &Notification) -> Result<(), SinkError> {
         let key = HeaderValue::try_from(notification.notification_id.to_string())
             .map_err(|e| SinkError::Config(format!("invalid idempotency key: {e}")))?;
+        let body = serde_json::to_vec(notification)
+            .map_err(|e| SinkError::Config(format!("cannot encode the notification: {e}")))?;
         let mut last_error = String::new();
         for attempt in 1..=self.retry.max_attempts {
             if attempt > 1 {
                 tokio::time::sleep(self.retry.backoff(attempt - 1)).await;
             }
-            match self.attempt(notification, &key).await {
+            if let Some(breaker) = &self.breaker
+                && breaker.admit().is_err()
+            {
+                return Err(SinkError::CircuitOpen);
+            }
+            let outcome = self.attempt(&body, &key).await;
+            // Any answer but a transient failure shows the webhook is up.
+            if let Some(breaker) = &self.breaker {
+                match &outcome {
+                    Err(AttemptError::Retryable(_)) => breaker.record_failure(),
+                    Ok(()) | Err(AttemptError::Permanent(_)) => breaker.record_success(),
+                }
+            }
+            match outcome {
                 Ok(()) => {
                     tracing::debug!(
                         order.id = %notification.order_id,
@@ -400,6 +442,10 @@ impl Sink for WebhookSink {
                     last_error = error;
                 }
             }
+        }
+        // The failures opened the breaker: the webhook is down, not this notification.
+        if self.breaker.as_ref().is_some_and(|b| b.state() != BreakerState::Closed) {
+            return Err(SinkError::CircuitOpen);
         }
         Err(SinkError::Exhausted { attempts: self.retry.max_attempts, last_error })
     }
@@ -455,7 +501,8 @@ impl Sinks {
     pub fn from_config(config: &NotifyConfig) -> Result<Self, SinkError> {
         let mut sinks = vec![AnySink::Log(LogSink)];
         if let Some(url) = &config.webhook_url {
-            let mut webhook = WebhookSink::new(url, config.retry)?;
+            let mut webhook =
+                WebhookSink::new(url, config.retry)?.guarded_by(Arc::new(CircuitBreaker::new(config.breaker)));
             match &config.secret {
                 Some(secret) => webhook = webhook.signed_with(secret.clone()),
                 None => tracing::warn!(
@@ -470,6 +517,14 @@ impl Sinks {
 
     pub fn new(sinks: Vec<AnySink>) -> Self {
         Self(sinks)
+    }
+
+    /// The webhook's circuit breaker, when there is a webhook.
+    pub fn webhook_breaker(&self) -> Option<Arc<CircuitBreaker>> {
+        self.0.iter().find_map(|sink| match sink {
+            AnySink::Webhook(webhook) => webhook.breaker().cloned(),
+            AnySink::Log(_) => None,
+        })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -513,6 +568,7 @@ mod tests {
         assert_eq!(config, NotifyConfig::default());
         assert_eq!(config.retry.max_attempts, 5);
         assert_eq!(config.retry.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.breaker, BreakerConfig { failures_to_open: 5, open_for: Duration::from_secs(30) });
     }
 
     #[test]
@@ -521,9 +577,12 @@ mod tests {
             ("NOTIFY_WEBHOOK_URL", "http://127.0.0.1:9000/hook"),
             ("NOTIFY_WEBHOOK_MAX_ATTEMPTS", "3"),
             ("NOTIFY_WEBHOOK_TIMEOUT_MS", "250"),
+            ("NOTIFY_WEBHOOK_BREAKER_FAILURES", "7"),
+            ("NOTIFY_WEBHOOK_BREAKER_OPEN_MS", "1500"),
         ]))
         .expect("config");
 
+        assert_eq!(config.breaker, BreakerConfig { failures_to_open: 7, open_for: Duration::from_millis(1500) });
         assert_eq!(config.webhook_url.as_deref(), Some("http://127.0.0.1:9000/hook"));
         assert_eq!(config.retry.max_attempts, 3);
         assert_eq!(config.retry.request_timeout, Duration::from_millis(250));
@@ -545,6 +604,8 @@ mod tests {
             [("NOTIFY_WEBHOOK_URL", "not a url")],
             [("NOTIFY_WEBHOOK_URL", "ftp://example.com/hook")],
             [("NOTIFY_WEBHOOK_SECRET", "too short")],
+            [("NOTIFY_WEBHOOK_BREAKER_FAILURES", "0")],
+            [("NOTIFY_WEBHOOK_BREAKER_OPEN_MS", "soon")],
         ] {
             let result = NotifyConfig::from_lookup(lookup(&vars));
 

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use futures::StreamExt as _;
 use hmac::{Hmac, Mac};
+use notification_svc::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use notification_svc::domain::{Notification, notification_id};
 use notification_svc::sinks::{
     AnySink, LogSink, NotifyConfig, RetryPolicy, Sink, SinkError, Sinks, WebhookSecret, WebhookSink,
@@ -445,4 +446,35 @@ async fn an_https_webhook_whose_certificate_is_not_trusted_is_never_sent_the_not
 
     assert!(matches!(result, Err(SinkError::Exhausted { .. })), "{result:?}");
     assert!(seen(&requests).is_empty(), "no request got through");
+}
+
+#[tokio::test]
+async fn failures_that_open_the_breaker_report_the_webhook_unavailable_and_send_nothing_more() {
+    let (url, requests) = webhook(vec![Reply::Status(503)]).await;
+    let breaker =
+        Arc::new(CircuitBreaker::new(BreakerConfig { failures_to_open: 3, open_for: Duration::from_secs(600) }));
+    let sink = WebhookSink::new(&url, fast_retries(5)).expect("sink").guarded_by(Arc::clone(&breaker));
+
+    let first = sink.deliver(&notification()).await;
+    let second = sink.deliver(&notification()).await;
+
+    assert!(matches!(first, Err(SinkError::CircuitOpen)), "not exhausted, not dead-lettered: {first:?}");
+    assert!(matches!(second, Err(SinkError::CircuitOpen)), "{second:?}");
+    assert_eq!(seen(&requests).len(), 3, "the attempts up to the opening, none while open");
+    assert_eq!(breaker.state(), BreakerState::Open);
+}
+
+#[tokio::test]
+async fn a_refusal_shows_the_webhook_is_up_and_does_not_count_toward_opening() {
+    let (url, _requests) =
+        webhook(vec![Reply::Status(503), Reply::Status(503), Reply::Status(400), Reply::Status(503)]).await;
+    let breaker =
+        Arc::new(CircuitBreaker::new(BreakerConfig { failures_to_open: 3, open_for: Duration::from_secs(600) }));
+    let sink = WebhookSink::new(&url, fast_retries(5)).expect("sink").guarded_by(Arc::clone(&breaker));
+
+    let refused = sink.deliver(&notification()).await;
+    let next = sink.deliver(&notification()).await;
+
+    assert!(matches!(refused, Err(SinkError::Rejected { status: 400, .. })), "{refused:?}");
+    assert!(matches!(next, Err(SinkError::CircuitOpen)), "three failures after the refusal: {next:?}");
 }
