@@ -1,10 +1,11 @@
 """Policy checks on docker/compose.yml beyond what `docker compose config` validates.
 
-Usage: check-compose.py RESOLVED_YAML REPO_ROOT BIN [BIN...]
+Usage: check-compose.py RESOLVED_YAML RESOLVED_SASL_YAML REPO_ROOT BIN [BIN...]
 
-RESOLVED_YAML is `docker compose -f docker/compose.yml --profile '*' config` output (anchors
-merged, paths absolute, every profile's services present). BIN... are the binary targets of
-the Cargo workspace. Prints every violation and exits 1 if there is any; there is no
+RESOLVED_YAML is `docker compose -f docker/compose.yml --env-file docker/profiles/laptop.env
+--profile '*' config` output (anchors merged, paths absolute, every profile's services
+present); RESOLVED_SASL_YAML the same with docker/profiles/sasl.yml layered on. BIN... are the
+binary targets of the Cargo workspace. Prints every violation and exits 1 if there is any; there is no
 allow-list here: an exception is written into compose.yml itself (x-healthcheck-exempt with a
 reason) where a reader sees it.
 """
@@ -18,11 +19,18 @@ import yaml
 
 SAGA_SERVICES = ["order-svc", "inventory-svc", "payment-svc", "shipping-svc", "notification-svc"]
 DOCKERFILE = "docker/Dockerfile"
+COMPOSE_FILES = ["docker/compose.yml", "docker/profiles/sasl.yml"]
+# The digest of the published demo API key: only the laptop profile may name it.
+DEMO_KEY_DIGEST = "73db19958eaeaa43fdce8438e1a8664ba539bcb15529ef1ff7d1d44d2e6e77b3"
+# Variables that hold secrets, by name.
+SECRET_VARIABLE = re.compile(r"(PASSWORD|SECRET|TOKEN|_API_KEYS?)$")
+# Prometheus flags that open write or control endpoints to anyone who reaches it.
+PROMETHEUS_OPEN_FLAGS = ["--web.enable-lifecycle", "--web.enable-remote-write-receiver", "--web.enable-otlp-receiver", "--web.enable-admin-api"]
 
 
 def main() -> int:
-    resolved, root = Path(sys.argv[1]), Path(sys.argv[2])
-    workspace_bins = set(sys.argv[3:])
+    resolved, resolved_sasl, root = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    workspace_bins = set(sys.argv[4:])
     config = yaml.safe_load(resolved.read_text())
     services: dict = config["services"]
     errors: list[str] = []
@@ -103,6 +111,9 @@ def main() -> int:
 
     errors += check_saga_services(services, root, workspace_bins)
     errors += check_topics(services, root)
+    errors += check_secret_defaults(root)
+    errors += check_exposure(services)
+    errors += check_sasl_profile(yaml.safe_load(resolved_sasl.read_text())["services"])
 
     if "k6" in services and services["k6"].get("profiles") != ["load"]:
         errors.append("k6: must run only under profiles: [load]")
@@ -151,6 +162,10 @@ def check_saga_services(services: dict, root: Path, workspace_bins: set[str]) ->
         if port and port not in published:
             errors.append(f"{name}: HTTP_ADDR port {port} is not the published container port {sorted(published)}")
         url = urlsplit(env.get("DATABASE_URL", ""))
+        if url.password is not None:
+            errors.append(f"{name}: DATABASE_URL carries a password; set DATABASE_PASSWORD from a required variable")
+        if not env.get("DATABASE_PASSWORD"):
+            errors.append(f"{name}: no DATABASE_PASSWORD")
         database = url.path.lstrip("/")
         if url.scheme != "postgres" or url.hostname != "postgres":
             errors.append(f"{name}: DATABASE_URL does not point at the postgres service")
@@ -163,6 +178,70 @@ def check_saga_services(services: dict, root: Path, workspace_bins: set[str]) ->
         used_databases[database] = name
         if env.get("KAFKA_BROKERS") != "kafka:9092":
             errors.append(f"{name}: KAFKA_BROKERS={env.get('KAFKA_BROKERS')!r}, expected kafka:9092")
+    return errors
+
+
+def check_secret_defaults(root: Path) -> list[str]:
+    """No secret has a default in a compose file: `${NAME:?why}`, or `${NAME:-}` (empty: unset),
+    and the published demo key's digest appears in the laptop profile only."""
+    errors = []
+    for relative in COMPOSE_FILES:
+        text = (root / relative).read_text()
+        for m in re.finditer(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}", text):
+            name, op, value = m.group(1), m.group(2), m.group(3)
+            if not SECRET_VARIABLE.search(name):
+                continue
+            if op in (":?", "?") or (op in (":-", "-") and value == ""):
+                continue
+            errors.append(f"{relative}: secret {m.group(0)} must be ${{{name}:?...}} or ${{{name}:-}}, never a default")
+        if DEMO_KEY_DIGEST in text:
+            errors.append(f"{relative}: names the published demo key's digest (only docker/profiles/laptop.env may)")
+        if re.search(r"ORDER_API_ALLOW_DEMO_KEY:\s*\$\{ORDER_API_ALLOW_DEMO_KEY:-true\}|ORDER_API_ALLOW_DEMO_KEY:\s*\"?true", text):
+            errors.append(f"{relative}: ORDER_API_ALLOW_DEMO_KEY defaults to true")
+    return errors
+
+
+def check_exposure(services: dict) -> list[str]:
+    """Prometheus's write and control APIs stay closed, Grafana has no default admin password
+    and no anonymous viewers unless asked for, and Kafka's host listener authenticates."""
+    errors = []
+    prometheus = services.get("prometheus") or {}
+    for flag in PROMETHEUS_OPEN_FLAGS:
+        if any(str(arg).startswith(flag) for arg in prometheus.get("command") or []):
+            errors.append(f"prometheus: {flag} opens an endpoint nothing in the stack needs")
+    grafana = (services.get("grafana") or {}).get("environment") or {}
+    if grafana.get("GF_SECURITY_ADMIN_PASSWORD") in (None, "", "admin"):
+        errors.append("grafana: GF_SECURITY_ADMIN_PASSWORD is unset or admin")
+    if str(grafana.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "true":
+        errors.append("grafana: anonymous viewers are on by default")
+    kafka = (services.get("kafka") or {}).get("environment") or {}
+    protocols = dict(p.split(":", 1) for p in str(kafka.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "")).split(",") if ":" in p)
+    published = {str(p.get("target")) for p in (services.get("kafka") or {}).get("ports") or []}
+    for listener in str(kafka.get("KAFKA_LISTENERS", "")).split(","):
+        name, _, address = listener.partition("://")
+        if address.rpartition(":")[2] in published and not protocols.get(name, "PLAINTEXT").startswith("SASL_"):
+            errors.append(f"kafka: listener {name} is published on the host with {protocols.get(name, 'PLAINTEXT')}, not SASL")
+    return errors
+
+
+def check_sasl_profile(services: dict) -> list[str]:
+    """With docker/profiles/sasl.yml every saga service authenticates with SCRAM on a SASL listener."""
+    errors = []
+    kafka = (services.get("kafka") or {}).get("environment") or {}
+    protocols = dict(p.split(":", 1) for p in str(kafka.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "")).split(",") if ":" in p)
+    advertised = {
+        address: name
+        for name, _, address in (l.partition("://") for l in str(kafka.get("KAFKA_ADVERTISED_LISTENERS", "")).split(","))
+    }
+    for name in SAGA_SERVICES:
+        env = (services.get(name) or {}).get("environment") or {}
+        listener = advertised.get(env.get("KAFKA_BROKERS", ""))
+        if listener is None or protocols.get(listener) != "SASL_PLAINTEXT":
+            errors.append(f"sasl profile: {name} KAFKA_BROKERS={env.get('KAFKA_BROKERS')!r} is not a SASL listener")
+        if env.get("KAFKA_PROP_SECURITY_PROTOCOL") != "SASL_PLAINTEXT" or not str(env.get("KAFKA_PROP_SASL_MECHANISM", "")).startswith("SCRAM-"):
+            errors.append(f"sasl profile: {name} does not use SCRAM through KAFKA_PROP_*")
+        if not env.get("KAFKA_PROP_SASL_USERNAME") or not env.get("KAFKA_PROP_SASL_PASSWORD"):
+            errors.append(f"sasl profile: {name} has no SASL username or password")
     return errors
 
 

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Static checks of docker/ (no Docker engine is needed or used):
 #   1. hadolint on docker/Dockerfile, failing on every finding down to `style`;
-#   2. `docker compose config -q` on docker/compose.yml (every profile), failing on warnings too;
+#   2. `docker compose config -q` on docker/compose.yml (every profile) with the laptop profile's
+#      variables, and with the sasl profile layered on, failing on warnings too; without any
+#      variables it must fail (every secret is required, none has a default);
 #   3. .ci/check-compose.py: policy checks (pinned images, health checks, depends_on conditions,
 #      bind-mount sources exist, loopback-only ports, one database per service, the image's
-#      binaries match the workspace's, kafka-init's topics match shared/src/topics.rs);
+#      binaries match the workspace's, kafka-init's topics match shared/src/topics.rs, no secret
+#      with a default, no published demo key digest, Prometheus's write and lifecycle APIs
+#      closed, Grafana without admin/admin or anonymous viewers, Kafka's host port
+#      authenticated, the sasl profile's services on SCRAM);
 #   4. shellcheck on the shell scripts of docker/ and this one.
 # Tools come from PyPI at pinned versions into a cached virtualenv. Exits non-zero on any failure.
 set -euo pipefail
@@ -58,19 +63,40 @@ fi
 echo "docker/Dockerfile: no findings"
 
 step "docker compose config -q (every profile; warnings fail)"
-# A clean environment for interpolation: the file's own defaults, not the caller's variables.
+# A clean environment for interpolation: the files and the laptop profile's variables, not the
+# caller's.
 compose_env=(env -i PATH="${PATH}" HOME="${HOME}" DOCKER_CONFIG="${DOCKER_CONFIG:-${HOME}/.docker}")
-if ! "${compose_env[@]}" "${compose[@]}" -f docker/compose.yml --profile '*' config -q 2>"${tmp}/stderr"; then
-  cat "${tmp}/stderr" >&2
+laptop=(--env-file docker/profiles/laptop.env)
+# compose_config NAME FILE... : validate, then resolve into ${tmp}/NAME.yml.
+compose_config() {
+  local name=$1 files=()
+  shift
+  for f in "$@"; do files+=(-f "$f"); done
+  if ! "${compose_env[@]}" "${compose[@]}" "${files[@]}" "${laptop[@]}" --profile '*' config -q 2>"${tmp}/stderr"; then
+    cat "${tmp}/stderr" >&2
+    exit 1
+  fi
+  if [ -s "${tmp}/stderr" ]; then
+    echo "docker compose config printed warnings ($*):" >&2
+    cat "${tmp}/stderr" >&2
+    exit 1
+  fi
+  "${compose_env[@]}" "${compose[@]}" "${files[@]}" "${laptop[@]}" --profile '*' config >"${tmp}/${name}.yml"
+  echo "$*: valid; services: $("${compose_env[@]}" "${compose[@]}" "${files[@]}" "${laptop[@]}" --profile '*' config --services | sort | tr '\n' ' ')"
+}
+compose_config resolved docker/compose.yml
+compose_config resolved-sasl docker/compose.yml docker/profiles/sasl.yml
+# Without the profile's variables the stack must not start: secrets have no defaults.
+if "${compose_env[@]}" "${compose[@]}" -f docker/compose.yml --profile '*' config -q 2>"${tmp}/stderr"; then
+  echo "docker compose config accepted docker/compose.yml without any secret set" >&2
   exit 1
 fi
-if [ -s "${tmp}/stderr" ]; then
-  echo "docker compose config printed warnings:" >&2
+grep -q 'required variable .* is missing a value' "${tmp}/stderr" || {
+  echo "docker compose config failed without secrets, but not for a missing required variable:" >&2
   cat "${tmp}/stderr" >&2
   exit 1
-fi
-"${compose_env[@]}" "${compose[@]}" -f docker/compose.yml --profile '*' config >"${tmp}/resolved.yml"
-echo "docker/compose.yml: valid; services: $("${compose_env[@]}" "${compose[@]}" -f docker/compose.yml --profile '*' config --services | sort | tr '\n' ' ')"
+}
+echo "without secrets: refused ($(head -n 1 "${tmp}/stderr"))"
 
 step "compose policy (.ci/check-compose.py)"
 mapfile -t bins < <(cargo metadata --no-deps --offline --format-version 1 \
@@ -80,10 +106,10 @@ for p in json.load(sys.stdin)["packages"]:
         if "bin" in t["kind"]:
             print(t["name"])')
 echo "workspace binaries: ${bins[*]}"
-"${venv}/bin/python" .ci/check-compose.py "${tmp}/resolved.yml" "${PWD}" "${bins[@]}"
+"${venv}/bin/python" .ci/check-compose.py "${tmp}/resolved.yml" "${tmp}/resolved-sasl.yml" "${PWD}" "${bins[@]}"
 
 step "shellcheck"
-"${venv}/bin/shellcheck" --severity=style docker/healthcheck.sh .ci/docker.sh
-echo "docker/healthcheck.sh .ci/docker.sh: no findings"
+"${venv}/bin/shellcheck" --severity=style docker/healthcheck.sh docker/postgres/role-passwords.sh .ci/docker.sh
+echo "docker/healthcheck.sh docker/postgres/role-passwords.sh .ci/docker.sh: no findings"
 
 printf '\ndocker checks passed\n'

@@ -214,6 +214,15 @@ def service_detail() -> dict:
                           (f"sum by (type) (rate(saga_message_retries_total{s}[{RATE}]))", "{{type}}")), 8, 8)
     layout.add(timeseries("Dead letters (5m increase) by origin topic", "short",
                           (f"sum by (topic, type) (increase(saga_dead_letters_total{s}[5m]))", "{{topic}} {{type}}")), 8, 8)
+    layout.row("Webhook (notification-svc)")
+    layout.add(timeseries("Webhook circuit breaker (0 closed, 1 half-open, 2 open)", "short",
+                          (f"max by (instance) (saga_webhook_circuit_state{s})", "{{instance}}"),
+                          description="Open: the webhook failed repeatedly; no request is sent and the consumer "
+                                      "pauses (nothing is dead-lettered) until a half-open probe succeeds. "
+                                      "notification-svc only."), 12, 7)
+    layout.add(timeseries("Circuit breaker transitions (5m increase) by new state", "short",
+                          (f"sum by (to) (increase(saga_webhook_circuit_transitions_total{s}[5m]))", "{{to}}")),
+               12, 7)
     layout.row("Kafka")
     layout.add(timeseries("Consumer lag by topic and partition", "short",
                           (f"sum by (topic, partition) (saga_consumer_lag_messages{s})", "{{topic}}/{{partition}}")), 8, 8)

@@ -7,13 +7,14 @@
 -- migrations at start-up in the `public` schema its role owns (PostgreSQL 15+ gives the
 -- database owner that schema).
 --
--- The passwords are for this local stack only; docker/compose.yml uses the same ones.
+-- The roles get their passwords from role-passwords.sh, which runs next, from the
+-- *_SVC_DB_PASSWORD variables compose requires (no password is written in this repository).
 
-CREATE ROLE order_svc        LOGIN PASSWORD 'order_svc';
-CREATE ROLE inventory_svc    LOGIN PASSWORD 'inventory_svc';
-CREATE ROLE payment_svc      LOGIN PASSWORD 'payment_svc';
-CREATE ROLE shipping_svc     LOGIN PASSWORD 'shipping_svc';
-CREATE ROLE notification_svc LOGIN PASSWORD 'notification_svc';
+CREATE ROLE order_svc        LOGIN;
+CREATE ROLE inventory_svc    LOGIN;
+CREATE ROLE payment_svc      LOGIN;
+CREATE ROLE shipping_svc     LOGIN;
+CREATE ROLE notification_svc LOGIN;
 
 CREATE DATABASE order_svc        OWNER order_svc;
 CREATE DATABASE inventory_svc    OWNER inventory_svc;

@@ -15,7 +15,9 @@
 //!
 //! A delivery that fails for good (the webhook refused it, or the retry budget ran out) is a
 //! permanent handler error: the consumer rolls the transaction back and dead-letters the
-//! message. The cancellation the decision noted is rolled back with it; a redrive decides
+//! message. A webhook behind an open circuit breaker is no fault of the message: that is
+//! [`HandlerError::Unavailable`], and the consumer pauses its partitions and tries again
+//! later, so a webhook outage loses and dead-letters nothing. The cancellation the decision noted is rolled back with it; a redrive decides
 //! again from the same state and notes it then. Delivery is at least once: a crash between
 //! delivering and committing delivers again on redelivery, with the same dedupe key. Each
 //! message has a transaction of its own (no batching with others; see
@@ -30,7 +32,7 @@ use shared::topics::Topics;
 use uuid::Uuid;
 
 use crate::domain::{self, Decision, NotificationEvent, Notifications, Recorded};
-use crate::sinks::Sinks;
+use crate::sinks::{SinkError, Sinks};
 
 impl Aggregate for Notifications {
     type Event = NotificationEvent;
@@ -106,11 +108,13 @@ impl NotificationHandler {
         let recorded = match &decision.delivery {
             Some(notification) => {
                 let sinks = self.sinks.deliver_all(notification).await.map_err(|err| {
-                    HandlerError::Permanent(anyhow::Error::new(err).context(format!(
+                    let unavailable = matches!(err, SinkError::CircuitOpen);
+                    let err = anyhow::Error::new(err).context(format!(
                         "failed to deliver the {} notification {}",
                         notification.kind.as_str(),
                         notification.notification_id
-                    )))
+                    ));
+                    if unavailable { HandlerError::Unavailable(err) } else { HandlerError::Permanent(err) }
                 })?;
                 // Recorded against the state as loaded, before the decision's own events.
                 domain::record_delivery(&state.state, notification, sinks)

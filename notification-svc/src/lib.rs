@@ -1,7 +1,9 @@
 //! notification-svc: tells the customer what order-svc decided (confirmed or cancelled), once.
 
+pub mod breaker;
 pub mod domain;
 pub mod handlers;
+pub mod metrics;
 pub mod sinks;
 
 use anyhow::Context as _;
@@ -15,8 +17,10 @@ pub use handlers::NotificationHandler;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
-    /// `NOTIFY_WEBHOOK_URL`, `NOTIFY_WEBHOOK_MAX_ATTEMPTS`, `NOTIFY_WEBHOOK_TIMEOUT_MS`: where
-    /// notifications go besides the log (default: the log only).
+    /// `NOTIFY_WEBHOOK_URL`, `NOTIFY_WEBHOOK_SECRET`, `NOTIFY_WEBHOOK_MAX_ATTEMPTS`,
+    /// `NOTIFY_WEBHOOK_TIMEOUT_MS`, `NOTIFY_WEBHOOK_BREAKER_FAILURES`,
+    /// `NOTIFY_WEBHOOK_BREAKER_OPEN_MS`: where notifications go besides the log (default: the
+    /// log only), and how.
     pub notify: sinks::NotifyConfig,
 }
 
@@ -50,7 +54,11 @@ impl WorkerSpec for Notification {
     }
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<NotificationHandler> {
+        metrics::describe();
         let sinks = sinks::Sinks::from_config(&config.notify).context("failed to set up the notification sinks")?;
+        if let Some(breaker) = sinks.webhook_breaker() {
+            ctx.readiness_checks.add(breaker);
+        }
         Ok(NotificationHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone(), sinks })
     }
 }

@@ -2,6 +2,8 @@
 //! out to the sinks and `NotificationSent` on the broker, on both database backends. Where a
 //! test needs the webhook, it runs one on loopback that refuses customer `cust-refused`.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::NaiveDate;
+use notification_svc::breaker::{BreakerConfig, BreakerState};
 use notification_svc::domain::notification_id;
 use notification_svc::handlers::Delivery;
 use notification_svc::sinks::RetryPolicy;
@@ -30,27 +33,50 @@ use uuid::Uuid;
 /// The customer whose notifications the test webhook refuses with a 400.
 const REFUSED: &str = "cust-refused";
 
+/// A credential in the test webhook's URL, which must never reach a dead letter.
+const WEBHOOK_TOKEN: &str = "tok-3f9a1c";
+
 /// A request the webhook saw: its idempotency key and its JSON body.
 type Seen = (Option<String>, serde_json::Value);
 
-async fn hook(State(seen): State<Arc<Mutex<Vec<Seen>>>>, headers: HeaderMap, body: String) -> StatusCode {
+/// The test webhook: what it saw, what it accepted, and a switch that takes it down.
+#[derive(Clone, Default)]
+struct Hook {
+    /// Every request, whatever the answer.
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// The requests answered with a 2xx: the notifications that reached the customer.
+    accepted: Arc<Mutex<Vec<Seen>>>,
+    /// While set, every request gets a 503 (the webhook is down).
+    down: Arc<AtomicBool>,
+}
+
+async fn hook(State(hook): State<Hook>, headers: HeaderMap, body: String) -> StatusCode {
     let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let refuse = body["customer_id"] == REFUSED;
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if let Ok(mut seen) = seen.lock() {
-        seen.push((key, body));
+    if let Ok(mut seen) = hook.seen.lock() {
+        seen.push((key.clone(), body.clone()));
     }
-    if refuse { StatusCode::BAD_REQUEST } else { StatusCode::OK }
+    if hook.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if refuse {
+        return StatusCode::BAD_REQUEST;
+    }
+    if let Ok(mut accepted) = hook.accepted.lock() {
+        accepted.push((key, body));
+    }
+    StatusCode::OK
 }
 
-/// A webhook on 127.0.0.1:0; returns its url and the requests it sees.
-async fn webhook() -> anyhow::Result<(String, Arc<Mutex<Vec<Seen>>>)> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let app = Router::new().route("/hook", post(hook)).with_state(seen.clone());
+/// A webhook on 127.0.0.1:0; returns its url and its state.
+async fn webhook() -> anyhow::Result<(String, Hook)> {
+    let state = Hook::default();
+    let app = Router::new().route("/hook", post(hook)).with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((format!("http://{addr}/hook"), seen))
+    Ok((format!("http://{addr}/hook?token={WEBHOOK_TOKEN}"), state))
 }
 
 /// A running notification-svc with its own database and broker.
@@ -60,7 +86,9 @@ struct Notification {
     handler: Arc<NotificationHandler>,
     sent: Reader,
     dead_letters: Reader,
-    webhook: Option<Arc<Mutex<Vec<Seen>>>>,
+    webhook: Option<Hook>,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    ops: std::net::SocketAddr,
     stop: CancellationToken,
     run: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -79,6 +107,16 @@ impl Notification {
     /// `backlog`: orders completed (order, customer) before the service starts, so that its
     /// first fetch holds them all.
     async fn start_with(backend: Backend, with_webhook: bool, backlog: &[(Uuid, &str)]) -> anyhow::Result<Self> {
+        Self::launch(backend, with_webhook, backlog, |_| {}).await
+    }
+
+    /// Like [`Self::start_with`], with `tune` applied to the configuration last.
+    async fn launch(
+        backend: Backend,
+        with_webhook: bool,
+        backlog: &[(Uuid, &str)],
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let db = TestDb::new(backend, &[]).await?;
         let bus = Bus::new(service::NOTIFICATION)?;
         for (order_id, customer_id) in backlog {
@@ -98,12 +136,14 @@ impl Notification {
             };
             webhook_seen = Some(seen);
         }
+        tune(&mut config);
         let app = App::build(config, &stop).await?;
+        let ops = app.local_addr()?;
         let handler = app.handler.clone();
         let run = tokio::spawn(app.run_until_stopped(stop.clone()));
         let sent = bus.reader(&bus.broker.topics.notifications)?;
         let dead_letters = bus.reader(&bus.broker.topics.dead_letter(service::NOTIFICATION))?;
-        Ok(Self { db, bus, handler, sent, dead_letters, webhook: webhook_seen, stop, run })
+        Ok(Self { db, bus, handler, sent, dead_letters, webhook: webhook_seen, ops, stop, run })
     }
 
     async fn completed(&self, order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
@@ -133,9 +173,20 @@ impl Notification {
 
     /// The webhook requests about one order.
     fn webhook_requests(&self, order_id: Uuid) -> Vec<Seen> {
-        let Some(seen) = &self.webhook else { return Vec::new() };
-        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-        seen.into_iter().filter(|(_, body)| body["order_id"] == order_id.to_string()).collect()
+        let Some(hook) = &self.webhook else { return Vec::new() };
+        about(&hook.seen, order_id)
+    }
+
+    /// The webhook requests about one order that it accepted (2xx).
+    fn accepted_requests(&self, order_id: Uuid) -> Vec<Seen> {
+        let Some(hook) = &self.webhook else { return Vec::new() };
+        about(&hook.accepted, order_id)
+    }
+
+    /// `/readyz`'s status code and body.
+    async fn readyz(&self) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = reqwest::get(format!("http://{}/readyz", self.ops)).await?;
+        Ok((response.status().as_u16(), response.json().await?))
     }
 
     /// Wait until every input message was consumed and every resulting event published.
@@ -165,6 +216,11 @@ fn completed(order_id: Uuid, customer_id: &str) -> anyhow::Result<Envelope> {
         }),
     };
     envelope(event_type::ORDER_COMPLETED, service::ORDER, order_id, &payload)
+}
+
+fn about(requests: &Mutex<Vec<Seen>>, order_id: Uuid) -> Vec<Seen> {
+    let requests = requests.lock().map(|r| r.clone()).unwrap_or_default();
+    requests.into_iter().filter(|(_, body)| body["order_id"] == order_id.to_string()).collect()
 }
 
 fn kinds(deliveries: &[Delivery]) -> Vec<NotificationKind> {
@@ -281,6 +337,11 @@ async fn a_notification_the_sink_refuses_is_dead_lettered_and_the_next_one_goes_
     let header = |name: &str| headers.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     assert_eq!(header(dlq_header::ORIGINAL_TOPIC), Some(svc.bus.broker.topics.orders.as_str()));
     assert!(header(dlq_header::ERROR).is_some_and(|e| e.contains("rejected")), "{:?}", header(dlq_header::ERROR));
+    assert!(
+        header(dlq_header::ERROR).is_some_and(|e| !e.contains(WEBHOOK_TOKEN)),
+        "the webhook's credentials in the dead letter: {:?}",
+        header(dlq_header::ERROR)
+    );
     assert_eq!(header(dlq_header::ATTEMPTS), Some("1"), "a refusal is not retried");
     assert_eq!(svc.sent.about(refused)?, Vec::<Envelope>::new(), "nothing was sent");
     assert_eq!(svc.deliveries(refused).await?, Vec::<Delivery>::new(), "nothing was recorded");
@@ -309,5 +370,62 @@ async fn a_refusal_in_a_backlog_delivers_no_other_notification_twice(backend: Ba
     }
     assert_eq!(svc.webhook_requests(refused).len(), 1, "a 400 is final");
     assert_eq!(svc.dead_letters.records()?.len(), 1);
+    svc.stop().await
+}
+
+both_backends!(a_webhook_outage_opens_the_breaker_pauses_and_every_notice_is_delivered_once_after_it);
+async fn a_webhook_outage_opens_the_breaker_pauses_and_every_notice_is_delivered_once_after_it(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // Arrange: the webhook is down; three failed attempts open the breaker for 200 ms; the
+    // consumer retries a paused message at least every 100 ms.
+    let svc = Notification::launch(backend, true, &[], |config| {
+        config.notify.breaker = BreakerConfig { failures_to_open: 3, open_for: Duration::from_millis(200) };
+        config.service.consumer.backoff_cap = Duration::from_millis(100);
+    })
+    .await?;
+    let hook = svc.webhook.clone().ok_or_else(|| anyhow::anyhow!("no webhook"))?;
+    let breaker = svc.handler.sinks.webhook_breaker().ok_or_else(|| anyhow::anyhow!("no breaker"))?;
+    hook.down.store(true, Ordering::SeqCst);
+    let confirmed: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let cancelled: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
+
+    // Act: orders while the webhook is down...
+    for order_id in &confirmed {
+        svc.completed(*order_id, "cust-rich").await?;
+    }
+    for order_id in &cancelled {
+        svc.cancelled(*order_id, "cust-poor").await?;
+    }
+    eventually(WAIT, "the breaker opened", || async { (breaker.state() == BreakerState::Open).then_some(()) }).await?;
+    let (status, body) = svc.readyz().await?;
+    assert_eq!(status, 200, "an open breaker keeps the service ready: {body}");
+    assert_eq!(body["checks"]["webhook_circuit"], "open", "{body}");
+    // ... and half-open probes failing for a while: at least two more requests after opening.
+    let at_open = hook.seen.lock().map(|s| s.len()).unwrap_or(0);
+    eventually(WAIT, "half-open probes", || async { (hook.seen.lock().ok()?.len() >= at_open + 2).then_some(()) })
+        .await?;
+    assert!(svc.sent.records()?.is_empty(), "nothing was sent while the webhook was down");
+    assert!(svc.dead_letters.records()?.is_empty(), "nothing was dead-lettered while the webhook was down");
+    // ... then the webhook recovers.
+    hook.down.store(false, Ordering::SeqCst);
+    for order_id in confirmed.iter().chain(&cancelled) {
+        svc.sent.wait_for(*order_id, 1).await?;
+    }
+    svc.settled().await?;
+
+    // Assert: every order's notice reached the customer once; each order's requests (retries
+    // included) carried one idempotency key, so a receiver would count it once too.
+    for order_id in confirmed.iter().chain(&cancelled) {
+        let accepted = svc.accepted_requests(*order_id);
+        assert_eq!(accepted.len(), 1, "order {order_id}: {} accepted deliveries", accepted.len());
+        let keys: HashSet<Option<String>> = svc.webhook_requests(*order_id).into_iter().map(|(key, _)| key).collect();
+        assert_eq!(keys.len(), 1, "order {order_id}: one notice, its retries under the same key: {keys:?}");
+        assert_eq!(svc.sent.about(*order_id)?.len(), 1, "order {order_id}: one NotificationSent");
+        assert_eq!(svc.deliveries(*order_id).await?.len(), 1, "order {order_id}: one delivery recorded");
+    }
+    assert!(svc.dead_letters.records()?.is_empty(), "nothing was dead-lettered");
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert_eq!(svc.readyz().await?.1["checks"]["webhook_circuit"], "closed");
     svc.stop().await
 }

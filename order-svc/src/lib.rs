@@ -112,6 +112,8 @@ impl Config {
 /// - `ORDER_API_KEYS` or `ORDER_API_KEYS_FILE`: `admin:<sha256 hex>` and
 ///   `customer:<customer id>:<sha256 hex>` entries, separated by commas or newlines. The
 ///   result may hold no key; [`Config::from_env`] refuses that, the embedded mode makes demo keys.
+///   The digest of the compose stack's published demo key is refused unless
+///   `ORDER_API_ALLOW_DEMO_KEY=true` (its laptop profile sets it).
 /// - `ORDER_API_RATE_LIMIT_PER_SEC` (default 200; 0 turns rate limiting off) and
 ///   `ORDER_API_RATE_LIMIT_BURST` (default twice the rate): per key.
 /// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000), `ORDER_API_MAX_CONCURRENT_REQUESTS`
@@ -123,7 +125,9 @@ pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     let auth = match env_opt("ORDER_API_AUTH").as_deref().map(str::trim) {
         None | Some("keys") => {
             let text = env_secret("ORDER_API_KEYS")?.unwrap_or_default();
-            http::Auth::Keys(http::ApiKeys::parse(&text).context("invalid ORDER_API_KEYS")?)
+            let keys = http::ApiKeys::parse(&text).context("invalid ORDER_API_KEYS")?;
+            refuse_published_demo_key(&keys, env_opt("ORDER_API_ALLOW_DEMO_KEY").as_deref())?;
+            http::Auth::Keys(keys)
         }
         Some("open") => http::Auth::Open,
         Some(other) => anyhow::bail!("ORDER_API_AUTH must be keys or open, not {other:?}"),
@@ -159,6 +163,23 @@ pub fn api_from_env() -> anyhow::Result<ApiConfig> {
             auth_failures,
         },
     })
+}
+
+/// Refuses configured keys that accept the compose stack's published demo key, unless
+/// `allow` (`ORDER_API_ALLOW_DEMO_KEY`) is `true`: the key is in the repository, so a stack
+/// that accepts it outside a laptop is open to anyone who read it.
+fn refuse_published_demo_key(keys: &http::ApiKeys, allow: Option<&str>) -> anyhow::Result<()> {
+    let allowed = match allow.map(str::trim) {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(other) => anyhow::bail!("ORDER_API_ALLOW_DEMO_KEY must be true or false, not {other:?}"),
+    };
+    anyhow::ensure!(
+        allowed || !keys.accepts(http::auth::PUBLISHED_DEMO_KEY),
+        "ORDER_API_KEYS holds the digest of the compose stack's published demo key: configure keys of \
+         your own (see the README), or set ORDER_API_ALLOW_DEMO_KEY=true on a laptop"
+    );
+    Ok(())
 }
 
 /// A built order-svc, ready to run.

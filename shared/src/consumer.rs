@@ -23,8 +23,11 @@
 //! announces a schema version newer than [`contracts::SCHEMA_VERSION`], or does not come from
 //! the topic's publisher is dead-lettered at once, before any handler sees it. A [`HandlerError::Transient`] is retried with
 //! capped exponential backoff up to [`ConsumerOptions::max_attempts`], then dead-lettered; a
-//! [`HandlerError::Permanent`] is dead-lettered at once. An unreachable database is not the
-//! message's fault: the loop pauses and retries without counting attempts or committing. Nor
+//! [`HandlerError::Permanent`] is dead-lettered at once. An unreachable database, or a
+//! dependency the handler reports [`HandlerError::Unavailable`] (a webhook behind an open
+//! circuit breaker), is not the message's fault: the loop pauses its assigned partitions (so
+//! nothing more is fetched meanwhile) and retries without counting attempts or committing,
+//! then resumes them. Nor
 //! is a lost optimistic-concurrency race (replicas contending for one hot stream): another
 //! transaction moved the stream on, so it is retried, with jittered backoff, however often.
 //! Dead letters are written to the outbox in a transaction of their own (the relay publishes
@@ -84,6 +87,10 @@ pub enum HandlerError {
     /// Retrying cannot help (a payload that breaks the contract): dead-letter it.
     #[error("{0:#}")]
     Permanent(anyhow::Error),
+    /// A dependency outside the message is unavailable (a sink behind an open circuit breaker):
+    /// pause and retry, however long it takes, without spending the message's attempts.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
 }
 
 impl HandlerError {
@@ -109,10 +116,16 @@ impl HandlerError {
         })
     }
 
-    /// Is the database unreachable (pause, don't count an attempt)?
+    pub fn unavailable(err: impl Into<anyhow::Error>) -> Self {
+        HandlerError::Unavailable(err.into())
+    }
+
+    /// Is the database or another dependency unreachable (pause, don't count an attempt)?
     fn is_unavailable(&self) -> bool {
-        let HandlerError::Transient(err) = self else {
-            return false;
+        let err = match self {
+            HandlerError::Unavailable(_) => return true,
+            HandlerError::Transient(err) => err,
+            HandlerError::Permanent(_) => return false,
         };
         err.chain().any(|cause| {
             cause.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable)
@@ -591,7 +604,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 positions.check(&consumer, self.service, &self.group, message).await;
             }
 
-            let (done, outcome) = self.process_batch(&batch, &shutdown).await;
+            let (done, outcome) = self.process_batch(&batch, &consumer, &shutdown).await;
             if matches!(outcome, Outcome::Crashed) {
                 drop(batch);
                 return Ok(Stopped::Crashed);
@@ -742,7 +755,12 @@ impl<H: Handler> ConsumerLoop<H> {
     /// messages go one at a time through [`Self::process`] (retries, dead letters), so one bad
     /// message costs the others only a second try. Returns how many leading messages of the
     /// batch are done (their offsets may be stored) and why it stopped.
-    async fn process_batch(&self, batch: &[BorrowedMessage<'_>], shutdown: &CancellationToken) -> (usize, Outcome) {
+    async fn process_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        consumer: &StreamConsumer<LoopContext>,
+        shutdown: &CancellationToken,
+    ) -> (usize, Outcome) {
         let started = Instant::now();
         let decoded: Vec<Result<Envelope, HandlerError>> = batch.iter().map(|m| self.decode(m)).collect();
         // Admitted messages of a type the service does not act on (the topology): acknowledged,
@@ -791,7 +809,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     self.record_ignored(&decoded[j..=j], &ignored[j..=j]);
                     continue;
                 }
-                match self.process(&batch[j], &decoded[j], spans[j].clone(), started, shutdown).await {
+                match self.process(&batch[j], &decoded[j], spans[j].clone(), started, consumer, shutdown).await {
                     Outcome::Done => {}
                     outcome => return (j, outcome),
                 }
@@ -905,14 +923,17 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 
     /// Process one message on its own: retries with backoff, then the dead-letter topic.
+    /// While a dependency is unavailable the consumer's partitions are paused (see [`Paused`]).
     async fn process(
         &self,
         message: &BorrowedMessage<'_>,
         decoded: &Result<Envelope, HandlerError>,
         span: tracing::Span,
         started: Instant,
+        consumer: &StreamConsumer<LoopContext>,
         shutdown: &CancellationToken,
     ) -> Outcome {
+        let mut paused = Paused { consumer, service: self.service, partitions: None };
         let topic = message.topic().to_owned();
         let decoded = decoded.as_ref();
         async {
@@ -958,6 +979,9 @@ impl<H: Handler> ConsumerLoop<H> {
                 let retry = if error.is_unavailable() || error.is_contention() {
                     // Not this message's fault: pause without spending its attempts.
                     attempts = attempts.saturating_sub(1);
+                    if error.is_unavailable() {
+                        paused.pause();
+                    }
                     true
                 } else {
                     matches!(error, HandlerError::Transient(_)) && attempts < self.options.max_attempts
@@ -1082,6 +1106,51 @@ impl<H: Handler> ConsumerLoop<H> {
 enum Applied {
     Yes,
     Duplicate,
+}
+
+/// The consumer's partitions paused while a dependency is unavailable: nothing more is fetched
+/// (librdkafka drops what it had queued for them and fetches it again on resume, from the
+/// position after the last message the loop received), so no backlog piles up in memory
+/// meanwhile. Resumed when dropped, whichever way the message's processing ends. A rebalance
+/// cannot happen meanwhile: the loop does not poll the consumer while it retries.
+struct Paused<'a> {
+    consumer: &'a StreamConsumer<LoopContext>,
+    service: &'static str,
+    partitions: Option<TopicPartitionList>,
+}
+
+impl Paused<'_> {
+    fn pause(&mut self) {
+        if self.partitions.is_some() {
+            return;
+        }
+        let paused = self.consumer.assignment().and_then(|assignment| {
+            self.consumer.pause(&assignment)?;
+            Ok(assignment)
+        });
+        match paused {
+            Ok(assignment) => {
+                tracing::warn!(
+                    service = self.service,
+                    partitions = assignment.count(),
+                    "a dependency is unavailable: consumer partitions paused"
+                );
+                self.partitions = Some(assignment);
+            }
+            Err(err) => tracing::warn!(service = self.service, error = %err, "failed to pause the consumer"),
+        }
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        if let Some(partitions) = self.partitions.take() {
+            match self.consumer.resume(&partitions) {
+                Ok(()) => tracing::info!(service = self.service, "consumer partitions resumed"),
+                Err(err) => tracing::warn!(service = self.service, error = %err, "failed to resume the consumer"),
+            }
+        }
+    }
 }
 
 /// How a run of messages sharing one transaction ended.

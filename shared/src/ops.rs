@@ -24,21 +24,27 @@ use tracing::Instrument as _;
 use crate::db::Db;
 use crate::request_id::RequestId;
 
+mod checks;
+pub use checks::{ReadinessCheck, ReadinessChecks};
+
 /// How long a `/readyz` answer is reused: each check pings the database and fetches broker
 /// metadata, and a prober (or anyone who can reach the ops port) may ask often.
 pub const READINESS_TTL: Duration = Duration::from_secs(1);
 
-/// What `/readyz` checks: the database answers a ping, the broker returns metadata.
+/// What `/readyz` checks: the database answers a ping, the broker returns metadata, and the
+/// service's own checks (in memory, never cached).
 #[derive(Clone)]
 pub struct Readiness {
     db: Db,
     producer: FutureProducer,
     cache: Arc<CachedCheck>,
+    /// The service's own checks, beside the database and the broker.
+    extra: ReadinessChecks,
 }
 
 impl Readiness {
-    pub fn new(db: Db, producer: FutureProducer) -> Self {
-        Self { db, producer, cache: Arc::new(CachedCheck::new(READINESS_TTL)) }
+    pub fn new(db: Db, producer: FutureProducer, extra: ReadinessChecks) -> Self {
+        Self { db, producer, cache: Arc::new(CachedCheck::new(READINESS_TTL)), extra }
     }
 
     /// `(database ok, broker ok)`, checked at most once per [`READINESS_TTL`]; callers that
@@ -111,11 +117,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<OpsState>) -> Response {
     let (db, broker) = state.readiness.check().await;
-    let status = if db && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-        "checks": { "database": db, "broker": broker },
-    });
+    let mut body = json!({ "checks": { "database": db, "broker": broker } });
+    let extra = state.readiness.extra.add_to(&mut body);
+    let status = if db && broker && extra { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    body["status"] = json!(if status == StatusCode::OK { "ready" } else { "not_ready" });
     (status, Json(body)).into_response()
 }
 

@@ -16,7 +16,7 @@ use crate::consumer::{ConsumerLoop, Handler};
 use crate::db::{Db, Migrations, shared_migrations};
 use crate::event_store::{EventStore, StoreError, Upcaster};
 use crate::http_server::Endpoint;
-use crate::ops::Readiness;
+use crate::ops::{Readiness, ReadinessChecks};
 use crate::outbox::{Backoff, OutboxSignal, Relay};
 use crate::retention::{self, Pruner, Table};
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub struct ServiceContext {
     /// The tables pruned by age while the service runs, each with how long its rows are kept:
     /// the inbox, and whatever the service adds before it runs.
     pub retained: Vec<(Table, Duration)>,
+    /// Checks the service adds to `/readyz` (e.g. in [`WorkerSpec::start`]).
+    pub readiness_checks: ReadinessChecks,
 }
 
 /// Retry `attempt` with capped backoff until it succeeds or `shutdown`; after the first
@@ -163,6 +165,7 @@ impl ServiceContext {
             outbox_signal: OutboxSignal::default(),
             producer,
             retained,
+            readiness_checks: ReadinessChecks::default(),
         })
     }
 
@@ -195,7 +198,7 @@ impl ServiceContext {
     }
 
     pub fn readiness(&self) -> Readiness {
-        Readiness::new(self.db.clone(), self.producer.clone())
+        Readiness::new(self.db.clone(), self.producer.clone(), self.readiness_checks.clone())
     }
 
     pub fn relay(&self) -> Relay {

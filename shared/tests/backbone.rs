@@ -329,6 +329,8 @@ struct Recorder {
     fail_first: AtomicU32,
     /// Lose this many optimistic-concurrency races first.
     conflicts_first: AtomicU32,
+    /// Report a dependency unavailable this many times first.
+    unavailable_first: AtomicU32,
     calls: AtomicUsize,
 }
 
@@ -338,6 +340,10 @@ impl Handler for Recorder {
         if self.fail_first.load(Ordering::SeqCst) > 0 {
             self.fail_first.fetch_sub(1, Ordering::SeqCst);
             return Err(HandlerError::transient(anyhow::anyhow!("downstream hiccup")));
+        }
+        if self.unavailable_first.load(Ordering::SeqCst) > 0 {
+            self.unavailable_first.fetch_sub(1, Ordering::SeqCst);
+            return Err(HandlerError::unavailable(anyhow::anyhow!("webhook circuit open")));
         }
         if self.conflicts_first.load(Ordering::SeqCst) > 0 {
             self.conflicts_first.fetch_sub(1, Ordering::SeqCst);
@@ -696,6 +702,49 @@ async fn consumer_retries_lost_concurrency_races_beyond_its_attempts_and_never_d
 
     // Assert: applied once, after every race was retried; nothing dead-lettered.
     assert_eq!(handler.calls.load(Ordering::SeqCst), 13, "twelve lost races, then success");
+    assert_eq!(count_on(&up.broker, &up.broker.topics.dead_letter(service::INVENTORY))?, 0);
+    assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
+    Ok(())
+}
+
+both_backends!(consumer_pauses_while_a_dependency_is_unavailable_and_loses_and_dead_letters_nothing);
+async fn consumer_pauses_while_a_dependency_is_unavailable_and_loses_and_dead_letters_nothing(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // Arrange: the handler's dependency is unavailable for 12 tries, more than the 5 attempts a
+    // transient failure gets; more messages arrive meanwhile.
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    let first = placed("k", 1)?;
+    publish(&producer, &up.broker.topics.orders, &first).await?;
+    let handler = Arc::new(Recorder { unavailable_first: AtomicU32::new(12), ..Default::default() });
+
+    // Act
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    eventually(WAIT, "the dependency reported unavailable", || async {
+        (handler.calls.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await?;
+    let later: Vec<Envelope> = (2..=4).map(|seq| placed("k", seq)).collect::<Result<_, _>>()?;
+    for message in &later {
+        publish(&producer, &up.broker.topics.orders, message).await?;
+    }
+    eventually(WAIT, "every message applied once the dependency is back", || async {
+        (applied(&down.db).await.ok()?.len() == 4).then_some(())
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+
+    // Assert: each applied once, the first after 12 pauses that spent none of its attempts;
+    // nothing dead-lettered.
+    let applied = applied(&down.db).await?;
+    for message in std::iter::once(&first).chain(&later) {
+        assert_eq!(applied.get(&message.id.to_string()), Some(&1), "{} applied once", message.id);
+    }
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 16, "twelve unavailable, then four applied");
     assert_eq!(count_on(&up.broker, &up.broker.topics.dead_letter(service::INVENTORY))?, 0);
     assert_eq!(shared::outbox::backlog(&down.db).await?, 0, "nothing was dead-lettered");
     Ok(())

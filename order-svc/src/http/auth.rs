@@ -157,6 +157,11 @@ impl ApiKeys {
         self.entries.is_empty()
     }
 
+    /// Is `key` one of the configured keys (whatever its role)?
+    pub fn accepts(&self, key: &str) -> bool {
+        self.authenticate(key).is_some()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -187,6 +192,11 @@ fn digest(key: &str) -> [u8; 32] {
 fn key_id(digest: &[u8; 32]) -> String {
     format!("key-{}", &hex::encode(digest)[..12])
 }
+
+/// The compose stack's published demo admin key. Its digest is refused in the configured keys
+/// unless `ORDER_API_ALLOW_DEMO_KEY=true` (see [`crate::api_from_env`]): anyone who read the
+/// repository holds it.
+pub const PUBLISHED_DEMO_KEY: &str = "sk_demo_compose_admin_change_me";
 
 /// The SHA-256 digest of a key, as configured (`printf %s "$KEY" | sha256sum` gives the same).
 pub fn hash_key(key: &str) -> String {
