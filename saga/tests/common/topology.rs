@@ -101,7 +101,7 @@ impl Replica {
 
     /// Wait until the running process says it is ready (`/readyz` answers 200).
     pub async fn until_ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
-        let url = format!("{}/readyz", self.base_url().context("not running")?);
+        let url = format!("{}/readyz", self.ops_url().context("not running")?);
         eventually(WAIT, &format!("{} ready", self.name), || async {
             let response = http.get(&url).send().await.ok()?;
             (response.status() == 200).then_some(())
