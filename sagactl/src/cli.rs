@@ -30,9 +30,16 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Kafka bootstrap servers (`cargo run` of the embedded system prints its own).
-    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    /// Kafka bootstrap servers. Without this flag and KAFKA_BROKERS, sagactl reads the address
+    /// the embedded system (`cargo run`) writes while it runs: broker.addr in $SAGA_DATA_DIR,
+    /// else in ./data; with none of these, 127.0.0.1:9092. When the broker cannot be reached,
+    /// the error says which of these it used and what it looked at.
+    #[arg(long, global = true, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// The embedded system's data directory, where it publishes its broker's address
+    /// (broker.addr) while it runs; read only when no broker is given.
+    #[arg(long, global = true, env = "SAGA_DATA_DIR", default_value = "data", hide_default_value = true)]
+    pub data_dir: std::path::PathBuf,
     /// Prefix of every saga topic name, as the services' TOPIC_PREFIX. Topic names given to
     /// sagactl are taken without it.
     #[arg(long, global = true, env = "TOPIC_PREFIX", default_value = "")]

@@ -25,6 +25,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use shared::broker::KafkaConfig;
 use shared::topics::Topics;
 
+use crate::brokers::{Brokers, Origin};
 use crate::record::Record;
 
 /// A topic and partition.
@@ -34,17 +35,31 @@ pub type Partition = (String, i32);
 #[derive(Debug, Clone)]
 pub struct Kafka {
     config: KafkaConfig,
+    /// How the brokers were found, for errors.
+    origin: Origin,
     topics: Topics,
     prefix: String,
     timeout: Duration,
 }
 
 impl Kafka {
+    /// Brokers named explicitly.
     pub fn new(brokers: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let mut config = KafkaConfig::new(brokers);
+        Self::with_brokers(Brokers { servers: brokers.to_owned(), origin: Origin::Given }, prefix, timeout)
+    }
+
+    /// Brokers found as [`crate::brokers::resolve`] found them.
+    pub fn with_brokers(brokers: Brokers, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let mut config = KafkaConfig::new(brokers.servers);
         config.properties = shared::config::kafka_properties_from(std::env::vars())?;
         config.create_topics = false;
-        Ok(Self { config, topics: Topics::with_prefix(prefix), prefix: prefix.to_owned(), timeout })
+        Ok(Self {
+            config,
+            origin: brokers.origin,
+            topics: Topics::with_prefix(prefix),
+            prefix: prefix.to_owned(),
+            timeout,
+        })
     }
 
     /// The saga's topic names (with the prefix).
@@ -94,7 +109,8 @@ impl Kafka {
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "0");
         let consumer: StreamConsumer = config.create().context("failed to create kafka consumer")?;
-        Ok(Reader { consumer: Arc::new(consumer), timeout: self.timeout, brokers: self.config.brokers.clone() })
+        let brokers = format!("{} ({})", self.config.brokers, self.origin);
+        Ok(Reader { consumer: Arc::new(consumer), timeout: self.timeout, brokers })
     }
 
     /// An idempotent producer (the backbone's settings).
@@ -237,6 +253,7 @@ pub struct ReadOptions {
 pub struct Reader {
     consumer: Arc<StreamConsumer>,
     timeout: Duration,
+    /// The bootstrap servers and how they were found, for errors.
     brokers: String,
 }
 

@@ -2,6 +2,7 @@
 //! stdout, another topic, or a projection rebuild), list/show/redrive dead letters, show
 //! consumer lag, tail events, and generate load. `main.rs` only parses and calls [`run`].
 
+pub mod brokers;
 pub mod cli;
 pub mod dlq;
 pub mod kafka;
@@ -38,7 +39,11 @@ pub struct Ctx {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     let ctx = Ctx {
-        kafka: Kafka::new(&g.brokers, &g.topic_prefix, g.kafka_timeout)?,
+        kafka: Kafka::with_brokers(
+            brokers::resolve(g.brokers.as_deref(), Some(&g.data_dir)),
+            &g.topic_prefix,
+            g.kafka_timeout,
+        )?,
         output: g.output,
         progress: Progress::new(g.no_progress),
     };

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod discovery;
 mod dlq;
 mod errors;
 mod lag;
