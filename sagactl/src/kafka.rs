@@ -118,12 +118,17 @@ impl Kafka {
         self.config.producer()
     }
 
-    /// Create `topic` with one partition if the cluster allows it (a cluster without the
-    /// CreateTopics API, such as the embedded broker, creates it on first use instead).
-    pub async fn ensure_topic(&self, topic: &str) {
+    /// Create `topic` with `partitions` partitions if the cluster allows it; an existing topic
+    /// is left as it is. `Err` says why the cluster did not: one without the CreateTopics API,
+    /// such as the embedded broker, creates the topic on first use instead, with its own default
+    /// partition count.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         let mut config = self.config.clone();
-        config.partitions = 1;
-        let _ = tokio::time::timeout(self.timeout, config.create_topics(&[topic.to_owned()])).await;
+        config.partitions = partitions;
+        match tokio::time::timeout(self.timeout, config.create_topics(&[topic.to_owned()])).await {
+            Ok(created) => created,
+            Err(_) => bail!("no answer to CreateTopics within {}", crate::timespec::human(self.timeout)),
+        }
     }
 }
 
