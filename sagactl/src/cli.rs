@@ -97,6 +97,12 @@ pub struct TraceArgs {
     /// Call an unfinished order stuck (rather than in progress) once its last event is this old.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub stuck_after: Duration,
+    /// Draw the saga instead of listing it: `html`, one self-contained page (an SVG swimlane,
+    /// one lane per service, causation arrows, compensations and dead letters marked, the
+    /// verdict on top, the timeline as a table; no script, nothing fetched), or `svg`, the
+    /// drawing alone. Printed on stdout: `> trace.html`.
+    #[arg(long, value_enum, conflicts_with = "follow")]
+    pub format: Option<crate::swimlane::DrawFormat>,
 }
 
 /// Where a range starts and ends. Offsets apply to every selected partition.

@@ -14,6 +14,7 @@ pub mod rebuild;
 pub mod record;
 pub mod replay;
 pub mod saga;
+pub mod swimlane;
 pub mod tail;
 pub mod timespec;
 pub mod trace;

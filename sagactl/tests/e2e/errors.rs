@@ -35,6 +35,8 @@ async fn bad_input_gets_a_clear_error_and_a_non_zero_exit() -> anyhow::Result<()
             "cannot reach the order API",
         ),
         (vec!["tail", "--max-messages", "0"], "--max-messages must be at least 1"),
+        (vec!["trace", ORDER, "--format", "html", "--follow"], "cannot be used with"),
+        (vec!["trace", ORDER, "--format", "pdf"], "invalid value"),
     ];
     for (args, expected) in cases {
         let run = sagactl(&args).await?;
