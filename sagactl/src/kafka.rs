@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -113,6 +113,16 @@ impl Kafka {
         Ok(Reader { consumer: Arc::new(consumer), timeout: self.timeout, brokers })
     }
 
+    /// A client under `group`'s id that commits offsets for it without joining it (no
+    /// subscription, so no member id): the one client in sagactl that writes offsets, used only
+    /// by `group reset-offsets --execute`. A broker accepts such a commit only while the group
+    /// has no members (see [`crate::group`]).
+    pub fn outside_committer(&self, group: &str) -> anyhow::Result<BaseConsumer> {
+        let mut config: ClientConfig = self.config.consumer_config(group);
+        config.set("enable.auto.commit", "false").set("statistics.interval.ms", "0");
+        config.create().context("failed to create kafka consumer")
+    }
+
     /// An idempotent producer (the backbone's settings).
     pub fn producer(&self) -> anyhow::Result<FutureProducer> {
         self.config.producer()
@@ -162,6 +172,14 @@ pub async fn publish(
     let delivery =
         producer.send(record, timeout).await.map_err(|(err, _)| anyhow!("failed to publish to {topic}: {err}"))?;
     Ok((delivery.partition, delivery.offset))
+}
+
+/// What DescribeGroups says about a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub state: String,
+    /// `member id (client id, host)`.
+    pub members: Vec<String>,
 }
 
 /// Where a read starts in each partition.
@@ -292,6 +310,28 @@ impl Reader {
                     (t.name().to_owned(), partitions)
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// The group's members as DescribeGroups reports them: `Ok(None)` when the broker does not
+    /// answer it (the embedded broker has no ListGroups/DescribeGroups). Only classic-protocol
+    /// groups show their members there: Kafka describes a KIP-848 group as `Dead`, with none.
+    pub async fn describe_group(&self, group: &str) -> anyhow::Result<Option<GroupDescription>> {
+        let (timeout, group) = (self.timeout, group.to_owned());
+        self.blocking(move |consumer| {
+            let list = match consumer.fetch_group_list(Some(&group), timeout) {
+                Ok(list) => list,
+                Err(_) => return Ok(None),
+            };
+            Ok(list.groups().iter().find(|g| g.name() == group).map(|g| GroupDescription {
+                state: g.state().to_owned(),
+                members: g
+                    .members()
+                    .iter()
+                    .map(|m| format!("{} ({}, {})", m.id(), m.client_id(), m.client_host()))
+                    .collect(),
+            }))
         })
         .await
     }

@@ -1,10 +1,12 @@
-//! sagactl, the saga's operator CLI: trace an order across every topic, replay topic ranges (to
-//! stdout, another topic, or a projection rebuild), list/show/redrive dead letters, show
-//! consumer lag, tail events, and generate load. `main.rs` only parses and calls [`run`].
+//! sagactl, the saga's operator CLI: trace an order across every topic (or draw it), replay topic
+//! ranges (to stdout, another topic, or a projection rebuild), list/show/redrive dead letters,
+//! show consumer lag, reset a stopped group's offsets, tail events, and generate load. `main.rs`
+//! only parses and calls [`run`].
 
 pub mod brokers;
 pub mod cli;
 pub mod dlq;
+pub mod group;
 pub mod kafka;
 pub mod lag;
 pub mod load;
@@ -54,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rebuild(args) => rebuild::run(&ctx, args).await,
         Command::Dlq { command } => dlq::run(&ctx, command).await,
         Command::Lag(args) => lag::run(&ctx, args).await,
+        Command::Group { command } => group::run(&ctx, command).await,
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Load(args) => load::run(&ctx, args).await,
     }

@@ -7,6 +7,7 @@ mod harness;
 mod discovery;
 mod dlq;
 mod errors;
+mod group;
 mod lag;
 mod load;
 mod rebuild;
