@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shared::CancellationToken;
-use shared::broker::{EmbeddedBroker, KafkaConfig};
+use shared::broker::{AddressFile, EmbeddedBroker, KafkaConfig};
 use shared::config::ServiceConfig;
 use shared::telemetry::LogFormat;
 use shared::topics::{Topics, service};
@@ -133,6 +133,8 @@ pub struct Embedded {
     pub endpoints: Endpoints,
     pub topics: Topics,
     broker: EmbeddedBroker,
+    /// `<data dir>/broker.addr`, removed when the system stops (or is dropped).
+    address_file: AddressFile,
     order: order_svc::App,
     inventory: inventory_svc::App,
     payment: payment_svc::App,
@@ -212,7 +214,9 @@ impl Embedded {
             notification: notification.local_addr()?,
             brokers: broker.bootstrap_servers().to_owned(),
         };
-        Ok(Self { endpoints, topics, broker, order, inventory, payment, shipping, notification })
+        // Last, so that a system that failed to start leaves no address behind.
+        let address_file = AddressFile::publish(&broker_address_path(&config.data_dir), &endpoints.brokers)?;
+        Ok(Self { endpoints, topics, broker, address_file, order, inventory, payment, shipping, notification })
     }
 
     /// The embedded broker (fault-injection tests take it down and up).
@@ -222,7 +226,7 @@ impl Embedded {
 
     /// Run every service until `shutdown`; each drains its work before the broker stops.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Embedded { broker, order, inventory, payment, shipping, notification, .. } = self;
+        let Embedded { broker, address_file, order, inventory, payment, shipping, notification, .. } = self;
         let mut services = JoinSet::new();
         services.spawn(order.run_until_stopped(shutdown.clone()));
         services.spawn(inventory.run_until_stopped(shutdown.clone()));
@@ -238,9 +242,15 @@ impl Embedded {
                 first_error.get_or_insert(err);
             }
         }
+        drop(address_file);
         drop(broker);
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Where the running system publishes its broker's address (see [`shared::broker::ADDRESS_FILE`]).
+pub fn broker_address_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(shared::broker::ADDRESS_FILE)
 }
 
 /// The data directory's SQLite file for a service.

@@ -106,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
         brokers = e.brokers,
         data = data_dir.display(),
     );
+    // sagactl reads <data dir>/broker.addr; other shells and Kafka tools take the export line.
+    let finds = if data_dir == std::path::Path::new("data") {
+        "sagactl run from this directory finds this broker (data/broker.addr)".to_owned()
+    } else {
+        format!("sagactl finds this broker with SAGA_DATA_DIR={}", data_dir.display())
+    };
+    eprintln!("{finds}; elsewhere:\n  export KAFKA_BROKERS={}\n", e.brokers);
     // Demo keys go to the terminal only (never to the log), once; they die with the process.
     if let Some(demo) = &demo {
         let mut text = format!(

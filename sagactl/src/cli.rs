@@ -11,12 +11,13 @@ use crate::load::Mix;
 use crate::output::OutputFormat;
 use crate::timespec::{parse_duration, parse_time};
 
-/// Operate the order saga: trace an order across every topic, replay topic ranges, rebuild
-/// projections, inspect and redrive dead letters, watch consumer lag, tail events, and
-/// generate load.
+/// Operate the order saga: trace an order across every topic (or draw it), replay topic ranges,
+/// rebuild projections, inspect and redrive dead letters, watch consumer lag, reset a stopped
+/// group's offsets, tail events, and generate load.
 ///
 /// Read-only commands read Kafka by direct partition assignment under a throwaway group id
-/// that never joins a group or commits, so live consumer groups are never touched.
+/// that never joins a group or commits, so live consumer groups are never touched. Only
+/// `group reset-offsets --execute` writes a group's offsets, and only while it has no members.
 #[derive(Debug, Parser)]
 #[command(name = "sagactl", version, propagate_version = true)]
 pub struct Cli {
@@ -30,9 +31,16 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Kafka bootstrap servers (`cargo run` of the embedded system prints its own).
-    #[arg(long, global = true, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    /// Kafka bootstrap servers. Without this flag and KAFKA_BROKERS, sagactl reads the address
+    /// the embedded system (`cargo run`) writes while it runs: broker.addr in $SAGA_DATA_DIR,
+    /// else in ./data; with none of these, 127.0.0.1:9092. When the broker cannot be reached,
+    /// the error says which of these it used and what it looked at.
+    #[arg(long, global = true, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// The embedded system's data directory, where it publishes its broker's address
+    /// (broker.addr) while it runs; read only when no broker is given.
+    #[arg(long, global = true, env = "SAGA_DATA_DIR", default_value = "data", hide_default_value = true)]
+    pub data_dir: std::path::PathBuf,
     /// Prefix of every saga topic name, as the services' TOPIC_PREFIX. Topic names given to
     /// sagactl are taken without it.
     #[arg(long, global = true, env = "TOPIC_PREFIX", default_value = "")]
@@ -66,6 +74,11 @@ pub enum Command {
     },
     /// Consumer lag per group and partition: committed offset, end offset, lag and time lag.
     Lag(LagArgs),
+    /// Consumer group operations: reset a stopped group's offsets to replay (or skip) messages.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Follow saga events live, one readable line each (JSON lines with `-o json`).
     Tail(TailArgs),
     /// Drive POST /orders at a fixed arrival rate (open model), wait for every saga to end, and
@@ -90,6 +103,12 @@ pub struct TraceArgs {
     /// Call an unfinished order stuck (rather than in progress) once its last event is this old.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub stuck_after: Duration,
+    /// Draw the saga instead of listing it: `html`, one self-contained page (an SVG swimlane,
+    /// one lane per service, causation arrows, compensations and dead letters marked, the
+    /// verdict on top, the timeline as a table; no script, nothing fetched), or `svg`, the
+    /// drawing alone. Printed on stdout: `> trace.html`.
+    #[arg(long, value_enum, conflicts_with = "follow")]
+    pub format: Option<crate::swimlane::DrawFormat>,
 }
 
 /// Where a range starts and ends. Offsets apply to every selected partition.
@@ -233,6 +252,37 @@ pub struct LagArgs {
     /// service group, every saga event topic otherwise.
     #[arg(long = "topic", value_name = "TOPIC")]
     pub topics: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Move a group's committed offsets to a time or an offset, so that it replays (or skips)
+    /// messages when its consumers next start. A dry run unless --execute; refuses while the
+    /// group has members (see sagactl/README.md for what that checks).
+    ResetOffsets(ResetOffsetsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("to").required(true).args(["to_time", "to_offset"])))]
+pub struct ResetOffsetsArgs {
+    /// The group: a service's name stands for its group (`<topic prefix><service>`); any other
+    /// name is a group id.
+    #[arg(long)]
+    pub group: String,
+    /// Move to the first message at or after this time: RFC 3339 (2026-01-31T12:00:00Z), `now`,
+    /// or an age (15m); a partition with nothing that recent moves to its end.
+    #[arg(long, value_parser = parse_time)]
+    pub to_time: Option<DateTime<Utc>>,
+    /// Move every selected partition to this offset (kept within what the partition retains).
+    #[arg(long)]
+    pub to_offset: Option<i64>,
+    /// Only these topics (without the prefix); repeat for several. Default: a service group's
+    /// subscriptions; for another group, the saga topics it has committed offsets on.
+    #[arg(long = "topic", value_name = "TOPIC")]
+    pub topics: Vec<String>,
+    /// Commit the new offsets (without it, only print the plan).
+    #[arg(long)]
+    pub execute: bool,
 }
 
 #[derive(Debug, Args)]

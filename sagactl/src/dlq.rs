@@ -374,7 +374,8 @@ async fn redrive(ctx: &Ctx, args: DlqRedriveArgs) -> anyhow::Result<ExitCode> {
     let producer = if args.dry_run { None } else { Some(ctx.kafka.producer()?) };
     let redrives_topic = ctx.kafka.topic(REDRIVES_TOPIC);
     if producer.is_some() {
-        ctx.kafka.ensure_topic(&redrives_topic).await;
+        // Best effort: a broker without CreateTopics creates it on first use.
+        let _ = ctx.kafka.create_topic(&redrives_topic, 1).await;
     }
     let by = format!("sagactl ({})", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
     let mut outcomes = Vec::new();

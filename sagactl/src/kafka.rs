@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -25,6 +25,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use shared::broker::KafkaConfig;
 use shared::topics::Topics;
 
+use crate::brokers::{Brokers, Origin};
 use crate::record::Record;
 
 /// A topic and partition.
@@ -34,17 +35,31 @@ pub type Partition = (String, i32);
 #[derive(Debug, Clone)]
 pub struct Kafka {
     config: KafkaConfig,
+    /// How the brokers were found, for errors.
+    origin: Origin,
     topics: Topics,
     prefix: String,
     timeout: Duration,
 }
 
 impl Kafka {
+    /// Brokers named explicitly.
     pub fn new(brokers: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let mut config = KafkaConfig::new(brokers);
+        Self::with_brokers(Brokers { servers: brokers.to_owned(), origin: Origin::Given }, prefix, timeout)
+    }
+
+    /// Brokers found as [`crate::brokers::resolve`] found them.
+    pub fn with_brokers(brokers: Brokers, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let mut config = KafkaConfig::new(brokers.servers);
         config.properties = shared::config::kafka_properties_from(std::env::vars())?;
         config.create_topics = false;
-        Ok(Self { config, topics: Topics::with_prefix(prefix), prefix: prefix.to_owned(), timeout })
+        Ok(Self {
+            config,
+            origin: brokers.origin,
+            topics: Topics::with_prefix(prefix),
+            prefix: prefix.to_owned(),
+            timeout,
+        })
     }
 
     /// The saga's topic names (with the prefix).
@@ -94,7 +109,18 @@ impl Kafka {
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "0");
         let consumer: StreamConsumer = config.create().context("failed to create kafka consumer")?;
-        Ok(Reader { consumer: Arc::new(consumer), timeout: self.timeout, brokers: self.config.brokers.clone() })
+        let brokers = format!("{} ({})", self.config.brokers, self.origin);
+        Ok(Reader { consumer: Arc::new(consumer), timeout: self.timeout, brokers })
+    }
+
+    /// A client under `group`'s id that commits offsets for it without joining it (no
+    /// subscription, so no member id): the one client in sagactl that writes offsets, used only
+    /// by `group reset-offsets --execute`. A broker accepts such a commit only while the group
+    /// has no members (see [`crate::group`]).
+    pub fn outside_committer(&self, group: &str) -> anyhow::Result<BaseConsumer> {
+        let mut config: ClientConfig = self.config.consumer_config(group);
+        config.set("enable.auto.commit", "false").set("statistics.interval.ms", "0");
+        config.create().context("failed to create kafka consumer")
     }
 
     /// An idempotent producer (the backbone's settings).
@@ -102,12 +128,17 @@ impl Kafka {
         self.config.producer()
     }
 
-    /// Create `topic` with one partition if the cluster allows it (a cluster without the
-    /// CreateTopics API, such as the embedded broker, creates it on first use instead).
-    pub async fn ensure_topic(&self, topic: &str) {
+    /// Create `topic` with `partitions` partitions if the cluster allows it; an existing topic
+    /// is left as it is. `Err` says why the cluster did not: one without the CreateTopics API,
+    /// such as the embedded broker, creates the topic on first use instead, with its own default
+    /// partition count.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         let mut config = self.config.clone();
-        config.partitions = 1;
-        let _ = tokio::time::timeout(self.timeout, config.create_topics(&[topic.to_owned()])).await;
+        config.partitions = partitions;
+        match tokio::time::timeout(self.timeout, config.create_topics(&[topic.to_owned()])).await {
+            Ok(created) => created,
+            Err(_) => bail!("no answer to CreateTopics within {}", crate::timespec::human(self.timeout)),
+        }
     }
 }
 
@@ -141,6 +172,14 @@ pub async fn publish(
     let delivery =
         producer.send(record, timeout).await.map_err(|(err, _)| anyhow!("failed to publish to {topic}: {err}"))?;
     Ok((delivery.partition, delivery.offset))
+}
+
+/// What DescribeGroups says about a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub state: String,
+    /// `member id (client id, host)`.
+    pub members: Vec<String>,
 }
 
 /// Where a read starts in each partition.
@@ -237,6 +276,7 @@ pub struct ReadOptions {
 pub struct Reader {
     consumer: Arc<StreamConsumer>,
     timeout: Duration,
+    /// The bootstrap servers and how they were found, for errors.
     brokers: String,
 }
 
@@ -270,6 +310,28 @@ impl Reader {
                     (t.name().to_owned(), partitions)
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// The group's members as DescribeGroups reports them: `Ok(None)` when the broker does not
+    /// answer it (the embedded broker has no ListGroups/DescribeGroups). Only classic-protocol
+    /// groups show their members there: Kafka describes a KIP-848 group as `Dead`, with none.
+    pub async fn describe_group(&self, group: &str) -> anyhow::Result<Option<GroupDescription>> {
+        let (timeout, group) = (self.timeout, group.to_owned());
+        self.blocking(move |consumer| {
+            let list = match consumer.fetch_group_list(Some(&group), timeout) {
+                Ok(list) => list,
+                Err(_) => return Ok(None),
+            };
+            Ok(list.groups().iter().find(|g| g.name() == group).map(|g| GroupDescription {
+                state: g.state().to_owned(),
+                members: g
+                    .members()
+                    .iter()
+                    .map(|m| format!("{} ({}, {})", m.id(), m.client_id(), m.client_host()))
+                    .collect(),
+            }))
         })
         .await
     }

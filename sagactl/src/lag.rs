@@ -104,13 +104,7 @@ pub async fn run(ctx: &Ctx, args: LagArgs) -> anyhow::Result<ExitCode> {
     let groups: Vec<(String, Option<&'static str>)> = if args.groups.is_empty() {
         service::ALL.iter().map(|s| (saga_topics.group(s), Some(*s))).collect()
     } else {
-        args.groups
-            .iter()
-            .map(|g| match service::ALL.into_iter().find(|s| s == g || saga_topics.group(s) == *g) {
-                Some(s) => (saga_topics.group(s), Some(s)),
-                None => (g.clone(), None),
-            })
-            .collect()
+        args.groups.iter().map(|g| saga::group_of(g, saga_topics)).collect()
     };
     let asked: Vec<String> = args.topics.iter().map(|t| ctx.kafka.topic(t)).collect();
     let mut report = Vec::new();

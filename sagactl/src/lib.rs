@@ -1,9 +1,12 @@
-//! sagactl, the saga's operator CLI: trace an order across every topic, replay topic ranges (to
-//! stdout, another topic, or a projection rebuild), list/show/redrive dead letters, show
-//! consumer lag, tail events, and generate load. `main.rs` only parses and calls [`run`].
+//! sagactl, the saga's operator CLI: trace an order across every topic (or draw it), replay topic
+//! ranges (to stdout, another topic, or a projection rebuild), list/show/redrive dead letters,
+//! show consumer lag, reset a stopped group's offsets, tail events, and generate load. `main.rs`
+//! only parses and calls [`run`].
 
+pub mod brokers;
 pub mod cli;
 pub mod dlq;
+pub mod group;
 pub mod kafka;
 pub mod lag;
 pub mod load;
@@ -13,6 +16,7 @@ pub mod rebuild;
 pub mod record;
 pub mod replay;
 pub mod saga;
+pub mod swimlane;
 pub mod tail;
 pub mod timespec;
 pub mod trace;
@@ -38,7 +42,11 @@ pub struct Ctx {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     let ctx = Ctx {
-        kafka: Kafka::new(&g.brokers, &g.topic_prefix, g.kafka_timeout)?,
+        kafka: Kafka::with_brokers(
+            brokers::resolve(g.brokers.as_deref(), Some(&g.data_dir)),
+            &g.topic_prefix,
+            g.kafka_timeout,
+        )?,
         output: g.output,
         progress: Progress::new(g.no_progress),
     };
@@ -48,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rebuild(args) => rebuild::run(&ctx, args).await,
         Command::Dlq { command } => dlq::run(&ctx, command).await,
         Command::Lag(args) => lag::run(&ctx, args).await,
+        Command::Group { command } => group::run(&ctx, command).await,
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Load(args) => load::run(&ctx, args).await,
     }

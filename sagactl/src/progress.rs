@@ -22,6 +22,17 @@ impl Progress {
         self.enabled
     }
 
+    /// A spinner for one step of unknown length (hidden unless bars are drawn).
+    pub fn spinner(self, message: &str) -> ProgressBar {
+        if !self.enabled {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_message(message.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    }
+
     /// A bar over `len` units of work.
     pub fn bar(self, len: u64, message: &str) -> ProgressBar {
         if !self.enabled {

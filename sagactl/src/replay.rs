@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
 use crate::cli::{RangeArgs, ReplayArgs};
-use crate::kafka::{Flow, Kafka, ReadOptions, Sink, Start, Stop};
+use crate::kafka::{Flow, Kafka, Plan, ReadOptions, Reader, Sink, Start, Stop};
 use crate::output::{self, OutputFormat};
 use crate::record::Record;
 use crate::{Ctx, rebuild};
@@ -173,6 +173,69 @@ struct Republished {
     into_topic: String,
     matched: u64,
     published: u64,
+    /// Set when the target did not exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<Creation>,
+}
+
+/// How a missing target topic came to be.
+#[derive(Debug, Clone, Serialize)]
+pub struct Creation {
+    /// The source topics' partition count (the largest, if several), asked for.
+    pub requested_partitions: i32,
+    /// What the topic has now (`None`: not found after publishing).
+    pub partitions: Option<i32>,
+    /// `sagactl` (CreateTopics) or `broker` (it created the topic on first use).
+    pub by: &'static str,
+    /// Why CreateTopics did not do it, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_topics_error: Option<String>,
+}
+
+impl Creation {
+    fn describe(&self, topic: &str) -> String {
+        let Some(now) = self.partitions else {
+            return format!(
+                "{topic} does not exist: CreateTopics failed ({}) and nothing was published that would create it",
+                self.create_topics_error.as_deref().unwrap_or("no error")
+            );
+        };
+        match &self.create_topics_error {
+            None => format!("created {topic} with {now} partitions, as its source"),
+            Some(err) => format!(
+                "{topic} did not exist and the broker refused CreateTopics ({err}); it created the topic on first \
+                 use with its default of {now} partitions instead of the source's {} (each key still maps to one \
+                 partition, so per-key order holds)",
+                self.requested_partitions
+            ),
+        }
+    }
+}
+
+/// The partition count a new target gets: its sources' (the largest, if several).
+fn requested_partitions(existing: &std::collections::BTreeMap<String, Vec<i32>>, sources: &[String]) -> i32 {
+    sources.iter().filter_map(|t| existing.get(t)).map(|p| p.len() as i32).max().unwrap_or(1).max(1)
+}
+
+/// Create `target` with the largest partition count among `sources` unless it exists; the
+/// publish that follows lets a broker without CreateTopics create it instead.
+async fn create_target(
+    kafka: &Kafka,
+    existing: &std::collections::BTreeMap<String, Vec<i32>>,
+    sources: &[String],
+    target: &str,
+) -> Option<Creation> {
+    if existing.contains_key(target) {
+        return None;
+    }
+    let requested = requested_partitions(existing, sources);
+    let error = kafka.create_topic(target, requested).await.err().map(|e| format!("{e:#}"));
+    Some(Creation {
+        requested_partitions: requested,
+        partitions: None,
+        by: if error.is_none() { "sagactl" } else { "broker" },
+        create_topics_error: error,
+    })
 }
 
 fn range(args: &RangeArgs) -> (Start, Stop) {
@@ -224,6 +287,57 @@ fn check_target(kafka: &Kafka, target: &str, force: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A replay into another topic.
+struct Into<'a> {
+    reader: &'a Reader,
+    plan: &'a Plan,
+    bar: &'a indicatif::ProgressBar,
+    sources: &'a [String],
+    target: String,
+}
+
+/// `--into-topic`: create the target if it is missing, republish the selection into it, and
+/// say what was done.
+async fn republish(ctx: &Ctx, into: Into<'_>, selection: Selection) -> anyhow::Result<ExitCode> {
+    let Into { reader, plan, bar, sources, target } = into;
+    let existing = reader.topic_partitions().await?;
+    let spinner = ctx.progress.spinner(&format!("creating {target} if missing"));
+    let mut created = create_target(&ctx.kafka, &existing, sources, &target).await;
+    spinner.finish_and_clear();
+    let producer = ctx.kafka.producer()?;
+    let mut sink =
+        ToTopic { selection, producer: &producer, topic: target.clone(), in_flight: Vec::new(), published: 0 };
+    let read = reader.read(plan, ReadOptions::default(), bar, &mut sink).await;
+    let settled = sink.settle().await;
+    bar.finish_and_clear();
+    read?;
+    if let (Err(err), Some(c)) = (&settled, &created) {
+        bail!(
+            "{err:#}: {target} did not exist, and neither CreateTopics ({}) nor the broker on first use created it",
+            c.create_topics_error.as_deref().unwrap_or("accepted")
+        );
+    }
+    settled?;
+    if let Some(c) = created.as_mut() {
+        c.partitions = ctx.kafka.reader()?.topic_partitions().await?.get(&target).map(|p| p.len() as i32);
+    }
+    let summary =
+        Republished { into_topic: target, matched: sink.selection.matched, published: sink.published, created };
+    match ctx.output {
+        OutputFormat::Json => output::print_json(&summary)?,
+        OutputFormat::Table => {
+            if let Some(c) = &summary.created {
+                output::print_line(&c.describe(&summary.into_topic))?;
+            }
+            output::print_line(&format!(
+                "republished {} of {} matching messages to {}",
+                summary.published, summary.matched, summary.into_topic
+            ))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run(ctx: &Ctx, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     validate(&args.range)?;
     if let Some(service) = args.rebuild {
@@ -257,23 +371,8 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if topics.contains(&target) {
             bail!("--into-topic {target} is one of the topics being replayed");
         }
-        let producer = ctx.kafka.producer()?;
-        let mut sink =
-            ToTopic { selection, producer: &producer, topic: target.clone(), in_flight: Vec::new(), published: 0 };
-        let read = reader.read(&plan, ReadOptions::default(), &bar, &mut sink).await;
-        let settled = sink.settle().await;
-        bar.finish_and_clear();
-        read?;
-        settled?;
-        let summary = Republished { into_topic: target, matched: sink.selection.matched, published: sink.published };
-        match ctx.output {
-            OutputFormat::Json => output::print_json(&summary)?,
-            OutputFormat::Table => output::print_line(&format!(
-                "republished {} of {} matching messages to {}",
-                summary.published, summary.matched, summary.into_topic
-            ))?,
-        }
-        return Ok(ExitCode::SUCCESS);
+        let into = Into { reader: &reader, plan: &plan, bar: &bar, sources: &topics, target };
+        return republish(ctx, into, selection).await;
     }
 
     if let Some(live) = live {
@@ -302,4 +401,21 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{} messages", sink.selection.matched);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_target_gets_its_sources_partition_count() {
+        let existing = std::collections::BTreeMap::from([
+            ("orders.events".to_owned(), (0..8).collect::<Vec<i32>>()),
+            ("payments.events".to_owned(), (0..3).collect()),
+        ]);
+        assert_eq!(requested_partitions(&existing, &["orders.events".to_owned()]), 8);
+        assert_eq!(requested_partitions(&existing, &["payments.events".to_owned()]), 3);
+        let both = ["payments.events".to_owned(), "orders.events".to_owned()];
+        assert_eq!(requested_partitions(&existing, &both), 8, "the largest of several");
+    }
 }

@@ -17,6 +17,16 @@ pub fn subscriptions(service: &str, topics: &Topics) -> Option<Vec<String>> {
     Some(topics.subscriptions(service).into_iter().map(|(topic, _)| topic).collect())
 }
 
+/// A group as the operator names it: a service's name stands for its group
+/// (`<prefix><service>`), as does that full group id; any other name is a group id as it is.
+/// Returns the group id and the service it belongs to.
+pub fn group_of(name: &str, topics: &Topics) -> (String, Option<&'static str>) {
+    match service::ALL.into_iter().find(|s| *s == name || topics.group(s) == name) {
+        Some(s) => (topics.group(s), Some(s)),
+        None => (name.to_owned(), None),
+    }
+}
+
 /// The consuming service of a dead-letter topic (`<prefix><service>.dlq`).
 pub fn dead_letter_owner(topic: &str, topics: &Topics) -> Option<&'static str> {
     service::ALL.into_iter().find(|s| topics.dead_letter(s) == topic).filter(|_| !topic.is_empty())
@@ -50,5 +60,13 @@ mod tests {
         assert_eq!(subscriptions("someone-else", &topics), None);
         assert_eq!(dead_letter_owner("p.payment-svc.dlq", &topics), Some(service::PAYMENT));
         assert_eq!(dead_letter_owner("payment-svc.dlq", &topics), None);
+    }
+
+    #[test]
+    fn a_service_name_or_its_full_group_id_names_the_service_group() {
+        let topics = Topics::with_prefix("p.");
+        assert_eq!(group_of("payment-svc", &topics), ("p.payment-svc".to_owned(), Some(service::PAYMENT)));
+        assert_eq!(group_of("p.payment-svc", &topics), ("p.payment-svc".to_owned(), Some(service::PAYMENT)));
+        assert_eq!(group_of("analytics", &topics), ("analytics".to_owned(), None));
     }
 }

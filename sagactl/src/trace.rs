@@ -15,6 +15,7 @@ use crate::dlq::{dead_letter_of, redrive_header};
 use crate::kafka::{Flow, Kafka, ReadOptions, Sink, Start, Stop};
 use crate::output::{self, OutputFormat};
 use crate::record::{KeyFields, Record, trace_id};
+use crate::swimlane::{self, Drawing, Mark};
 use crate::verdict::{self, Blocked, Fact, Verdict};
 use crate::{Ctx, timespec};
 
@@ -31,6 +32,8 @@ pub struct Entry {
     pub offset: i64,
     pub trace_id: Option<String>,
     pub message_id: Option<String>,
+    /// The id of the message that caused this one (`ce_causationid`).
+    pub causation_id: Option<String>,
     pub details: KeyFields,
     /// Set when this is a dead letter.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,6 +86,7 @@ impl Entry {
             offset: record.offset,
             trace_id: record.header(header::TRACEPARENT).and_then(|tp| trace_id(&tp)),
             message_id: record.header(header::ID),
+            causation_id: record.header(header::CAUSATION_ID),
             details: KeyFields::of(&payload),
             dead_letter: dead.as_ref().map(|d| DeadLetterInfo {
                 id: d.id.clone(),
@@ -116,6 +120,37 @@ impl Entry {
             self.trace_id.clone().unwrap_or_else(|| "-".into()),
             details,
         ]
+    }
+}
+
+impl TraceReport {
+    /// What the swimlane drawing shows.
+    pub fn drawing(&self) -> Drawing {
+        let state = serde_json::to_value(self.verdict.state).ok().and_then(|v| v.as_str().map(str::to_owned));
+        Drawing {
+            order_id: self.order_id.clone(),
+            state: state.unwrap_or_default(),
+            verdict: self.verdict.summary.clone(),
+            notes: self.verdict.notes.clone(),
+            events: self
+                .events
+                .iter()
+                .map(|e| Mark {
+                    time: e.time,
+                    service: e.service.clone(),
+                    event_type: e.event_type.clone(),
+                    position: format!("{}/{}/{}", e.topic, e.partition, e.offset),
+                    message_id: e.message_id.clone(),
+                    causation_id: e.causation_id.clone(),
+                    details: match &e.dead_letter {
+                        Some(d) => format!("attempts={} error={}", d.attempts.unwrap_or(0), d.error),
+                        None => e.details.summary(),
+                    },
+                    dead_letter: e.dead_letter.as_ref().map(|d| d.id.clone()),
+                    redriven_from: e.redriven_from.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -237,22 +272,29 @@ pub async fn run(ctx: &Ctx, args: TraceArgs) -> anyhow::Result<ExitCode> {
     let verdict = tracer.verdict();
     let found = verdict.state != verdict::State::NotFound;
     tracer.entries.sort_by(|a, b| (a.time, &a.topic, a.offset).cmp(&(b.time, &b.topic, b.offset)));
-    match ctx.output {
-        OutputFormat::Json => output::print_json(&TraceReport {
-            order_id: key,
-            topics: topics.iter().map(|t| ctx.kafka.short(t).to_owned()).collect(),
-            messages_scanned: tracer.scanned,
-            events: tracer.entries,
-            verdict,
-        })?,
-        OutputFormat::Table => {
-            if !args.follow {
-                tracer.print_timeline()?;
-            }
-            output::print_line("")?;
-            output::print_line(&format!("verdict: {}", verdict.summary))?;
-            for note in &verdict.notes {
-                output::print_line(&format!("  note: {note}"))?;
+    let report = TraceReport {
+        order_id: key,
+        topics: topics.iter().map(|t| ctx.kafka.short(t).to_owned()).collect(),
+        messages_scanned: tracer.scanned,
+        events: std::mem::take(&mut tracer.entries),
+        verdict,
+    };
+    if let Some(format) = args.format {
+        let text = swimlane::render(&report.drawing(), format);
+        std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    } else {
+        match ctx.output {
+            OutputFormat::Json => output::print_json(&report)?,
+            OutputFormat::Table => {
+                if !args.follow {
+                    tracer.entries = report.events;
+                    tracer.print_timeline()?;
+                }
+                output::print_line("")?;
+                output::print_line(&format!("verdict: {}", report.verdict.summary))?;
+                for note in &report.verdict.notes {
+                    output::print_line(&format!("  note: {note}"))?;
+                }
             }
         }
     }

@@ -24,6 +24,7 @@
 //! KIP-848 get the classic protocol with `KAFKA_PROP_GROUP_PROTOCOL=classic` (see
 //! [`KafkaConfig::consumer_config`]).
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -160,6 +161,44 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The file in the embedded system's data directory that holds its broker's bootstrap address
+/// while it runs; `sagactl` reads it when it is given no broker.
+pub const ADDRESS_FILE: &str = "broker.addr";
+
+/// A published broker address: the file holds the address (and nothing else, so
+/// `export KAFKA_BROKERS=$(cat data/broker.addr)` works) until this is dropped, which removes it.
+#[derive(Debug)]
+pub struct AddressFile {
+    path: PathBuf,
+    address: String,
+}
+
+impl AddressFile {
+    /// Write `address` to `path` atomically: written beside it, then renamed, so a reader never
+    /// sees a partial address.
+    pub fn publish(path: &Path, address: &str) -> anyhow::Result<Self> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        std::fs::write(&tmp, address).with_context(|| format!("failed to write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("failed to publish {}", path.display()))?;
+        Ok(Self { path: path.to_owned(), address: address.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AddressFile {
+    /// Remove the file, unless another broker has published its own address there since.
+    fn drop(&mut self) {
+        if std::fs::read_to_string(&self.path).is_ok_and(|current| current == self.address) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

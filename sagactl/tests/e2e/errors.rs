@@ -35,6 +35,19 @@ async fn bad_input_gets_a_clear_error_and_a_non_zero_exit() -> anyhow::Result<()
             "cannot reach the order API",
         ),
         (vec!["tail", "--max-messages", "0"], "--max-messages must be at least 1"),
+        (vec!["trace", ORDER, "--format", "html", "--follow"], "cannot be used with"),
+        (vec!["trace", ORDER, "--format", "pdf"], "invalid value"),
+        (vec!["group", "reset-offsets", "--group", "order-svc"], "required"),
+        (
+            vec!["group", "reset-offsets", "--group", "order-svc", "--to-offset", "1", "--to-time", "1h"],
+            "cannot be used with",
+        ),
+        (vec!["group", "reset-offsets", "--group", "order-svc", "--to-offset=-3"], "--to-offset must be 0 or more"),
+        (vec!["group", "reset-offsets", "--group", "order-svc", "--to-time", "soonish"], "invalid time"),
+        (
+            [&unreachable[..], &["group", "reset-offsets", "--group", "order-svc", "--to-time", "1h"]].concat(),
+            "cannot reach Kafka",
+        ),
     ];
     for (args, expected) in cases {
         let run = sagactl(&args).await?;

@@ -90,8 +90,18 @@ fn command(args: &[String]) -> Command {
 
 /// Run sagactl with `args` to completion (at most a minute).
 pub async fn sagactl(args: &[&str]) -> anyhow::Result<Run> {
+    sagactl_in(args, &[], None).await
+}
+
+/// Run sagactl with `args`, extra environment variables, and in `dir` if given.
+pub async fn sagactl_in(args: &[&str], env: &[(&str, &str)], dir: Option<&std::path::Path>) -> anyhow::Result<Run> {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let output = tokio::time::timeout(Duration::from_secs(60), command(&args).output())
+    let mut command = command(&args);
+    command.env_remove("SAGA_DATA_DIR").envs(env.iter().copied());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .context("sagactl did not finish within a minute")??;
     Ok(Run {
@@ -225,10 +235,12 @@ pub struct Options {
     pub webhook: Option<String>,
 }
 
-/// The whole embedded system (no topic prefix), on fresh SQLite files.
+/// The whole embedded system (no topic prefix), on fresh SQLite files in `<root>/data`.
 pub struct System {
     pub api: Api,
     pub brokers: String,
+    /// A fresh directory holding `data`, as the working directory of `cargo run` does.
+    pub root: PathBuf,
     pub data_dir: PathBuf,
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -239,8 +251,9 @@ impl System {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
         let dir = TempDir::new("system")?;
         let (key, api) = admin_key();
+        let data_dir = dir.0.join("data");
         let config = EmbeddedConfig {
-            data_dir: dir.0.clone(),
+            data_dir: data_dir.clone(),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             partitions: 2,
             // Long enough that no test order is cancelled by the deadline scanner.
@@ -254,7 +267,7 @@ impl System {
         let api = Api::new(system.endpoints.api, key)?;
         let brokers = system.endpoints.brokers.clone();
         let running = tokio::spawn(system.run_until_stopped(shutdown.clone()));
-        Ok(Self { api, brokers, data_dir: dir.0.clone(), shutdown, running: Some(running), _dir: dir })
+        Ok(Self { api, brokers, root: dir.0.clone(), data_dir, shutdown, running: Some(running), _dir: dir })
     }
 
     /// order-svc's database.
@@ -281,6 +294,14 @@ impl System {
             tokio::time::timeout(Duration::from_secs(30), running).await???;
         }
         Ok(())
+    }
+
+    /// Stop, and hand over the directory (removed when the returned value is dropped) to look
+    /// at what the system left in it.
+    pub async fn stop_keeping_files(mut self) -> anyhow::Result<TempDir> {
+        let dir = std::mem::replace(&mut self._dir, TempDir(PathBuf::new()));
+        self.stop().await?;
+        Ok(dir)
     }
 }
 

@@ -4,8 +4,10 @@
 
 mod harness;
 
+mod discovery;
 mod dlq;
 mod errors;
+mod group;
 mod lag;
 mod load;
 mod rebuild;

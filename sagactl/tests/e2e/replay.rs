@@ -82,6 +82,18 @@ async fn replay_reads_a_topic_by_offset_by_time_and_by_key_and_republishes_with_
         .await?
         .json()?;
     assert_eq!(summary["published"], 2);
+    // debug.orders did not exist: created for orders.events' two partitions, or, where the broker
+    // takes no CreateTopics (the embedded broker), by the broker itself on the first publish.
+    let created = &summary["created"];
+    assert_eq!(created["requested_partitions"], 2, "{summary:#}");
+    match created["by"].as_str() {
+        Some("sagactl") => assert_eq!(created["partitions"], 2, "{summary:#}"),
+        Some("broker") => assert!(created["create_topics_error"].is_string(), "{summary:#}"),
+        other => panic!("created by {other:?}: {summary:#}"),
+    }
+    let partitions = created["partitions"].as_i64().unwrap_or(0);
+    let lag = system.cli(&["lag", "--group", "nobody", "--topic", "debug.orders", "-o", "json"]).await?.json()?;
+    assert_eq!(lag["groups"][0]["partitions"].as_array().map(|p| p.len() as i64), Some(partitions), "{lag:#}");
     let copies = system.cli(&["replay", "--topic", "debug.orders"]).await?.lines()?;
     assert_eq!(copies.len(), 2);
     for (copy, original) in copies.iter().zip(&by_key) {
@@ -94,6 +106,14 @@ async fn replay_reads_a_topic_by_offset_by_time_and_by_key_and_republishes_with_
         assert_eq!(header(copy, "replay_original_offset"), Some(original["offset"].to_string().as_str()));
         assert_eq!(header(copy, "replay_original_partition"), Some(original["partition"].to_string().as_str()));
     }
+
+    // Into a topic that exists: nothing to create.
+    let again = system
+        .cli(&["replay", "--topic", "orders.events", "--key", &first, "--into-topic", "debug.orders", "-o", "json"])
+        .await?
+        .json()?;
+    assert_eq!(again["published"], 2);
+    assert!(again.get("created").is_none(), "{again:#}");
 
     // Republishing into a live saga topic takes --force.
     let refused = system

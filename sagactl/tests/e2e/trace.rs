@@ -112,3 +112,83 @@ async fn trace_says_an_order_is_stuck_waiting_for_shipping_when_shipping_is_down
     assert!(rows.iter().filter(|r| r["lag"].as_i64() > Some(0)).all(|r| r["time_lag_seconds"].as_f64().is_some()));
     system.stop().await
 }
+
+/// The element id the drawing gives each event: its index in the report's timeline.
+fn drawn_arrows(page: &str, class: &str) -> Vec<(usize, usize)> {
+    let marker = format!(r#"<path class="arrow {class}" data-from="ev-"#);
+    page.match_indices(&marker)
+        .filter_map(|(at, _)| {
+            let rest = &page[at + marker.len()..];
+            let (from, rest) = rest.split_once('"')?;
+            let to = rest.strip_prefix(r#" data-to="ev-"#)?.split_once('"')?.0;
+            Some((from.parse().ok()?, to.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_draws_the_saga_as_a_swimlane_page_with_every_event_and_causation_arrow() -> anyhow::Result<()> {
+    let system = System::start(Options::default()).await?;
+    // A shipment to Japan fails: the payment is refunded and the stock released.
+    let id = system.api.place("cust-rich", &[("sku-mug", 1)], "JP").await?;
+    let report = Running::start(&system.args(&["trace", &id, "--follow", "--timeout", "30s", "-o", "json"]), None)
+        .await?
+        .finish()
+        .await?
+        .json()?;
+    assert_eq!(report["verdict"]["settled"], true, "{report:#}");
+    let events: Vec<Value> = report["events"].as_array().cloned().unwrap_or_default();
+
+    let page = system.cli(&["trace", &id, "--format", "html"]).await?;
+    assert_eq!(page.code, 0, "{}", page.stderr);
+    let page = page.stdout;
+    assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+    for lane in service::ALL {
+        assert!(page.contains(&format!(r#"<g class="lane" data-service="{lane}">"#)), "lane {lane}");
+    }
+    // Every event of the order, in its publisher's lane, at its position.
+    for (i, event) in events.iter().enumerate() {
+        let position = format!("{}/{}/{}", event["topic"].as_str().unwrap_or(""), event["partition"], event["offset"]);
+        let element = format!(
+            r#"id="ev-{i}" data-type="{}" data-service="{}" data-position="{position}""#,
+            event["event_type"].as_str().unwrap_or(""),
+            event["service"].as_str().unwrap_or("")
+        );
+        assert!(page.contains(&element), "{element} missing");
+    }
+    // One arrow per event whose cause is in the trace, from the cause to it.
+    let ids: Vec<Option<&str>> = events.iter().map(|e| e["message_id"].as_str()).collect();
+    let mut expected: Vec<(usize, usize)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(to, e)| {
+            let cause = e["causation_id"].as_str()?;
+            Some((ids.iter().position(|id| *id == Some(cause))?, to))
+        })
+        .collect();
+    let mut drawn = drawn_arrows(&page, "causation");
+    expected.sort_unstable();
+    drawn.sort_unstable();
+    assert_eq!(drawn, expected);
+    assert!(drawn.len() >= events.len() - 1, "all but OrderPlaced have their cause here: {drawn:?}");
+    // The compensations are marked, and the verdict is on top.
+    let compensations: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e["event_type"].as_str(), Some("PaymentRefunded" | "InventoryReleased")))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(compensations.len(), 2);
+    for i in compensations {
+        assert!(page.contains(&format!(r#"<g class="event compensation" id="ev-{i}""#)), "ev-{i} marked");
+    }
+    let verdict = page.find(r#"<header class="verdict cancelled""#);
+    assert!(verdict.is_some_and(|at| page.find("<svg").is_some_and(|svg| at < svg)), "the verdict comes first");
+    assert!(page.contains("verdict: cancelled (destination_not_served)"));
+
+    // The drawing alone, as SVG.
+    let svg = system.cli(&["trace", &id, "--format", "svg"]).await?.stdout;
+    assert!(svg.starts_with("<?xml") && svg.contains(r#"<g class="lane" data-service="shipping-svc">"#));
+    assert_eq!(drawn_arrows(&svg, "causation").len(), expected.len());
+    system.stop().await
+}
