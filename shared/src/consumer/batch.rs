@@ -1,0 +1,258 @@
+//! A batch: what is already fetched, processed in partition order. Messages that decode and
+//! that the service acts on form runs that share one transaction each ([`ConsumerLoop::apply_run`]);
+//! a run whose transaction fails goes again one message at a time (the `single` module), so one
+//! bad message costs the others only a second try. Messages of types the service does not act
+//! on are acknowledged without a transaction.
+
+use std::time::Instant;
+
+use futures::future::join_all;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use super::rebalance::LoopContext;
+use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Outcome, inbox};
+use crate::contracts;
+use crate::envelope::Envelope;
+use crate::metrics as m;
+use crate::outbox::Backoff;
+
+/// How a run of messages sharing one transaction ended.
+enum RunOutcome {
+    Applied,
+    /// Nothing applied: process the run's messages one at a time.
+    Failed,
+    Shutdown,
+    Crashed,
+}
+
+/// How often a run's shared transaction is retried after losing an optimistic-concurrency race
+/// before its messages go one at a time (where each retries as often as it must).
+const RUN_CONTENTION_RETRIES: u32 = 3;
+
+impl<H: Handler> ConsumerLoop<H> {
+    /// Decode a message and check that it may be handled at all.
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Envelope, HandlerError> {
+        let payload_bytes = message.payload_len();
+        if payload_bytes > self.options.max_payload_bytes {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "payload of {payload_bytes} bytes is over the limit of {} bytes",
+                self.options.max_payload_bytes
+            )));
+        }
+        Envelope::from_message(message).map_err(HandlerError::from).and_then(|e| self.admit(message.topic(), e))
+    }
+
+    /// Reject what no handler should see: unknown types, commands on event topics (and events
+    /// on command topics), schema versions newer than this code knows, forged sources.
+    fn admit(&self, topic: &str, envelope: Envelope) -> Result<Envelope, HandlerError> {
+        let message_type = envelope.event_type.as_str();
+        if !contracts::is_known_type(message_type) {
+            return Err(HandlerError::permanent(anyhow::anyhow!("unknown event type {message_type:?}")));
+        }
+        if contracts::is_command(message_type) != crate::topics::carries_commands(topic) {
+            return Err(HandlerError::permanent(anyhow::anyhow!("{message_type} does not belong on {topic}")));
+        }
+        if envelope.schema_version > contracts::SCHEMA_VERSION {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "{message_type} schema version {} is newer than the supported {}",
+                envelope.schema_version,
+                contracts::SCHEMA_VERSION
+            )));
+        }
+        if let Some((_, source)) = self.topics.iter().find(|(t, _)| t == topic)
+            && envelope.source != *source
+        {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "source {:?} may not publish on {topic} (expected {source:?})",
+                envelope.source
+            )));
+        }
+        Ok(envelope)
+    }
+
+    /// Process a batch in order. Runs of messages that decode are applied in one transaction
+    /// each ([`Self::apply_run`]); a run whose transaction fails is rolled back and its
+    /// messages go one at a time through [`Self::process`] (retries, dead letters), so one bad
+    /// message costs the others only a second try. Returns how many leading messages of the
+    /// batch are done (their offsets may be stored) and why it stopped.
+    pub(super) async fn process_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        consumer: &StreamConsumer<LoopContext>,
+        shutdown: &CancellationToken,
+    ) -> (usize, Outcome) {
+        let started = Instant::now();
+        let decoded: Vec<Result<Envelope, HandlerError>> = batch.iter().map(|m| self.decode(m)).collect();
+        // Admitted messages of a type the service does not act on (the topology): acknowledged,
+        // nothing else.
+        let ignored: Vec<bool> = decoded
+            .iter()
+            .map(|d| d.as_ref().is_ok_and(|e| !crate::topology::acts_on(self.service, &e.event_type)))
+            .collect();
+        let spans = self.spans(batch, &decoded, &ignored);
+        let mut i = 0;
+        while i < batch.len() {
+            let run_end = (i..batch.len()).find(|&j| decoded[j].is_err()).unwrap_or(batch.len());
+            let handled: Vec<usize> = (i..run_end).filter(|&j| !ignored[j]).collect();
+            // A single message gains nothing from the shared path (its own path retries it),
+            // and a handler that calls out never shares.
+            if handled.len() >= 2 && self.handler.shares_transactions() {
+                let envelopes: Vec<&Envelope> = handled.iter().filter_map(|&j| decoded[j].as_ref().ok()).collect();
+                let run_spans: Vec<tracing::Span> = handled.iter().map(|&j| spans[j].clone()).collect();
+                match self.apply_run(&envelopes, &run_spans, started, shutdown).await {
+                    RunOutcome::Applied => {
+                        self.record_ignored(&decoded[i..run_end], &ignored[i..run_end]);
+                        i = run_end;
+                        continue;
+                    }
+                    RunOutcome::Crashed => return (i, Outcome::Crashed),
+                    RunOutcome::Shutdown => return (i, Outcome::Shutdown),
+                    RunOutcome::Failed => {}
+                }
+            }
+            // One at a time: the message that does not decode, a run of one, every message of
+            // a handler that does not share, or of a run whose shared transaction failed.
+            let end = run_end.max(i + 1);
+            for j in i..end {
+                if ignored[j] {
+                    self.record_ignored(&decoded[j..=j], &ignored[j..=j]);
+                    continue;
+                }
+                match self.process(&batch[j], &decoded[j], spans[j].clone(), started, consumer, shutdown).await {
+                    Outcome::Done => {}
+                    outcome => return (j, outcome),
+                }
+            }
+            i = end;
+        }
+        (batch.len(), Outcome::Done)
+    }
+
+    /// A consumer span for each message the service acts on (none for the ones it ignores).
+    fn spans(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        decoded: &[Result<Envelope, HandlerError>],
+        ignored: &[bool],
+    ) -> Vec<tracing::Span> {
+        batch
+            .iter()
+            .zip(decoded)
+            .zip(ignored)
+            .map(|((m, d), ignored)| {
+                if *ignored {
+                    tracing::Span::none()
+                } else {
+                    crate::telemetry::consumer_span(self.service, &self.group, m, d.as_ref().ok())
+                }
+            })
+            .collect()
+    }
+
+    fn record_ignored(&self, decoded: &[Result<Envelope, HandlerError>], ignored: &[bool]) {
+        for (envelope, _) in decoded.iter().zip(ignored).filter(|(_, ignored)| **ignored) {
+            if let Ok(envelope) = envelope {
+                m::message_ignored(self.service, &envelope.event_type);
+            }
+        }
+    }
+
+    /// Apply a run of decoded messages in one transaction (an inbox record and the handler's
+    /// effects for each). A lost optimistic-concurrency race retries the whole run a few times;
+    /// any other failure reports [`RunOutcome::Failed`] with nothing applied.
+    async fn apply_run(
+        &self,
+        envelopes: &[&Envelope],
+        spans: &[tracing::Span],
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> RunOutcome {
+        let mut backoff = Backoff::new(self.options.backoff_base, self.options.backoff_cap);
+        for _ in 0..RUN_CONTENTION_RETRIES {
+            let error = match self.attempt_run(envelopes, spans).await {
+                Ok(applied) => {
+                    for ((envelope, span), applied) in envelopes.iter().zip(spans).zip(applied) {
+                        let _entered = span.enter();
+                        let outcome = match applied {
+                            Applied::Yes => "ok",
+                            Applied::Duplicate => "duplicate",
+                        };
+                        m::message_handled(self.service, &envelope.event_type, outcome, started.elapsed());
+                        tracing::debug!(outcome, batch = envelopes.len(), "message processed");
+                    }
+                    if let Some(hook) = &self.crash_hook
+                        && envelopes.iter().any(|e| hook(e))
+                    {
+                        return RunOutcome::Crashed;
+                    }
+                    return RunOutcome::Applied;
+                }
+                Err(error) => error,
+            };
+            if !error.is_contention() {
+                tracing::debug!(error = %error, batch = envelopes.len(), "batch failed, processing its messages one at a time");
+                return RunOutcome::Failed;
+            }
+            for envelope in envelopes {
+                m::message_retried(self.service, &envelope.event_type);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return RunOutcome::Shutdown,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+        RunOutcome::Failed
+    }
+
+    /// One transaction for a run: per message, the inbox record (a redelivery is skipped) and
+    /// the handler, each under the message's span; then one commit.
+    async fn attempt_run(
+        &self,
+        envelopes: &[&Envelope],
+        spans: &[tracing::Span],
+    ) -> Result<Vec<Applied>, HandlerError> {
+        join_all(
+            envelopes.iter().zip(spans).map(|(e, span)| self.handler.before_transaction(e).instrument(span.clone())),
+        )
+        .await;
+        let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        // Every inbox record of the run in one statement; the ids it did not insert were
+        // processed before (or come twice in this run: the first one counts).
+        let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
+        let mut fresh = match inbox::record_all(&mut tx, self.service, &ids).await {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tx.rollback().await.ok();
+                return Err(err);
+            }
+        };
+        let mut applied = Vec::with_capacity(envelopes.len());
+        for (envelope, span) in envelopes.iter().zip(spans) {
+            if !fresh.remove(&envelope.id) {
+                applied.push(Applied::Duplicate);
+                continue;
+            }
+            let result = async {
+                let mut ctx = MessageContext { tx: &mut tx, message: envelope, source: self.service };
+                self.handler.handle(&mut ctx).await?;
+                Ok(Applied::Yes)
+            }
+            .instrument(span.clone())
+            .await;
+            match result {
+                Ok(a) => applied.push(a),
+                Err(err) => {
+                    tx.rollback().await.ok();
+                    return Err(err);
+                }
+            }
+        }
+        tx.commit().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        self.outbox_signal.notify();
+        Ok(applied)
+    }
+}
