@@ -131,8 +131,10 @@ struct Row {
     created_at: DateTime<Utc>,
 }
 
-/// Test-only fault injection: called with the number of rows just sent, before they are
-/// marked published; returning true stops the relay there, as if the process died.
+/// Fault injection for the backbone's own tests (the `fault-injection` feature only): called
+/// with the number of rows just sent, before they are marked published; returning true stops
+/// the relay there, as if the process died.
+#[cfg(feature = "fault-injection")]
 pub type RelayCrashHook = Arc<dyn Fn(usize) -> bool + Send + Sync>;
 
 /// Publishes one database's outbox to Kafka.
@@ -145,6 +147,7 @@ pub struct Relay {
     holder: Uuid,
     /// When this relay last renewed its lease (it holds it until then + the lease).
     renewed: std::sync::Mutex<Option<Instant>>,
+    #[cfg(feature = "fault-injection")]
     crash_hook: Option<RelayCrashHook>,
 }
 
@@ -164,11 +167,13 @@ impl Relay {
             options,
             holder: Uuid::now_v7(),
             renewed: std::sync::Mutex::new(None),
+            #[cfg(feature = "fault-injection")]
             crash_hook: None,
         }
     }
 
     /// Install a crash hook (fault-injection tests only).
+    #[cfg(feature = "fault-injection")]
     pub fn with_crash_hook(mut self, hook: RelayCrashHook) -> Self {
         self.crash_hook = Some(hook);
         self
@@ -255,6 +260,7 @@ impl Relay {
             }
         }
         drop(spans_and_headers);
+        #[cfg(feature = "fault-injection")]
         if let Some(hook) = &self.crash_hook
             && hook(results.len())
         {

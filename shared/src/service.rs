@@ -224,7 +224,7 @@ impl ServiceContext {
             handler,
             outbox_signal: self.outbox_signal.clone(),
             options: self.config.consumer.clone(),
-            crash_hook: None,
+            crash_hook: Default::default(),
         }
     }
 }

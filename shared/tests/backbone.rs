@@ -370,12 +370,7 @@ async fn applied(db: &Db) -> anyhow::Result<HashMap<String, usize>> {
     Ok(counts)
 }
 
-fn consumer_loop(
-    up: &Upstream,
-    down: &TestDb,
-    handler: Arc<Recorder>,
-    crash: Option<CrashHook>,
-) -> ConsumerLoop<Recorder> {
+fn consumer_loop(up: &Upstream, down: &TestDb, handler: Arc<Recorder>, crash: CrashHook) -> ConsumerLoop<Recorder> {
     consumer_loop_batching(up, down, handler, crash, ConsumerOptions::default().max_batch)
 }
 
@@ -383,7 +378,7 @@ fn consumer_loop_batching<H: Handler>(
     up: &Upstream,
     down: &TestDb,
     handler: Arc<H>,
-    crash: Option<CrashHook>,
+    crash: CrashHook,
     max_batch: usize,
 ) -> ConsumerLoop<H> {
     ConsumerLoop {
@@ -445,7 +440,7 @@ async fn consumer_applies_a_message_delivered_twice_once(backend: Backend) -> an
 
     let stop = CancellationToken::new();
     let handler = Arc::new(Recorder::default());
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     let counts = eventually(WAIT, "both messages applied", || async {
         let c = applied(&down.db).await.ok()?;
         (c.len() == 2).then_some(c)
@@ -491,7 +486,7 @@ async fn consumer_acknowledges_types_its_service_does_not_act_on_without_a_trans
 
     let stop = CancellationToken::new();
     let handler = Arc::new(Recorder::default());
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     // Every message is acknowledged: the group's offsets cover all six.
     eventually(WAIT, "the group to commit past all six messages", || async {
         (committed_total(&up.broker, "inventory-test", &up.broker.topics.orders).ok()? == 6).then_some(())
@@ -526,16 +521,15 @@ async fn consumer_crash_after_the_database_commit_but_before_the_offset_commit_d
     // transaction here; a crash after a batch's transaction is the next test).
     let committed = Arc::new(AtomicUsize::new(0));
     let c = committed.clone();
-    let crash: CrashHook = Arc::new(move |_| c.fetch_add(1, Ordering::SeqCst) + 1 == 3);
+    let crash = CrashHook::new(move |_| c.fetch_add(1, Ordering::SeqCst) + 1 == 3);
     let handler = Arc::new(Recorder::default());
-    let stopped =
-        consumer_loop_batching(&up, &down, handler.clone(), Some(crash), 1).run(CancellationToken::new()).await?;
+    let stopped = consumer_loop_batching(&up, &down, handler.clone(), crash, 1).run(CancellationToken::new()).await?;
     assert_eq!(stopped, Stopped::Crashed);
     assert_eq!(applied(&down.db).await?.len(), 3);
 
     // Restart in the same group: the third message is redelivered and skipped by the inbox.
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     let counts = eventually(WAIT, "all six applied", || async {
         let c = applied(&down.db).await.ok()?;
         (c.len() == 6).then_some(c)
@@ -564,9 +558,9 @@ async fn consumer_crash_after_a_batch_commit_applies_each_message_of_the_batch_o
     // Crash right after the first transaction committed, whatever batch it held.
     let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = fired.clone();
-    let crash: CrashHook = Arc::new(move |_| !f.swap(true, Ordering::SeqCst));
+    let crash = CrashHook::new(move |_| !f.swap(true, Ordering::SeqCst));
     let handler = Arc::new(Recorder::default());
-    let stopped = consumer_loop(&up, &down, handler.clone(), Some(crash)).run(CancellationToken::new()).await?;
+    let stopped = consumer_loop(&up, &down, handler.clone(), crash).run(CancellationToken::new()).await?;
     assert_eq!(stopped, Stopped::Crashed);
     let first_batch = applied(&down.db).await?.len();
     assert!(first_batch >= 1, "the crash came after a commit");
@@ -575,7 +569,7 @@ async fn consumer_crash_after_a_batch_commit_applies_each_message_of_the_batch_o
     // Restart in the same group: the whole batch is redelivered (its offsets were never
     // committed) and skipped by the inbox; the rest is applied once.
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     let counts = eventually(WAIT, "all forty applied", || async {
         let c = applied(&down.db).await.ok()?;
         (c.len() == messages.len()).then_some(c)
@@ -611,7 +605,8 @@ async fn consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going(
     publish(&producer, orders, &good_after).await?;
 
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, Arc::new(Recorder::default()), None).run(stop.clone()));
+    let run =
+        tokio::spawn(consumer_loop(&up, &down, Arc::new(Recorder::default()), CrashHook::default()).run(stop.clone()));
     eventually(WAIT, "the good messages applied", || async {
         (applied(&down.db).await.ok()?.len() == 2).then_some(())
     })
@@ -667,7 +662,7 @@ async fn consumer_retries_a_transient_failure_until_it_succeeds(backend: Backend
 
     let handler = Arc::new(Recorder { fail_first: AtomicU32::new(3), ..Default::default() });
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     eventually(WAIT, "applied after retries", || async { (applied(&down.db).await.ok()?.len() == 1).then_some(()) })
         .await?;
     stop.cancel();
@@ -692,7 +687,7 @@ async fn consumer_retries_lost_concurrency_races_beyond_its_attempts_and_never_d
 
     // Act
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     eventually(WAIT, "applied after the lost races", || async {
         (applied(&down.db).await.ok()?.len() == 1).then_some(())
     })
@@ -722,7 +717,7 @@ async fn consumer_pauses_while_a_dependency_is_unavailable_and_loses_and_dead_le
 
     // Act
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     eventually(WAIT, "the dependency reported unavailable", || async {
         (handler.calls.load(Ordering::SeqCst) >= 2).then_some(())
     })
@@ -817,7 +812,7 @@ async fn consumer_retries_a_deadlocked_event_store_write_and_never_dead_letters_
     // waiting, the handler appends and waits for the rival.
     let stop = CancellationToken::new();
     let run = tokio::spawn(
-        consumer_loop_batching(&up, &down, handler.clone(), None, ConsumerOptions::default().max_batch)
+        consumer_loop_batching(&up, &down, handler.clone(), CrashHook::default(), ConsumerOptions::default().max_batch)
             .run(stop.clone()),
     );
     tokio::time::timeout(WAIT, handler.holds_lock.notified()).await?;
@@ -878,7 +873,8 @@ async fn consumer_reports_offsets_dropped_before_it_read_them() -> anyhow::Resul
 
     let up = Upstream { t: TestDb::new(Backend::Sqlite, &[]).await?, broker, signal: OutboxSignal::default() };
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, Arc::new(Recorder::default()), None).run(stop.clone()));
+    let run =
+        tokio::spawn(consumer_loop(&up, &down, Arc::new(Recorder::default()), CrashHook::default()).run(stop.clone()));
     eventually(WAIT, "the retained records applied", || async {
         (applied(&down.db).await.ok()?.len() as i64 == high - low).then_some(())
     })
@@ -917,7 +913,7 @@ async fn retention_prunes_inbox_rows_past_it_in_batches_and_a_recent_redelivery_
     publish(&producer, &up.broker.topics.orders, &recent).await?;
     let handler = Arc::new(Recorder::default());
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     eventually(WAIT, "both messages applied", || async { (applied(&down.db).await.ok()?.len() == 2).then_some(()) })
         .await?;
     stop.cancel();
@@ -959,7 +955,7 @@ async fn retention_prunes_inbox_rows_past_it_in_batches_and_a_recent_redelivery_
     // … so the recent message, delivered again within the retention period, is still skipped.
     publish(&producer, &up.broker.topics.orders, &recent).await?;
     let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), None).run(stop.clone()));
+    let run = tokio::spawn(consumer_loop(&up, &down, handler.clone(), CrashHook::default()).run(stop.clone()));
     eventually(WAIT, "the redelivery consumed", || async {
         (committed_total(&up.broker, "inventory-test", &up.broker.topics.orders).ok()? == 3).then_some(())
     })

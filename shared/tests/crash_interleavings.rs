@@ -323,7 +323,7 @@ impl World {
         Ok(crashed)
     }
 
-    fn consumer(&self, crash_hook: Option<CrashHook>) -> ConsumerLoop<Recorder> {
+    fn consumer(&self, crash_hook: CrashHook) -> ConsumerLoop<Recorder> {
         ConsumerLoop {
             service: service::INVENTORY,
             group: GROUP.into(),
@@ -361,10 +361,10 @@ impl World {
         }
         let hook = crash_after_commits.map(|k| {
             let commits = AtomicUsize::new(0);
-            Arc::new(move |_: &Envelope| commits.fetch_add(1, Ordering::SeqCst) + 1 == usize::from(k)) as CrashHook
+            CrashHook::new(move |_: &Envelope| commits.fetch_add(1, Ordering::SeqCst) + 1 == usize::from(k))
         });
         let stop = CancellationToken::new();
-        let task = tokio::spawn(self.consumer(hook).run(stop.clone()));
+        let task = tokio::spawn(self.consumer(hook.unwrap_or_default()).run(stop.clone()));
         self.consumer_starts += 1;
         let (task_ref, db, available_ref) = (&task, &self.downstream.db, &available);
         eventually(WAIT, "the consumer applied everything published or crashed", move || async move {
@@ -431,7 +431,7 @@ impl World {
             self.note("final consumer: everything applied and committed already, not started".into());
         } else {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(self.consumer(None).run(stop.clone()));
+            let task = tokio::spawn(self.consumer(CrashHook::default()).run(stop.clone()));
             self.consumer_starts += 1;
             let db = &self.downstream.db;
             eventually(WAIT, "every committed command applied", move || async move {

@@ -184,9 +184,7 @@ impl<H: Handler> ConsumerLoop<H> {
                         m::message_handled(self.service, &envelope.event_type, outcome, started.elapsed());
                         tracing::debug!(outcome, batch = envelopes.len(), "message processed");
                     }
-                    if let Some(hook) = &self.crash_hook
-                        && envelopes.iter().any(|e| hook(e))
-                    {
+                    if envelopes.iter().any(|e| self.crash_hook.fires(e)) {
                         return RunOutcome::Crashed;
                     }
                     return RunOutcome::Applied;

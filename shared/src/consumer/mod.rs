@@ -104,9 +104,38 @@ const RECOMMIT_EVERY: Duration = Duration::from_secs(2);
 /// How long leaving the group may take at shutdown.
 const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
-/// Test-only fault injection: return true to simulate a crash right after the database
-/// commit, before the offset commit (the loop stops as if the process died).
-pub type CrashHook = Arc<dyn Fn(&Envelope) -> bool + Send + Sync>;
+/// Fault injection for the backbone's own tests: a hook that returns true to simulate a
+/// crash right after a message's database commit, before its offset commit (the loop stops as
+/// if the process died). It exists only with the `fault-injection` feature; other builds carry
+/// an empty hook that never fires.
+#[derive(Clone, Default)]
+pub struct CrashHook {
+    #[cfg(feature = "fault-injection")]
+    hook: Option<CrashFn>,
+}
+
+#[cfg(feature = "fault-injection")]
+type CrashFn = Arc<dyn Fn(&Envelope) -> bool + Send + Sync>;
+
+impl CrashHook {
+    #[cfg(feature = "fault-injection")]
+    pub fn new(hook: impl Fn(&Envelope) -> bool + Send + Sync + 'static) -> Self {
+        Self { hook: Some(Arc::new(hook)) }
+    }
+
+    /// Should the loop crash after committing `envelope`'s effects?
+    fn fires(&self, envelope: &Envelope) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.hook.as_ref().is_some_and(|hook| hook(envelope))
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = envelope;
+            false
+        }
+    }
+}
 
 /// Everything the loop needs, before it subscribes.
 pub struct ConsumerLoop<H> {
@@ -120,7 +149,8 @@ pub struct ConsumerLoop<H> {
     pub handler: Arc<H>,
     pub outbox_signal: OutboxSignal,
     pub options: ConsumerOptions,
-    pub crash_hook: Option<CrashHook>,
+    /// Empty outside the backbone's fault-injection tests.
+    pub crash_hook: CrashHook,
 }
 
 /// Why the loop stopped.

@@ -106,10 +106,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 m::message_handled(self.service, event_type, "ok", started.elapsed());
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 tracing::debug!(outcome = "ok", attempts, elapsed_ms, "message processed");
-                match &self.crash_hook {
-                    Some(hook) if hook(envelope) => Outcome::Crashed,
-                    _ => Outcome::Done,
-                }
+                if self.crash_hook.fires(envelope) { Outcome::Crashed } else { Outcome::Done }
             }
             Applied::Duplicate => {
                 m::message_handled(self.service, event_type, "duplicate", started.elapsed());
