@@ -158,6 +158,12 @@ pub fn external_broker() -> Option<String> {
     std::env::var("SAGA_TEST_KAFKA_BROKERS").ok().filter(|b| !b.is_empty())
 }
 
+/// The services' consumer group protocol for a broker without KIP-848 (e.g. Nisshi):
+/// `SAGA_TEST_KAFKA_GROUP_PROTOCOL=classic` becomes their `KAFKA_PROP_GROUP_PROTOCOL`.
+pub fn group_protocol_env() -> Option<(&'static str, String)> {
+    std::env::var("SAGA_TEST_KAFKA_GROUP_PROTOCOL").ok().map(|protocol| ("KAFKA_PROP_GROUP_PROTOCOL", protocol))
+}
+
 /// The broker for a multi-process run: our mock-broker process (which creates the topics of
 /// `prefix`: the mock cluster has no CreateTopics), or the external one of
 /// [`external_broker`]. Returns it, its bootstrap address, and the services'
@@ -249,10 +255,7 @@ impl Topology {
         if let Some((deadline, _)) = options.deadline {
             base_env.push(("SAGA_DEADLINE_MS", deadline.as_millis().to_string()));
         }
-        // A broker without KIP-848 (e.g. Nisshi): `SAGA_TEST_KAFKA_GROUP_PROTOCOL=classic`.
-        if let Ok(protocol) = std::env::var("SAGA_TEST_KAFKA_GROUP_PROTOCOL") {
-            base_env.push(("KAFKA_PROP_GROUP_PROTOCOL", protocol));
-        }
+        base_env.extend(group_protocol_env());
         if let Ok(debug) = std::env::var("FS_KAFKA_DEBUG") {
             base_env.push(("KAFKA_PROP_DEBUG", debug));
             base_env.push(("KAFKA_PROP_LOG_LEVEL", "7".to_owned()));
