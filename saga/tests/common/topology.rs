@@ -158,10 +158,15 @@ pub fn external_broker() -> Option<String> {
     std::env::var("SAGA_TEST_KAFKA_BROKERS").ok().filter(|b| !b.is_empty())
 }
 
-/// The services' consumer group protocol for a broker without KIP-848 (e.g. Nisshi):
-/// `SAGA_TEST_KAFKA_GROUP_PROTOCOL=classic` becomes their `KAFKA_PROP_GROUP_PROTOCOL`.
+/// The consumer group protocol to use instead of KIP-848, for a broker without it (e.g.
+/// Nisshi): `SAGA_TEST_KAFKA_GROUP_PROTOCOL=classic`.
+pub fn group_protocol() -> Option<String> {
+    std::env::var("SAGA_TEST_KAFKA_GROUP_PROTOCOL").ok().filter(|p| !p.is_empty())
+}
+
+/// The services' `KAFKA_PROP_GROUP_PROTOCOL` for [`group_protocol`].
 pub fn group_protocol_env() -> Option<(&'static str, String)> {
-    std::env::var("SAGA_TEST_KAFKA_GROUP_PROTOCOL").ok().map(|protocol| ("KAFKA_PROP_GROUP_PROTOCOL", protocol))
+    group_protocol().map(|protocol| ("KAFKA_PROP_GROUP_PROTOCOL", protocol))
 }
 
 /// The broker for a multi-process run: our mock-broker process (which creates the topics of
