@@ -261,9 +261,12 @@ impl Topology {
             base_env.push(("SAGA_DEADLINE_MS", deadline.as_millis().to_string()));
         }
         base_env.extend(group_protocol_env());
+        // librdkafka's debug contexts in the services' logs (e.g. `FS_KAFKA_DEBUG=cgrp,eos`).
         if let Ok(debug) = std::env::var("FS_KAFKA_DEBUG") {
             base_env.push(("KAFKA_PROP_DEBUG", debug));
-            base_env.push(("KAFKA_PROP_LOG_LEVEL", "7".to_owned()));
+            if let Some((_, filter)) = base_env.iter_mut().find(|(k, _)| *k == "RUST_LOG") {
+                filter.push_str(",librdkafka=debug");
+            }
         }
         let http = super::client_with_key(&admin_key)?;
         let mut topology = Self {
