@@ -7,7 +7,8 @@
 //!
 //! `SAGA_TEST_KAFKA_BROKERS=host:port` runs the same test against an external Kafka-compatible
 //! broker instead (e.g. Nisshi, see the README): the services then create their topics
-//! themselves, as in production.
+//! themselves, as in production, and join their groups with the protocol of
+//! `SAGA_TEST_KAFKA_GROUP_PROTOCOL` when it is set (`classic` for a broker without KIP-848).
 
 mod common;
 
@@ -44,7 +45,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
     let mut processes: HashMap<&str, Vec<Process>> = HashMap::new();
     for name in service::ALL {
         for replica in 0..REPLICAS {
-            let env = vec![
+            let mut env = vec![
                 ("DATABASE_URL", dbs[name].url.clone()),
                 ("KAFKA_BROKERS", bootstrap.clone()),
                 ("KAFKA_CREATE_TOPICS", create_topics.to_owned()),
@@ -58,6 +59,7 @@ async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant(
                 ("ORDER_API_MAX_IN_FLIGHT_PER_KEY", "512".to_owned()),
                 ("RUST_LOG", "info".to_owned()),
             ];
+            env.extend(common::topology::group_protocol_env());
             let process = Process::service(&format!("{name}#{replica}"), binary_of(name), &env, WAIT).await?;
             processes.entry(name).or_default().push(process);
         }

@@ -79,11 +79,22 @@ impl KafkaConfig {
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
-        config.set_log_level(RDKafkaLogLevel::Warning);
+        config.set_log_level(self.log_level());
         for (k, v) in &self.properties {
             config.set(k, v);
         }
         config
+    }
+
+    /// Warnings and worse, unless the operator asked for librdkafka's debug contexts
+    /// (`KAFKA_PROP_DEBUG=cgrp,eos`): those log at debug level, which Warning would drop. They
+    /// reach the log under the `librdkafka` target (`RUST_LOG=info,librdkafka=debug`).
+    fn log_level(&self) -> RDKafkaLogLevel {
+        if self.properties.iter().any(|(k, _)| k == "debug") {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Warning
+        }
     }
 
     /// An idempotent producer: in order per partition, no duplicates from its own retries.
@@ -320,5 +331,21 @@ impl Drop for EmbeddedBroker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_log_warnings_unless_librdkafka_debug_contexts_are_asked_for() {
+        let mut kafka = KafkaConfig::new("127.0.0.1:9092");
+        assert!(matches!(kafka.consumer_config("g").log_level, RDKafkaLogLevel::Warning));
+
+        kafka.properties.push(("debug".to_owned(), "cgrp,eos".to_owned()));
+
+        assert!(matches!(kafka.consumer_config("g").log_level, RDKafkaLogLevel::Debug));
+        assert!(matches!(kafka.base().log_level, RDKafkaLogLevel::Debug));
     }
 }

@@ -253,9 +253,23 @@ impl Relay {
             self.producer.send(record, self.options.send_timeout).instrument(span.clone())
         });
         let results = join_all(sends).await;
-        for ((span, _), result) in spans_and_headers.iter().zip(&results) {
+        for ((row, (span, _)), result) in rows.iter().zip(&spans_and_headers).zip(&results) {
             match result {
-                Ok(delivery) => telemetry::record_send_result(span, Ok((delivery.partition, delivery.offset))),
+                Ok(delivery) => {
+                    telemetry::record_send_result(span, Ok((delivery.partition, delivery.offset)));
+                    // Where the broker says it put the row, to read back when a broker is
+                    // suspected of losing records it acknowledged (offset -1: acknowledged
+                    // without an offset, as librdkafka reports a duplicate-sequence answer).
+                    tracing::debug!(
+                        service = self.service,
+                        outbox.id = row.id,
+                        messaging.destination.name = %row.topic,
+                        messaging.kafka.message.key = %row.key,
+                        messaging.destination.partition.id = delivery.partition,
+                        messaging.kafka.offset = delivery.offset,
+                        "broker acknowledged outbox row"
+                    );
+                }
                 Err((err, _)) => telemetry::record_send_result(span, Err(err)),
             }
         }

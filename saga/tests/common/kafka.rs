@@ -34,11 +34,13 @@ impl Record {
     }
 }
 
-/// A consumer in `group` that never joins it (no subscribe): it only reads and writes the
-/// group's committed offsets, which the broker allows while the group has no members, and
-/// reads committed offsets at any time without disturbing the members.
+/// A client of `group`, with the services' group protocol ([`super::topology::group_protocol`]):
+/// it reads the group's committed offsets without joining it, or joins it to commit
+/// ([`commit_all`]).
 fn group_client(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
-    KafkaConfig::new(bootstrap).consumer_config(group).create().context("failed to create group client")
+    let mut kafka = KafkaConfig::new(bootstrap);
+    kafka.properties.extend(super::topology::group_protocol().map(|p| ("group.protocol".to_owned(), p)));
+    kafka.consumer_config(group).create().context("failed to create group client")
 }
 
 fn partitions(bootstrap: &str, topics: &[&str]) -> anyhow::Result<Vec<(String, i32)>> {

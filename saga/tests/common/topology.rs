@@ -163,6 +163,17 @@ pub fn external_broker() -> Option<String> {
     std::env::var("SAGA_TEST_KAFKA_BROKERS").ok().filter(|b| !b.is_empty())
 }
 
+/// The consumer group protocol to use instead of KIP-848, for a broker without it (e.g.
+/// Nisshi): `SAGA_TEST_KAFKA_GROUP_PROTOCOL=classic`.
+pub fn group_protocol() -> Option<String> {
+    std::env::var("SAGA_TEST_KAFKA_GROUP_PROTOCOL").ok().filter(|p| !p.is_empty())
+}
+
+/// The services' `KAFKA_PROP_GROUP_PROTOCOL` for [`group_protocol`].
+pub fn group_protocol_env() -> Option<(&'static str, String)> {
+    group_protocol().map(|protocol| ("KAFKA_PROP_GROUP_PROTOCOL", protocol))
+}
+
 /// The broker for a multi-process run: our mock-broker process (which creates the topics of
 /// `prefix`: the mock cluster has no CreateTopics), or the external one of
 /// [`external_broker`]. Returns it, its bootstrap address, and the services'
@@ -253,13 +264,13 @@ impl Topology {
         if let Some((deadline, _)) = options.deadline {
             base_env.push(("SAGA_DEADLINE_MS", deadline.as_millis().to_string()));
         }
-        // A broker without KIP-848 (e.g. Nisshi): `SAGA_TEST_KAFKA_GROUP_PROTOCOL=classic`.
-        if let Ok(protocol) = std::env::var("SAGA_TEST_KAFKA_GROUP_PROTOCOL") {
-            base_env.push(("KAFKA_PROP_GROUP_PROTOCOL", protocol));
-        }
+        base_env.extend(group_protocol_env());
+        // librdkafka's debug contexts in the services' logs (e.g. `FS_KAFKA_DEBUG=cgrp,eos`).
         if let Ok(debug) = std::env::var("FS_KAFKA_DEBUG") {
             base_env.push(("KAFKA_PROP_DEBUG", debug));
-            base_env.push(("KAFKA_PROP_LOG_LEVEL", "7".to_owned()));
+            if let Some((_, filter)) = base_env.iter_mut().find(|(k, _)| *k == "RUST_LOG") {
+                filter.push_str(",librdkafka=debug");
+            }
         }
         let http = super::client_with_key(&admin_key)?;
         let mut topology = Self {
