@@ -339,12 +339,10 @@ async fn database_outage_pauses_consumers_without_committing_and_they_recover_al
     // Act: every connection to PostgreSQL is cut, and new ones refused, for 20 s …
     let frozen = all_committed(&t).await?;
     proxy.down().await?;
-    // Nothing is recorded in an inbox from here on: a record written before is older.
-    let cut_at = chrono::Utc::now();
     let down_at = Instant::now();
-    // Taken once the cut is complete: a message processed while the offsets above were being
-    // read (the database still up) was processed before the cut, and its offset may be
-    // committed after they were read.
+    // Nothing is recorded in an inbox from here on. Taken once the cut is complete: a message
+    // processed while the offsets above were being read (the database still up) was processed
+    // before the cut, and its offset may be committed after they were read.
     let cut_at = chrono::Utc::now();
     // … while every input topic holds messages to process: a redelivered copy of the latest
     // message of each type on each event topic (so that every service has messages it acts
