@@ -112,4 +112,32 @@ step "shellcheck"
 "${venv}/bin/shellcheck" --severity=style docker/healthcheck.sh docker/postgres/role-passwords.sh .ci/docker.sh
 echo "docker/healthcheck.sh docker/postgres/role-passwords.sh .ci/docker.sh: no findings"
 
+step "health probe (docker/healthcheck.sh against a stub ops endpoint)"
+# The probe must find the ops listener, which is off the API port: the all-in-one's is
+# SAGA_ADDR's port + 5, order-svc's is OPS_ADDR. A stub answers 200 on /readyz only.
+stub_port=$("${venv}/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${venv}/bin/python" - "${stub_port}" <<'PY' &
+import http.server, sys
+class Ready(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/readyz" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ready).serve_forever()
+PY
+stub=$!
+trap 'kill "${stub}" 2>/dev/null || true; rm -rf "${tmp}"' EXIT
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/${stub_port}") 2>/dev/null && break; sleep 0.1; done
+probe() { env -i PATH="${PATH}" "$@" bash docker/healthcheck.sh >/dev/null 2>&1; }
+probe SAGA_ADDR="0.0.0.0:$((stub_port - 5))" || { echo "the all-in-one probe missed SAGA_ADDR's port + 5" >&2; exit 1; }
+probe OPS_ADDR="0.0.0.0:${stub_port}" HTTP_ADDR="0.0.0.0:1" || { echo "the probe ignored OPS_ADDR" >&2; exit 1; }
+probe HTTP_ADDR="0.0.0.0:${stub_port}" || { echo "the probe ignored HTTP_ADDR" >&2; exit 1; }
+if probe SAGA_ADDR="0.0.0.0:${stub_port}"; then
+  echo "the all-in-one probe dialled the public API port" >&2
+  exit 1
+fi
+kill "${stub}"
+echo "the probe finds the ops listener for the all-in-one, order-svc and the other services"
+
 printf '\ndocker checks passed\n'

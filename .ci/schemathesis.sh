@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hostile HTTP input (issue 8): schemathesis generates test cases from the running embedded
+# Hostile HTTP input: schemathesis generates test cases from the running embedded
 # system's /openapi.json and sends them with an admin key. It fails on any server error (5xx)
 # and on any response that does not conform to the document: an undocumented status code,
 # content type or header, or a body that does not match its schema. At least MIN_CASES cases

@@ -5,14 +5,24 @@
 #
 #   healthcheck [PATH]     PATH defaults to $HEALTHCHECK_PATH, else /readyz
 #
-# The port is $HEALTHCHECK_PORT, else the port of $HTTP_ADDR (the services), else of
-# $SAGA_ADDR (the embedded all-in-one), else 8080. The probe always dials 127.0.0.1, so a
-# service must listen on 0.0.0.0 (or 127.0.0.1) inside the container.
+# The port is $HEALTHCHECK_PORT, else the port of $OPS_ADDR (order-svc's ops listener), else
+# of $HTTP_ADDR (the other services serve their ops endpoints there), else the port of
+# $SAGA_ADDR plus 5 (the embedded all-in-one serves order-svc's ops endpoints there, off the
+# public API port), else 8085. The probe always dials 127.0.0.1, so a service must listen on
+# 0.0.0.0 (or 127.0.0.1) inside the container.
 set -euo pipefail
 
 path="${1:-${HEALTHCHECK_PATH:-/readyz}}"
-addr="${HTTP_ADDR:-${SAGA_ADDR:-127.0.0.1:8080}}"
-port="${HEALTHCHECK_PORT:-${addr##*:}}"
+if [ -n "${HEALTHCHECK_PORT:-}" ]; then
+  port="${HEALTHCHECK_PORT}"
+elif [ -n "${OPS_ADDR:-}" ]; then
+  port="${OPS_ADDR##*:}"
+elif [ -n "${HTTP_ADDR:-}" ]; then
+  port="${HTTP_ADDR##*:}"
+else
+  saga_addr="${SAGA_ADDR:-127.0.0.1:8080}"
+  port=$((${saga_addr##*:} + 5))
+fi
 
 if ! { exec 3<>"/dev/tcp/127.0.0.1/${port}"; } 2>/dev/null; then
   echo "unhealthy: nothing listens on 127.0.0.1:${port}" >&2

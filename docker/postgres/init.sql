@@ -1,4 +1,4 @@
--- One database per service, each owned by its own login role (ARCHITECTURE.md section 4: a
+-- One database per service, each owned by its own login role (docs/architecture.md: a
 -- database per service). The official postgres image runs this once, when the data volume is
 -- first initialised; `docker compose -f docker/compose.yml down -v` starts over.
 --

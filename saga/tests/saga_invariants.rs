@@ -1,4 +1,4 @@
-//! ARCHITECTURE.md section 2, checked after a burst of mixed orders on the embedded broker and
+//! The saga's invariants (docs/architecture.md, "Invariants"), checked after a burst of mixed orders on the embedded broker and
 //! both backends: every order terminal, stock conserved, money conserved, one notification per
 //! order at the sink's dedupe key.
 
