@@ -42,6 +42,7 @@ mod dead_letter;
 mod error;
 mod handler;
 mod inbox;
+mod member;
 mod offsets;
 mod rebalance;
 mod single;
@@ -52,7 +53,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio::sync::mpsc;
@@ -68,6 +69,7 @@ use crate::db::Db;
 use crate::envelope::Envelope;
 use crate::metrics as m;
 use crate::outbox::OutboxSignal;
+use member::{Kafka, Member};
 use offsets::Positions;
 use rebalance::{KafkaEvent, LoopContext, Revoked};
 
@@ -174,35 +176,19 @@ enum Applied {
     Duplicate,
 }
 
-type Kafka = Arc<StreamConsumer<LoopContext>>;
-
-/// Marks the consumer as closing when dropped, before the consumer itself: destroying a
-/// consumer revokes its partitions, and the revoke callback would commit synchronously, which
-/// has no timeout and never returns with the broker gone (a test's mock cluster dropped with
-/// its runtime). What a closing member processed without committing is read again by the next
-/// owner and skipped by the inbox.
-struct ClosingWhenDropped(Kafka);
-
-impl Drop for ClosingWhenDropped {
-    fn drop(&mut self) {
-        self.0.context().close();
-    }
-}
-
 impl<H: Handler> ConsumerLoop<H> {
     /// Subscribe and process messages until `shutdown` (or the crash hook) stops it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let context = LoopContext::new(self.service, self.group.clone(), events_tx);
-        let consumer: Kafka = Arc::new(
+        // Dropped unfinished (its task cancelled, the runtime shutting down), or on an error,
+        // the consumer closes on a thread of its own (see `member`).
+        let consumer = Member::new(
             self.kafka
                 .consumer_config(&self.group)
                 .create_with_context(context)
                 .context("failed to create consumer")?,
         );
-        // Holds a handle on the consumer, so dropped (and the consumer marked closing) first when
-        // this future is dropped unfinished (its task cancelled, the runtime shutting down).
-        let _closing_when_dropped = ClosingWhenDropped(consumer.clone());
         let topic_names: Vec<&str> = self.topics.iter().map(|(t, _)| t.as_str()).collect();
         if !self.await_topics(&consumer, &topic_names, &shutdown).await {
             return Ok(Stopped::Shutdown);
@@ -232,7 +218,7 @@ impl<H: Handler> ConsumerLoop<H> {
             let received = tokio::select! {
                 () = shutdown.cancelled() => return Ok(Stopped::Shutdown),
                 _ = recommit.tick() => {
-                    if let Err(err) = offsets::commit_stored(&**consumer, CommitMode::Async) {
+                    if let Err(err) = offsets::commit_stored(&***consumer, CommitMode::Async) {
                         tracing::debug!(service = self.service, error = %err, "offset recommit failed");
                     }
                     continue;
@@ -323,14 +309,7 @@ impl<H: Handler> ConsumerLoop<H> {
     /// the process must still stop in time. If it runs out, the group notices the member gone
     /// after its session timeout.
     async fn leave(&self, consumer: Kafka) {
-        // Before the blocking task is queued: a runtime shutting down drops queued blocking
-        // tasks unrun, and the consumer with them.
-        consumer.context().close();
-        let closing = tokio::task::spawn_blocking(move || {
-            consumer.unsubscribe();
-            drop(consumer);
-        });
-        if tokio::time::timeout(CLOSE_WITHIN, closing).await.is_err() {
+        if tokio::time::timeout(CLOSE_WITHIN, Member::leave(consumer)).await.is_err() {
             tracing::warn!(service = self.service, group = %self.group, "leaving the consumer group timed out");
         }
         tracing::info!(service = self.service, group = %self.group, "consumer stopped");

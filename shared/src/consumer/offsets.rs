@@ -4,7 +4,7 @@
 //! effects are not durable. Also the check that no offset was skipped unseen.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -53,14 +53,14 @@ pub(super) fn store_and_commit(
 /// refuse commits until this member has rejoined, which needs the consumer served: keep
 /// serving it — a message it delivers meanwhile is dropped unprocessed, so its offset is never
 /// stored — and commit again once the group has settled, within [`FINAL_COMMIT_WITHIN`].
-pub(super) async fn final_commit(service: &'static str, consumer: &Arc<StreamConsumer<LoopContext>>) {
+pub(super) async fn final_commit(service: &'static str, consumer: &super::member::Kafka) {
     let deadline = Instant::now() + FINAL_COMMIT_WITHIN;
     loop {
         let committing = consumer.clone();
         // A synchronous commit can block while the group rebalances: bound the wait by the
         // deadline (a commit still in flight then completes or fails on its own).
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let committing = tokio::task::spawn_blocking(move || commit_stored(&*committing, CommitMode::Sync));
+        let committing = tokio::task::spawn_blocking(move || commit_stored(&**committing, CommitMode::Sync));
         let committed = match tokio::time::timeout(remaining, committing).await {
             Ok(joined) => joined.unwrap_or(Err(KafkaError::Canceled)),
             Err(_) => {
@@ -108,7 +108,7 @@ impl Positions {
 
     pub async fn check(
         &mut self,
-        consumer: &Arc<StreamConsumer<LoopContext>>,
+        consumer: &super::member::Kafka,
         service: &'static str,
         group: &str,
         message: &BorrowedMessage<'_>,
@@ -142,7 +142,7 @@ impl Positions {
 
 /// The group's committed offset for a partition (0 when it never committed: a new group is
 /// expected to start at the beginning of the log).
-async fn committed_offset(consumer: &Arc<StreamConsumer<LoopContext>>, topic: &str, partition: i32) -> Option<i64> {
+async fn committed_offset(consumer: &super::member::Kafka, topic: &str, partition: i32) -> Option<i64> {
     let consumer = consumer.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
