@@ -4,7 +4,7 @@
 //! Log capture is per thread and tracing caches which call sites are enabled per process, so a
 //! log line another test's thread hits first could be missed: this file holds one test.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

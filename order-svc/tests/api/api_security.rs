@@ -1,7 +1,7 @@
 //! API keys and roles, per-customer isolation, the admin endpoints and the limits, black box:
 //! the router driven with `oneshot` over in-memory repositories.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

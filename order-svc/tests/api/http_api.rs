@@ -1,7 +1,7 @@
 //! The order API, black box: the router driven with `oneshot` over an in-memory repository,
 //! every request with the admin key unless a test says otherwise (`tests/common`).
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

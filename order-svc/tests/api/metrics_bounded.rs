@@ -4,7 +4,7 @@
 //!
 //! The metrics recorder is process-wide: this file holds one test and runs as its own process.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! customer isolation end to end, and each admin command travelling to its owning service as a
 //! command message and changing what the saga does next.
 
-mod common;
+use crate::common;
 
 use shared::both_backends;
 

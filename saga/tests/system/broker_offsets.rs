@@ -6,7 +6,7 @@
 //! Runs against our mock-broker process, or an external broker with
 //! `SAGA_TEST_KAFKA_BROKERS=host:port`: Nisshi 0.6.0 fails it (see the README).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

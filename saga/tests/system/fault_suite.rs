@@ -30,7 +30,7 @@
 //! `FAULT_SUITE_PROFILE=short` (default, for CI) or `long` (more orders and kills);
 //! `FAULT_SUITE_SEED` repeats a run's random choices (the seed is printed).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
@@ -130,12 +130,6 @@ fn rng(case: &str) -> StdRng {
     StdRng::seed_from_u64(profile().seed ^ salt)
 }
 
-/// One case at a time.
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    SERIAL.lock().await
-}
-
 /// Start the order stream and wait until the warm-up orders went all the way through the
 /// saga: every group has joined and works before a fault is injected.
 async fn steady_stream(t: &Topology, rate: f64) -> anyhow::Result<OrderStream> {
@@ -172,7 +166,7 @@ async fn finish(t: &Topology, stream: OrderStream) -> anyhow::Result<common::top
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_of_every_service_at_random_moments_loses_and_doubles_nothing() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let p = profile();
     let mut t = Topology::start(Options::default()).await?;
     let stream = steady_stream(&t, profile().rate).await?;
@@ -221,7 +215,7 @@ async fn kill9_of_every_service_at_random_moments_loses_and_doubles_nothing() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_grows_the_outbox_backlog_which_drains_once_the_broker_is_back() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let deadline = (Duration::from_secs(180), "orders placed during the 20 s outage wait it out, then the backlog");
     let t = Topology::start(Options { deadline: Some(deadline), ..Options::default() }).await?;
     let stream = steady_stream(&t, profile().rate).await?;
@@ -330,7 +324,7 @@ async fn all_committed(t: &Topology) -> anyhow::Result<HashMap<&'static str, kaf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_outage_pauses_consumers_without_committing_and_they_recover_alone() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let deadline = (Duration::from_secs(180), "orders in flight wait out the 20 s outage, then the backlog");
     let t = Topology::start(Options { db_proxy: true, deadline: Some(deadline), ..Options::default() }).await?;
     let proxy = t.proxy.as_ref().context("proxy")?;
@@ -522,7 +516,7 @@ async fn replay_group(t: &Topology, name: &str, replicas: &mut [Replica]) -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivery_of_every_input_topic_from_offset_zero_applies_no_effect_twice() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let mut t = Topology::start(Options::default()).await?;
     let stream = steady_stream(&t, profile().rate).await?;
 
@@ -550,7 +544,7 @@ async fn redelivery_of_every_input_topic_from_offset_zero_applies_no_effect_twic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let t = Topology::start(Options::default()).await?;
     let stream = steady_stream(&t, profile().rate).await?;
 
@@ -659,7 +653,7 @@ fn assignments(replica: &Replica) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rebalance_by_a_replica_added_and_removed_mid_stream_loses_and_doubles_nothing() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let mut t = Topology::start(Options::default()).await?;
     let stream = steady_stream(&t, profile().rate).await?;
 
@@ -758,7 +752,7 @@ async fn sigterm_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_mid_stream_exits_within_ten_seconds_and_leaves_no_message_half_processed() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let mut t = Topology::start(Options::default()).await?;
     let stream = steady_stream(&t, profile().rate).await?;
     let mut rng = rng("sigterm");
@@ -858,7 +852,7 @@ impl Fared {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_kill9_of_a_random_replica_every_two_seconds_keeps_every_saga_moving() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let p = profile();
     // Sagas stand still while a killed replica's partitions wait for its session to expire; the
     // deadline is the one the chaos targets are set for.
@@ -925,7 +919,7 @@ async fn chaos_kill9_of_a_random_replica_every_two_seconds_keeps_every_saga_movi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_of_every_replica_in_turn_keeps_sagas_moving_and_customers_told_once() -> anyhow::Result<()> {
-    let _serial = serial().await;
+    let _alone = common::alone().await;
     let p = profile();
     let mut t = Topology::start(Options::default()).await?;
     let stream = steady_stream(&t, p.rolling_rate).await?;

@@ -2,10 +2,10 @@
 //! `span_id` and `order.id`, so logs join to the order and to its trace; every line written
 //! while serving a request carries its `request.id`.
 //!
-//! Logging is process-wide (one global subscriber), so this file holds one test and runs as
-//! its own process; its log lines go to a buffer the test reads.
+//! Logging is process-wide (one global subscriber), so its test runs in a
+//! process of its own; its log lines go to a buffer the test reads.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -43,7 +43,7 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+own_process_test!(every_line_written_while_handling_an_order_has_its_trace_span_and_order_ids);
 async fn every_line_written_while_handling_an_order_has_its_trace_span_and_order_ids() -> anyhow::Result<()> {
     // Arrange: JSON logs into a buffer, with the per-message debug lines on.
     let captured = Captured::default();

@@ -5,7 +5,7 @@
 //!
 //! Counters are process-wide: this file holds one test and runs as its own process.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -10,7 +10,7 @@
 //! themselves, as in production, and join their groups with the protocol of
 //! `SAGA_TEST_KAFKA_GROUP_PROTOCOL` when it is set (`classic` for a broker without KIP-848).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +32,7 @@ fn binary_of(service: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_services_as_processes_with_two_replicas_each_keep_every_invariant() -> anyhow::Result<()> {
+    let _alone = common::alone().await;
     // Arrange: broker process, one PostgreSQL database per service, a webhook sink.
     let prefix = format!("mp{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let admin_key = order_svc::http::generate_key();

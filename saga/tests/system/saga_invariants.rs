@@ -2,7 +2,7 @@
 //! both backends: every order terminal, stock conserved, money conserved, one notification per
 //! order at the sink's dedupe key.
 
-mod common;
+use crate::common;
 
 use shared::both_backends;
 

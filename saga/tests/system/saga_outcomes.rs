@@ -1,6 +1,6 @@
 //! Every saga outcome through the public API, on the embedded broker and both backends.
 
-mod common;
+use crate::common;
 
 use shared::both_backends;
 

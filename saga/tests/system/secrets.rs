@@ -3,10 +3,10 @@
 //! (valid and invalid ones presented), its logs captured at debug level, then searched for
 //! each secret and for the key digests.
 //!
-//! Logging is process-wide (one global subscriber), so this file holds one test and runs as
-//! its own process; its log lines go to a buffer the test reads.
+//! Logging is process-wide (one global subscriber), so its test runs in a
+//! process of its own; its log lines go to a buffer the test reads.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+own_process_test!(no_configured_secret_appears_in_the_logs_or_metrics_of_a_full_saga_run);
 async fn no_configured_secret_appears_in_the_logs_or_metrics_of_a_full_saga_run() -> anyhow::Result<()> {
     // Arrange: every log line at debug level into a buffer; secrets in every place they go.
     let captured = Captured::default();

@@ -2,10 +2,11 @@
 //! the door (the server's cap on request heads), and a caller's `traceparent` and `tracestate`
 //! within that cap reach none of the messages an order causes, in any service's outbox.
 
-mod common;
+use crate::common;
 
 use common::{Options, TestSystem, order_body};
 use shared::db::{Backend, Db};
+use shared::testing::eventually;
 use shared::topics::service;
 
 /// The caller's trace id: it must not appear in any message.
@@ -62,6 +63,13 @@ async fn a_callers_trace_context_is_bounded_and_never_carried_into_messages() ->
     assert_eq!(placed.status(), 202);
     let id = placed.json::<serde_json::Value>().await?["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(system.terminal(&id).await?["status"], "completed");
+    // The confirmation follows the completion: wait until notification-svc has recorded it,
+    // so that its outbox holds the order's row too.
+    eventually(common::WAIT, "the confirmation recorded", || async {
+        let (_, order) = system.get(&id).await.ok()?;
+        common::event_types(&order).iter().any(|t| t == "NotificationSent").then_some(())
+    })
+    .await?;
     let mut rows = Vec::new();
     for name in service::ALL {
         for headers in outbox_headers(system.db(name), &id).await? {

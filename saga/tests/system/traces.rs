@@ -3,12 +3,12 @@
 //! `POST /orders` span through every Kafka hop. A caller's own `traceparent` is linked to, not
 //! continued.
 //!
-//! Telemetry is process-wide (one global subscriber and tracer provider), so this file holds
-//! one test and runs as its own process. In the embedded mode the five services share that
+//! Telemetry is process-wide (one global subscriber and tracer provider), so its test
+//! runs in a process of its own. In the embedded mode the five services share that
 //! provider and its resource (`service.name` = `saga`): the `service` span attribute tells them
 //! apart (a standalone service process also has its own `service.name`).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ fn attr(span: &ExportedSpan, key: &str) -> Option<String> {
     Some(inner.trim_matches('"').to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+own_process_test!(one_order_is_one_trace_across_all_five_services);
 async fn one_order_is_one_trace_across_all_five_services() -> anyhow::Result<()> {
     // Arrange: a collector, telemetry exporting to it, the embedded system.
     let mut collector = FakeCollectorServer::start().await.map_err(|e| anyhow::anyhow!("collector: {e}"))?;

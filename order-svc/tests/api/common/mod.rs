@@ -1,7 +1,6 @@
 //! What the order API's black-box tests share: in-memory repositories (orders and admin
 //! commands), a broken one, a blocking one, test keys, and request helpers. Requests carry the
 //! admin key unless a helper says otherwise.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -222,27 +222,3 @@ pub async fn produce(
     let delivery = producer.send(record, TIMEOUT).await.map_err(|(e, _)| e).context("failed to produce")?;
     Ok((delivery.partition, delivery.offset))
 }
-
-/// Debug: the group's state and members as the broker sees them.
-pub async fn describe_group(bootstrap: &str, group: &str) -> anyhow::Result<String> {
-    let (bootstrap, group) = (bootstrap.to_owned(), group.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
-        let list = client.fetch_group_list(Some(&group), TIMEOUT)?;
-        Ok(list
-            .groups()
-            .iter()
-            .map(|g| {
-                format!(
-                    "{} state={} protocol={} members={:?}",
-                    g.name(),
-                    g.state(),
-                    g.protocol(),
-                    g.members().iter().map(|m| (m.id().to_owned(), m.client_id().to_owned())).collect::<Vec<_>>()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "))
-    })
-    .await?
-}

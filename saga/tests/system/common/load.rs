@@ -28,7 +28,6 @@ pub struct OrderStream {
     stop: CancellationToken,
     accepted: Arc<AtomicUsize>,
     ids: Ids,
-    started: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<anyhow::Result<Vec<String>>>,
 }
 
@@ -37,11 +36,9 @@ impl OrderStream {
     pub fn start(http: reqwest::Client, apis: Apis, per_second: f64) -> Self {
         let stop = CancellationToken::new();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let started = Arc::new(AtomicUsize::new(0));
         let ids = Ids::default();
-        let task =
-            tokio::spawn(run(http, apis, per_second, stop.clone(), accepted.clone(), started.clone(), ids.clone()));
-        Self { stop, accepted, ids, started, task }
+        let task = tokio::spawn(run(http, apis, per_second, stop.clone(), accepted.clone(), ids.clone()));
+        Self { stop, accepted, ids, task }
     }
 
     /// The ids of the orders accepted so far, by placement index.
@@ -52,11 +49,6 @@ impl OrderStream {
     /// Orders accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
-    }
-
-    /// Orders started so far (accepted or still being placed).
-    pub fn started(&self) -> usize {
-        self.started.load(Ordering::SeqCst)
     }
 
     /// Wait until at least `n` orders were accepted.
@@ -81,7 +73,6 @@ async fn run(
     per_second: f64,
     stop: CancellationToken,
     accepted: Arc<AtomicUsize>,
-    started: Arc<AtomicUsize>,
     accepted_ids: Ids,
 ) -> anyhow::Result<Vec<String>> {
     let mut placing = JoinSet::new();
@@ -103,7 +94,6 @@ async fn run(
             Ok::<_, anyhow::Error>((i, id))
         });
         i += 1;
-        started.store(i, Ordering::SeqCst);
     }
     let mut ids = vec![String::new(); i];
     while let Some(joined) = placing.join_next().await {

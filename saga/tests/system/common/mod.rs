@@ -1,7 +1,6 @@
 //! Whole-system test harness: the embedded system on a fresh set of databases (one per
 //! service, on either backend), a webhook sink that records every notification delivery, and
 //! a small API client.
-#![allow(dead_code)]
 
 pub mod invariants;
 pub mod kafka;
@@ -115,6 +114,65 @@ pub fn client_with_key(key: &str) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).build()?)
 }
 
+/// The machine, shared by the systems that tests run at once.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// A test's share of the machine: while it lives, no test that runs [`alone`] starts.
+pub type MachineShare = tokio::sync::RwLockReadGuard<'static, ()>;
+
+/// Wait until no other system under test runs, and keep the machine so while the guard lives:
+/// for the fault suite's cases and the multi-process topology, whose deadlines and latency
+/// figures assume the two cores to themselves. The lock is fair: a waiting `alone` holds back
+/// new shares, so it is not starved.
+pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// Share the machine with other tests, but not with one that runs [`alone`].
+pub async fn beside_others() -> MachineShare {
+    MACHINE.read().await
+}
+
+/// A test that installs process-wide telemetry (one global subscriber and tracer provider), run
+/// in a child process of its own: this test binary, started again on this one test. The
+/// parent holds a share of the machine while the child runs.
+macro_rules! own_process_test {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn in_own_process() {
+                fn in_child() {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(4)
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the test");
+                    if let Err(e) = runtime.block_on(super::$name()) {
+                        panic!("{e:?}");
+                    }
+                }
+                let _machine = $crate::common::machine_share_blocking();
+                rusty_fork::fork(
+                    rusty_fork::rusty_fork_test_name!(in_own_process),
+                    rusty_fork::rusty_fork_id!(),
+                    |_| {},
+                    |child, _| {
+                        let status = child.wait().expect("waiting for the test's own process");
+                        assert!(status.success(), "the test's own process exited with {status}");
+                    },
+                    in_child,
+                )
+                .expect("starting the test's own process");
+            }
+        }
+    };
+}
+
+/// [`beside_others`], for a synchronous test.
+pub fn machine_share_blocking() -> MachineShare {
+    MACHINE.blocking_read()
+}
+
 /// A running embedded system owned by one test.
 pub struct TestSystem {
     pub endpoints: Endpoints,
@@ -128,6 +186,7 @@ pub struct TestSystem {
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _data_dir: TempDir,
+    _machine: MachineShare,
 }
 
 pub struct TempDir(pub std::path::PathBuf);
@@ -174,6 +233,7 @@ impl TestSystem {
         options: Options,
         url: impl Fn(&str) -> String,
     ) -> anyhow::Result<Self> {
+        let machine = beside_others().await;
         let (sink, sink_addr) = Sink::start(options.sink_delay).await?;
         let mut dbs = HashMap::new();
         let mut urls = HashMap::new();
@@ -203,7 +263,18 @@ impl TestSystem {
         let running = tokio::spawn(system.run_until_stopped(shutdown.clone()));
         let http = client_with_key(&keys.admin)?;
         let anonymous = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(Self { endpoints, http, anonymous, keys, sink, dbs, shutdown, running: Some(running), _data_dir: data_dir })
+        Ok(Self {
+            endpoints,
+            http,
+            anonymous,
+            keys,
+            sink,
+            dbs,
+            shutdown,
+            running: Some(running),
+            _data_dir: data_dir,
+            _machine: machine,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -18,8 +18,6 @@ enum Command {
 /// The proxy, running until dropped.
 pub struct DbProxy {
     pub addr: SocketAddr,
-    /// `host:port` of the real server.
-    pub upstream: String,
     commands: mpsc::Sender<Command>,
     stop: CancellationToken,
 }
@@ -31,7 +29,7 @@ impl DbProxy {
         let (commands, rx) = mpsc::channel(4);
         let stop = CancellationToken::new();
         tokio::spawn(control(listener, addr, upstream.to_owned(), rx, stop.clone()));
-        Ok(Self { addr, upstream: upstream.to_owned(), commands, stop })
+        Ok(Self { addr, commands, stop })
     }
 
     /// Close every proxied connection and refuse new ones.

@@ -456,7 +456,8 @@ impl Topology {
         use futures::StreamExt as _;
         let views: std::sync::Mutex<HashMap<String, Value>> = Default::default();
         let is_terminal = |o: &Value| matches!(o["status"].as_str(), Some("completed" | "cancelled"));
-        let waited = eventually(timeout, "every accepted order completed or cancelled", || async {
+        // Running out of time is not an error here: the orders still open are `lost`.
+        let _ = eventually(timeout, "every accepted order completed or cancelled", || async {
             let pending: Vec<&String> = {
                 let views = views.lock().ok()?;
                 ids.iter().filter(|id| !views.get(*id).is_some_and(is_terminal)).collect()
@@ -486,7 +487,7 @@ impl Topology {
         let orders: Vec<(String, Value)> =
             ids.iter().map(|id| (id.clone(), views.get(id).cloned().unwrap_or(Value::Null))).collect();
         let lost = orders.iter().filter(|(_, o)| !is_terminal(o)).map(|(id, _)| id.clone()).collect();
-        Ok(Settled { orders, lost, timed_out: waited.is_err() })
+        Ok(Settled { orders, lost })
     }
 
     /// The end of a case: print its summary line (from the data), then assert every invariant.
@@ -595,7 +596,6 @@ impl Topology {
 pub struct Settled {
     pub orders: Vec<(String, Value)>,
     pub lost: Vec<String>,
-    pub timed_out: bool,
 }
 
 /// Print a summary line (the harness shows it with --nocapture, or when the test fails) and
