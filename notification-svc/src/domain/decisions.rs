@@ -62,7 +62,7 @@ pub fn cancel_notice(state: &Notifications, cancelled: &OrderCancelled) -> Resul
 pub struct Recorded {
     pub events: Vec<NotificationEvent>,
     /// Publish on `notifications.events`.
-    pub public: Option<NotificationSent>,
+    pub publish: Option<NotificationSent>,
 }
 
 /// Records that `notification` reached `sinks`. `state` is the aggregate as loaded (before the
@@ -77,7 +77,7 @@ pub fn record_delivery(state: &Notifications, notification: &Notification, sinks
             notification_id: notification.notification_id,
             sinks: sinks.clone(),
         }],
-        public: Some(NotificationSent {
+        publish: Some(NotificationSent {
             order_id: notification.order_id,
             customer_id: notification.customer_id.clone(),
             kind: notification.kind,

@@ -169,7 +169,7 @@ fn recording_a_delivery_publishes_notification_sent_with_the_sinks() {
         }]
     );
     assert_eq!(
-        recorded.public,
+        recorded.publish,
         Some(NotificationSent {
             order_id: order(),
             customer_id: "alice".to_owned(),
@@ -250,7 +250,7 @@ proptest! {
                 prop_assert!(!cancellation_seen);
             }
             let recorded = record_delivery(&loaded, &notification, vec!["log".to_owned()]);
-            if recorded.public.is_some() {
+            if recorded.publish.is_some() {
                 delivered.push(notification.kind);
             }
             state = recorded.events.iter().fold(state, Notifications::apply);

@@ -18,16 +18,9 @@ pub struct CarrierDayId {
     pub day: NaiveDate,
 }
 
-impl CarrierDayId {
-    /// `carrier-{carrier}-{yyyy-mm-dd}`.
-    pub fn stream_id(&self) -> String {
-        format!("carrier-{}-{}", self.carrier, self.day.format("%Y-%m-%d"))
-    }
-}
-
 impl fmt::Display for CarrierDayId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.stream_id())
+        f.write_str(&CarrierDay::stream_id(self))
     }
 }
 
@@ -55,6 +48,11 @@ pub struct CarrierDay {
 }
 
 impl CarrierDay {
+    /// The stream of one carrier's day: `carrier-{carrier}-{yyyy-mm-dd}`.
+    pub fn stream_id(id: &CarrierDayId) -> String {
+        format!("carrier-{}-{}", id.carrier, id.day.format("%Y-%m-%d"))
+    }
+
     pub fn booked(&self) -> u32 {
         self.booked
     }

@@ -86,26 +86,26 @@ pub struct SlotChange {
     pub event: CarrierDayEvent,
 }
 
-/// What a decision wants written: append `shipment` to the order's shipment stream and
-/// `slot.event` to `slot.slot`'s stream, in one transaction, then publish `public`.
+/// What a decision wants written, all in one transaction: `shipment` appended to the order's
+/// shipment stream, `slot.event` to `slot.slot`'s stream, and `publish` put in the outbox.
 /// An empty decision (a redelivery, or a step that no longer applies) writes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     pub shipment: Vec<ShipmentEvent>,
     pub slot: Option<SlotChange>,
-    pub public: Option<PublicEvent>,
+    pub publish: Option<PublicEvent>,
 }
 
 impl Decision {
     pub fn is_empty(&self) -> bool {
-        self.shipment.is_empty() && self.slot.is_none() && self.public.is_none()
+        self.shipment.is_empty() && self.slot.is_none() && self.publish.is_none()
     }
 
     fn failed(command: &ScheduleShipment, reason: FailureReason) -> Self {
         Self {
             shipment: vec![ShipmentEvent::Failed { reason }],
             slot: None,
-            public: Some(PublicEvent::Failed(ShipmentFailed {
+            publish: Some(PublicEvent::Failed(ShipmentFailed {
                 order_id: command.order_id,
                 customer_id: command.customer_id.clone(),
                 reason: reason.into(),
@@ -147,7 +147,7 @@ fn book(command: &ScheduleShipment, slot: CarrierDayId) -> Decision {
     let shipment_id = shipment_id(command.order_id);
     Decision {
         shipment: vec![ShipmentEvent::Scheduled { shipment_id, carrier: slot.carrier.clone(), ship_date: slot.day }],
-        public: Some(PublicEvent::Scheduled(ShipmentScheduled {
+        publish: Some(PublicEvent::Scheduled(ShipmentScheduled {
             order_id: command.order_id,
             customer_id: command.customer_id.clone(),
             shipment_id,
@@ -171,7 +171,7 @@ pub fn cancel(shipment: &Shipment, order_id: Uuid) -> Decision {
         Shipment::Scheduled(booking) => Decision {
             shipment: vec![ShipmentEvent::Cancelled],
             slot: Some(SlotChange { slot: booking.carrier_day(), event: CarrierDayEvent::SlotFreed { order_id } }),
-            public: Some(PublicEvent::Cancelled(ShipmentCancelled {
+            publish: Some(PublicEvent::Cancelled(ShipmentCancelled {
                 order_id,
                 shipment_id: booking.shipment_id,
                 carrier: booking.carrier.to_string(),

@@ -2,12 +2,14 @@
 //!
 //! Pure decisions over three kinds of aggregate, no I/O:
 //!
-//! - [`Network`] (stream [`Network::STREAM_ID`]): the carriers, the countries each serves and
+//! - [`Network`] (stream `network`): the carriers, the countries each serves and
 //!   its daily capacity. Seeded from [`NetworkSeed`], changed by [`set_destinations`].
 //! - [`CarrierDay`] (stream `carrier-{carrier}-{yyyy-mm-dd}`, see [`CarrierDayId`]): how many
 //!   slots of one carrier's day are booked. Its stream version is what keeps two concurrent
 //!   bookings from overfilling a day: both read version N, only one appends N + 1.
 //! - [`Shipment`] (stream `shipment-{order_id}`): what was decided for one order.
+//!
+//! Each aggregate names its stream with an associated `stream_id`, as in every service.
 //!
 //! A handler loads the states a decision needs ([`ScheduleShipment::candidate_slots`] names the
 //! carrier days), calls [`schedule`] or [`cancel`], appends the returned [`Decision`]'s events

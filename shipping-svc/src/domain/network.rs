@@ -72,7 +72,10 @@ pub struct Network {
 }
 
 impl Network {
-    pub const STREAM_ID: &'static str = "network";
+    /// The one network stream: `network`.
+    pub fn stream_id() -> String {
+        "network".to_owned()
+    }
 
     /// The network a seed describes, as if [`seed_network`] had been applied to an empty one.
     pub fn from_seed(seed: &NetworkSeed) -> Result<Self, DomainError> {

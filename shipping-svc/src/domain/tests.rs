@@ -89,7 +89,7 @@ fn a_served_destination_books_todays_slot_and_publishes_shipment_scheduled() {
     );
     assert_eq!(decision.slot, Some(SlotChange { slot, event: CarrierDayEvent::SlotBooked { order_id: cmd.order_id } }));
     assert_eq!(
-        decision.public,
+        decision.publish,
         Some(PublicEvent::Scheduled(ShipmentScheduled {
             order_id: cmd.order_id,
             customer_id: "alice".to_owned(),
@@ -122,7 +122,7 @@ fn an_unserved_destination_fails_with_destination_not_served() {
     assert_eq!(decision.shipment, vec![ShipmentEvent::Failed { reason: FailureReason::DestinationNotServed }]);
     assert_eq!(decision.slot, None);
     assert_eq!(
-        decision.public,
+        decision.publish,
         Some(PublicEvent::Failed(ShipmentFailed {
             order_id: cmd.order_id,
             customer_id: "alice".to_owned(),
@@ -187,7 +187,7 @@ fn every_day_of_the_horizon_full_fails_with_carrier_capacity_exhausted() {
     assert_eq!(decision.shipment, vec![ShipmentEvent::Failed { reason: FailureReason::CarrierCapacityExhausted }]);
     assert_eq!(decision.slot, None);
     assert!(matches!(
-        decision.public,
+        decision.publish,
         Some(PublicEvent::Failed(ShipmentFailed { reason: CancelReason::CarrierCapacityExhausted, .. }))
     ));
 }
@@ -272,7 +272,7 @@ fn cancelling_a_scheduled_shipment_frees_its_slot_and_publishes_shipment_cancell
         })
     );
     assert_eq!(
-        decision.public,
+        decision.publish,
         Some(PublicEvent::Cancelled(ShipmentCancelled {
             order_id,
             shipment_id: shipment_id(order_id),
@@ -288,7 +288,7 @@ fn cancelling_before_anything_was_scheduled_notes_the_cancellation() {
 
     assert_eq!(decision.shipment, vec![ShipmentEvent::CancellationNoted]);
     assert_eq!(decision.slot, None);
-    assert_eq!(decision.public, None);
+    assert_eq!(decision.publish, None);
     assert_eq!(Shipment::Undecided.apply(&ShipmentEvent::CancellationNoted), Shipment::CancellationNoted);
 }
 
@@ -348,9 +348,9 @@ fn stream_ids_follow_the_documented_shapes() {
     let order = Uuid::from_u128(7);
     let slot = CarrierDayId { carrier: carrier("postnl"), day: date(2025, 1, 2) };
 
-    assert_eq!(slot.stream_id(), "carrier-postnl-2025-01-02");
+    assert_eq!(CarrierDay::stream_id(&slot), "carrier-postnl-2025-01-02");
     assert_eq!(Shipment::stream_id(order), format!("shipment-{order}"));
-    assert_eq!(Network::STREAM_ID, "network");
+    assert_eq!(Network::stream_id(), "network");
 }
 
 #[test]
@@ -492,7 +492,7 @@ fn every_domain_event_round_trips_with_its_event_type_as_tag() {
 #[test]
 fn public_events_serialize_as_the_bare_contract_payload() {
     let decision = cancel(&scheduled(1, "ups", date(2025, 3, 11)), Uuid::from_u128(1));
-    let public = decision.public.expect("public event");
+    let public = decision.publish.expect("public event");
 
     let json = serde_json::to_value(&public).expect("serialize");
     let payload: ShipmentCancelled = serde_json::from_value(json).expect("contract payload");
