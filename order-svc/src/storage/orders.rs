@@ -17,8 +17,9 @@ use super::repository::{ListQuery, OrderRepository, Placed, RepoError, internal}
 use super::views::{OrderPage, OrderView};
 use crate::domain::{self, OrderEvent, OrderState, PlaceOrder};
 
-/// Order-svc's orders over one service database: their streams, their projection, and the
-/// outbox their decisions leave through.
+/// The orders in order-svc's database: their streams, their projection, and the outbox their
+/// decisions leave through. The API's [`OrderRepository`], the message handler and the
+/// deadline scan all go through it, so an order is loaded one way everywhere.
 #[derive(Debug, Clone)]
 pub struct Orders {
     pub db: Db,
