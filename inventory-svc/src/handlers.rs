@@ -127,11 +127,11 @@ impl InventoryHandler {
         order_id: Uuid,
         skus: impl Iterator<Item = &'a String>,
     ) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
-        let reservation = self.store.load::<ReservationState>(tx, &domain::reservation::stream_id(order_id)).await?;
+        let reservation = self.store.load::<ReservationState>(tx, &ReservationState::stream_id(order_id)).await?;
         let mut wanted: Vec<&String> = skus.collect();
         wanted.sort();
         wanted.dedup();
-        let streams: Vec<String> = wanted.iter().map(|sku| domain::sku::stream_id(sku)).collect();
+        let streams: Vec<String> = wanted.iter().map(|sku| SkuState::stream_id(sku)).collect();
         let mut by_stream = self.store.load_many::<SkuState>(tx, &streams).await?;
         let mut loaded = Skus::new();
         for (sku, stream) in wanted.into_iter().zip(&streams) {
@@ -143,7 +143,7 @@ impl InventoryHandler {
     }
 
     async fn load_held(&self, tx: &mut Tx, order_id: Uuid) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
-        let reservation = self.store.load::<ReservationState>(tx, &domain::reservation::stream_id(order_id)).await?;
+        let reservation = self.store.load::<ReservationState>(tx, &ReservationState::stream_id(order_id)).await?;
         let involved = reservation.state.skus_involved();
         let (_, skus) = self.load(tx, order_id, involved.iter()).await?;
         Ok((reservation, skus))
@@ -175,10 +175,10 @@ impl InventoryHandler {
             let loaded = skus.get_mut(sku).ok_or_else(|| {
                 HandlerError::permanent(anyhow::anyhow!("decision touched sku {sku} that was not loaded"))
             })?;
-            self.store.save(ctx.tx, &domain::sku::stream_id(sku), loaded, events, &metadata).await?;
+            self.store.save(ctx.tx, &SkuState::stream_id(sku), loaded, events, &metadata).await?;
         }
         self.store
-            .save(ctx.tx, &domain::reservation::stream_id(order_id), reservation, &decision.reservation, &metadata)
+            .save(ctx.tx, &ReservationState::stream_id(order_id), reservation, &decision.reservation, &metadata)
             .await?;
         if let Some(public) = decision.publish {
             if matches!(public, PublicEvent::Released(_)) {
@@ -200,7 +200,7 @@ impl InventoryHandler {
         decide: impl FnOnce(&SkuState) -> Result<Vec<SkuEvent>, domain::DomainError>,
     ) -> Result<(), HandlerError> {
         ctx.check_subject(sku)?;
-        let stream = domain::sku::stream_id(sku);
+        let stream = SkuState::stream_id(sku);
         let mut loaded = self.store.load::<SkuState>(ctx.tx, &stream).await?;
         loaded.state.sku = sku.to_owned();
         let outcome = match decide(&loaded.state) {
@@ -220,7 +220,7 @@ impl InventoryHandler {
     pub async fn seed(&self, tx: &mut Tx, seed: &CatalogueSeed) -> anyhow::Result<()> {
         let metadata = serde_json::json!({"source": "seed"});
         for product in &seed.products {
-            let stream = domain::sku::stream_id(&product.sku);
+            let stream = SkuState::stream_id(&product.sku);
             let mut loaded = self.store.load::<SkuState>(tx, &stream).await?;
             loaded.state.sku = product.sku.clone();
             let events = product.decide(&loaded.state).map_err(|e| anyhow::anyhow!("seed {}: {e}", product.sku))?;
@@ -231,7 +231,7 @@ impl InventoryHandler {
 
     /// Current stock per SKU (for tests and operators).
     pub async fn stock(&self, tx: &mut Tx, sku: &str) -> anyhow::Result<SkuState> {
-        let mut loaded = self.store.load::<SkuState>(tx, &domain::sku::stream_id(sku)).await?;
+        let mut loaded = self.store.load::<SkuState>(tx, &SkuState::stream_id(sku)).await?;
         loaded.state.sku = sku.to_owned();
         Ok(loaded.state)
     }

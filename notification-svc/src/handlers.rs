@@ -124,7 +124,7 @@ impl NotificationHandler {
         let events: Vec<NotificationEvent> = decision.events.into_iter().chain(recorded.events).collect();
         let metadata = ctx.event_metadata();
         self.store.save(ctx.tx, &Notifications::stream_id(order_id), state, &events, &metadata).await?;
-        if let Some(sent) = recorded.public {
+        if let Some(sent) = recorded.publish {
             ctx.publish(&self.topics.notifications, event_type::NOTIFICATION_SENT, &sent).await?;
         }
         Ok(())

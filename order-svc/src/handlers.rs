@@ -1,6 +1,6 @@
 //! Other services' events → the order aggregate → its decision (complete or cancel), in one
 //! transaction with the projection and the outbox. Admin command outcomes go to their audit
-//! streams instead ([`crate::admin::record_outcome`]).
+//! streams instead ([`crate::storage::admin_commands::record_outcome`]).
 
 use shared::consumer::{Handler, HandlerError, MessageContext};
 use shared::contracts::event_type;
@@ -8,12 +8,12 @@ use shared::event_store::StoreError;
 use uuid::Uuid;
 
 use crate::domain::{self, OrderEvent};
-use crate::store::{self, AppendError, OrderStreams};
+use crate::storage::{AppendError, Orders, order_view};
 
 /// The order-svc message handler: folds every upstream fact into its order.
 #[derive(Debug, Clone)]
 pub struct OrderHandler {
-    pub streams: OrderStreams,
+    pub orders: Orders,
 }
 
 impl From<AppendError> for HandlerError {
@@ -30,7 +30,7 @@ impl Handler for OrderHandler {
         let message = ctx.message;
         if matches!(message.event_type.as_str(), event_type::ADMIN_COMMAND_APPLIED | event_type::ADMIN_COMMAND_REJECTED)
         {
-            return crate::admin::record_outcome(&self.streams.store, ctx).await;
+            return crate::storage::admin_commands::record_outcome(&self.orders.store, ctx).await;
         }
         let fact =
             OrderEvent::from_payload(&message.event_type, message.data.clone()).map_err(HandlerError::permanent)?;
@@ -44,32 +44,32 @@ impl Handler for OrderHandler {
                 message.subject
             )));
         }
-        let state = self.streams.load(ctx.tx, order_id).await.map_err(HandlerError::Transient)?;
+        let state = self.orders.load(ctx.tx, order_id).await.map_err(HandlerError::Transient)?;
         let Some(current) = state.as_ref() else {
             return Err(HandlerError::permanent(anyhow::anyhow!("no order {order_id}")));
         };
         let events = domain::observe(current, fact).map_err(HandlerError::permanent)?;
         let metadata = ctx.event_metadata();
-        self.streams.append(ctx.tx, order_id, state, &events, Some(message), metadata).await?;
+        self.orders.append(ctx.tx, order_id, state, &events, Some(message), metadata).await?;
         Ok(())
     }
 }
 
 /// Cancel one overdue order, if it still is (another replica may have done it).
-pub async fn expire_one(db: &shared::db::Db, streams: &OrderStreams, order_id: Uuid) -> anyhow::Result<bool> {
-    let mut tx = db.begin().await?;
-    let Some(state) = streams.load(&mut tx, order_id).await? else {
+pub async fn expire_one(orders: &Orders, order_id: Uuid) -> anyhow::Result<bool> {
+    let mut tx = orders.db.begin().await?;
+    let Some(state) = orders.load(&mut tx, order_id).await? else {
         return Ok(false);
     };
     let events = domain::expire(&state, chrono::Utc::now());
     if events.is_empty() {
         // Terminal already (the projection lagged): bring the row up to date.
-        store::upsert_view(&mut tx, &state).await?;
+        order_view::upsert(&mut tx, &state).await?;
         tx.commit().await?;
         return Ok(false);
     }
     let metadata = serde_json::json!({"cause": "saga_deadline"});
-    match streams.append(&mut tx, order_id, Some(state), &events, None, metadata).await {
+    match orders.append(&mut tx, order_id, Some(state), &events, None, metadata).await {
         Ok(_) => {}
         Err(AppendError::Store(StoreError::Conflict { .. })) => return Ok(false),
         Err(e) => return Err(e.into()),

@@ -1,20 +1,19 @@
-//! The order API (issue 3, section 4): `POST /orders`, `GET /orders/{id}`, `GET /orders`, the
-//! admin endpoints under `/admin` (issue 8), and the OpenAPI document at `/openapi.json`.
-//! Handlers talk to storage only through [`OrderRepository`] and [`AdminRepository`]; every
-//! error leaves as `application/problem+json` (RFC 9457).
+//! The order API: `POST /orders`, `GET /orders/{id}`, `GET /orders`, the admin endpoints under
+//! `/admin`, and the OpenAPI document at `/openapi.json`. Handlers talk to storage only
+//! through the ports [`OrderRepository`] and [`AdminRepository`] of [`crate::storage`], and
+//! return its read models; every error leaves as `application/problem+json` (RFC 9457).
 //!
 //! Every route but `/openapi.json` needs an API key ([`auth`]); every route runs under the
 //! limits of [`limits`].
 
-mod admin;
+mod admin_routes;
 pub mod auth;
 mod extract;
 pub mod failed_auth;
 pub mod limits;
 mod openapi;
-mod orders;
+mod order_routes;
 mod problem;
-mod repository;
 
 use std::sync::Arc;
 
@@ -23,19 +22,17 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use tokio::sync::Semaphore;
 
-pub use admin::{
-    AdminCommandPage, AdminCommandView, AdminRepository, BalanceRequest, CommandQuery, CreditRequest,
-    DestinationsRequest, StockAdjustmentRequest, UpsertProductRequest,
+use crate::storage::{AdminRepository, OrderRepository};
+
+pub use admin_routes::{
+    BalanceRequest, CreditRequest, DestinationsRequest, StockAdjustmentRequest, UpsertProductRequest,
 };
 pub use auth::{ApiKeys, Auth, KeyConfigError, Principal, Role, generate_key, hash_key};
 pub use extract::{BODY_LIMIT_BYTES, JsonBody};
 pub use limits::{ApiLimits, RateLimit, RateLimiter};
 pub use openapi::ApiDoc;
-pub use orders::{ItemView, OrderPage, OrderSummary, OrderView, PlaceOrderRequest, ShipToRequest, fingerprint};
+pub use order_routes::{PlaceOrderRequest, ShipToRequest};
 pub use problem::{AppError, Problem, Violation};
-pub use repository::{
-    Cursor, IdempotencyKey, IdempotencyRequest, InvalidCursor, ListQuery, OrderRepository, PageLimit, Placed, RepoError,
-};
 
 /// How the API admits requests: who may call it, and how much.
 #[derive(Debug, Clone)]
@@ -66,9 +63,9 @@ pub fn router<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: 
 pub fn routes<R: OrderRepository, A: AdminRepository>(orders: R, admin: A, api: &ApiConfig) -> Router {
     let shared = Arc::new(Semaphore::new(api.limits.max_concurrent_requests.max(1)));
     let timeout = api.limits.request_timeout;
-    let mut protected: Router = orders::router::<R>()
+    let mut protected: Router = order_routes::router::<R>()
         .with_state(orders)
-        .merge(admin::router::<A>().with_state(admin))
+        .merge(admin_routes::router::<A>().with_state(admin))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(from_fn_with_state(timeout, limits::timeout))
         .layer(from_fn_with_state(

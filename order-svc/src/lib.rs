@@ -2,14 +2,17 @@
 //! order API. It places orders (OrderPlaced through the outbox), folds every other service's
 //! events into the order, decides OrderCompleted or OrderCancelled, and cancels orders whose
 //! saga deadline passed. It is also the only REST entry point for operators: admin commands
-//! travel from here to the owning services as command messages (see [`admin`]).
+//! travel from here to the owning services as command messages (see [`AdminCommands`]).
+//!
+//! Layers, inner first: [`domain`] (pure), [`storage`] (the event store, projections, read
+//! models and the ports the API calls), [`http`] (routes over those ports), and [`handlers`]
+//! (messages into the domain through storage). This file wires them.
 
-pub mod admin;
 pub mod domain;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
-pub mod store;
+pub mod storage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,10 +27,9 @@ use shared::http_server::Endpoint;
 use shared::service::{ServiceContext, ops_router};
 use shared::topics::service;
 
-pub use admin::AdminCommands;
 pub use handlers::OrderHandler;
 pub use http::ApiConfig;
-pub use store::Orders;
+pub use storage::{AdminCommands, Orders};
 
 /// order-svc's own tables.
 pub fn migrations() -> Migrations {
@@ -197,10 +199,11 @@ impl App {
     pub async fn build(config: Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         metrics::describe();
         let mut ctx = ServiceContext::connect(config.service.clone(), &[migrations()], upcaster(), shutdown).await?;
-        ctx.retained.push((store::IDEMPOTENCY_KEYS, config.idempotency_key_retention));
+        ctx.retained.push((storage::IDEMPOTENCY_KEYS, config.idempotency_key_retention));
         let orders = Orders {
             db: ctx.db.clone(),
-            streams: store::OrderStreams { store: ctx.store.clone(), topics: ctx.config.topics.clone() },
+            store: ctx.store.clone(),
+            topics: ctx.config.topics.clone(),
             outbox_signal: ctx.outbox_signal.clone(),
             saga_deadline: chrono::TimeDelta::from_std(config.saga_deadline).context("saga deadline out of range")?,
         };
@@ -235,7 +238,7 @@ impl App {
     /// orders, until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let App { ctx, orders, admin, config, listener, ops_listener } = self;
-        let handler = Arc::new(OrderHandler { streams: orders.streams.clone() });
+        let handler = Arc::new(OrderHandler { orders: orders.clone() });
         let consumer = ctx.consumer(handler);
         // Load balancers may probe the API's own port; /healthz there reads and writes nothing.
         let api = http::routes(orders.clone(), admin, &config.api)
@@ -265,7 +268,7 @@ async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: Cancella
             () = tokio::time::sleep(interval) => {}
         }
         record_open_orders(&orders).await;
-        let overdue = match store::overdue(&orders.db, chrono::Utc::now(), 200).await {
+        let overdue = match storage::order_view::overdue(&orders.db, chrono::Utc::now(), 200).await {
             Ok(ids) => ids,
             Err(err) => {
                 tracing::warn!(error = %err, "deadline scan failed");
@@ -273,7 +276,7 @@ async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: Cancella
             }
         };
         for order_id in overdue {
-            match handlers::expire_one(&orders.db, &orders.streams, order_id).await {
+            match handlers::expire_one(&orders, order_id).await {
                 Ok(true) => {
                     orders.outbox_signal.notify();
                     tracing::info!(order.id = %order_id, "saga deadline passed, order cancelled");
@@ -288,7 +291,7 @@ async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: Cancella
 /// Publish the open-order gauges (the "stuck saga" alert watches them).
 async fn record_open_orders(orders: &Orders) {
     let now = chrono::Utc::now();
-    match store::open_orders(&orders.db, now).await {
+    match storage::order_view::open_orders(&orders.db, now).await {
         Ok((open, overdue, earliest_deadline)) => {
             let deadline = orders.saga_deadline.to_std().unwrap_or_default();
             // An order's deadline is its placement time plus the saga deadline.

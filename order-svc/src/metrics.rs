@@ -51,7 +51,8 @@ pub fn open_orders(open: i64, overdue: i64, oldest_age: Duration, deadline: Dura
     gauge!(DEADLINE).set(deadline.as_secs_f64());
 }
 
-/// A request refused for its key (`reason`: see [`crate::http::failed_auth::Failure`]).
+/// A request refused for its key. `reason` is one of `missing_key`, `malformed`, `unknown_key`
+/// and `throttled`, a bounded set the API's authentication picks from.
 pub fn auth_failure(reason: &'static str) {
     counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     self, AccountEvent, AccountState, AccountsSeed, FaultProfile, PaymentDecision, PaymentEvent, PaymentState,
-    PublicEvent, account, payment,
+    PublicEvent, account,
 };
 
 impl Aggregate for PaymentState {
@@ -123,11 +123,11 @@ type Decided = (Uuid, Loaded<PaymentState>, Option<(String, Loaded<Account>)>, P
 
 impl PaymentHandler {
     async fn load_payment(&self, tx: &mut Tx, order_id: Uuid) -> Result<Loaded<PaymentState>, HandlerError> {
-        Ok(self.store.load::<PaymentState>(tx, &payment::stream_id(order_id)).await?)
+        Ok(self.store.load::<PaymentState>(tx, &PaymentState::stream_id(order_id)).await?)
     }
 
     async fn load_account(&self, tx: &mut Tx, customer_id: &str) -> Result<Loaded<Account>, HandlerError> {
-        Ok(self.store.load::<Account>(tx, &account::stream_id(customer_id)).await?)
+        Ok(self.store.load::<Account>(tx, &AccountState::stream_id(customer_id)).await?)
     }
 
     async fn refund(&self, tx: &mut Tx, order_id: Uuid, trigger: CompensationTrigger) -> Result<Decided, HandlerError> {
@@ -158,7 +158,7 @@ impl PaymentHandler {
             return Ok(());
         }
         let metadata = ctx.event_metadata();
-        self.store.save(ctx.tx, &payment::stream_id(order_id), payment, &decision.payment, &metadata).await?;
+        self.store.save(ctx.tx, &PaymentState::stream_id(order_id), payment, &decision.payment, &metadata).await?;
         if !decision.account.is_empty() {
             let Some((customer_id, mut account)) = customer else {
                 return Err(HandlerError::permanent(anyhow::anyhow!(
@@ -166,7 +166,7 @@ impl PaymentHandler {
                 )));
             };
             self.store
-                .save(ctx.tx, &account::stream_id(&customer_id), &mut account, &decision.account, &metadata)
+                .save(ctx.tx, &AccountState::stream_id(&customer_id), &mut account, &decision.account, &metadata)
                 .await?;
         }
         if let Some(public) = decision.publish {
@@ -192,7 +192,7 @@ impl PaymentHandler {
         let outcome = if customer_id.trim().is_empty() {
             Err(domain::DomainError::BlankCustomerId.to_string())
         } else {
-            let stream = account::stream_id(customer_id);
+            let stream = AccountState::stream_id(customer_id);
             let mut loaded = self.store.load::<Account>(ctx.tx, &stream).await?;
             match decide(loaded.state.0.as_ref()) {
                 Ok(events) => {
@@ -212,7 +212,7 @@ impl PaymentHandler {
     pub async fn seed(&self, tx: &mut Tx, seed: &AccountsSeed) -> anyhow::Result<()> {
         let metadata = serde_json::json!({"source": "seed"});
         for seeded in &seed.accounts {
-            let stream = account::stream_id(&seeded.customer_id);
+            let stream = AccountState::stream_id(&seeded.customer_id);
             let mut loaded = self.store.load::<Account>(tx, &stream).await?;
             let events = seeded
                 .decide(loaded.state.0.as_ref())
@@ -224,11 +224,11 @@ impl PaymentHandler {
 
     /// A customer's account, `None` if it was never opened (for tests and operators).
     pub async fn account(&self, tx: &mut Tx, customer_id: &str) -> anyhow::Result<Option<AccountState>> {
-        Ok(self.store.load::<Account>(tx, &account::stream_id(customer_id)).await?.state.0)
+        Ok(self.store.load::<Account>(tx, &AccountState::stream_id(customer_id)).await?.state.0)
     }
 
     /// What payment decided for an order (for tests and operators).
     pub async fn payment(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<PaymentState> {
-        Ok(self.store.load::<PaymentState>(tx, &payment::stream_id(order_id)).await?.state)
+        Ok(self.store.load::<PaymentState>(tx, &PaymentState::stream_id(order_id)).await?.state)
     }
 }

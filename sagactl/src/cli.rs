@@ -191,7 +191,7 @@ pub struct RebuildArgs {
     #[arg(long, requires = "database_url")]
     pub from_store: bool,
     /// With --from-store: after comparing, replace the live projection by the rebuilt one
-    /// (`order_svc::store::rebuild_projection`, one transaction) and compare again.
+    /// (`order_svc::Orders::rebuild_projection`, one transaction) and compare again.
     #[arg(long, requires = "from_store")]
     pub apply: bool,
     #[command(flatten)]

@@ -7,7 +7,7 @@
 //!   order on the five event topics. Each order's messages are folded OrderPlaced first, then by
 //!   event time, each message id once, with order-svc's own [`domain::evolve`].
 //! - the event store (`rebuild order-svc --from-store`): every stream in order-svc's `events`
-//!   table, folded as [`order_svc::store::rebuild_projection`] folds them. `--apply` then runs
+//!   table, folded as [`order_svc::Orders::rebuild_projection`] folds them. `--apply` then runs
 //!   that function to replace the live projection.
 //!
 //! Two live read models: the `order_view` rows of order-svc's database (`--database-url`), or
@@ -26,7 +26,7 @@ use anyhow::{Context as _, anyhow, bail};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use order_svc::domain::{self, OrderEvent, OrderState};
-use order_svc::http::OrderView;
+use order_svc::storage::OrderView;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use shared::contracts::event_type as ev;
@@ -484,8 +484,16 @@ pub async fn run(ctx: &Ctx, args: RebuildArgs) -> anyhow::Result<ExitCode> {
         let live = Live::Database { db: db.clone() };
         let mut report = compare(&rebuilt, &live, true, "event_store", ctx.progress).await?;
         if args.apply {
-            let applied =
-                order_svc::store::rebuild_projection(&db, &store).await.context("failed to rebuild order_view")?;
+            // A rebuild folds and writes the projection only: it publishes nothing and places
+            // nothing, so the topics, the outbox signal and the deadline go unused.
+            let orders = order_svc::Orders {
+                db: db.clone(),
+                store: store.clone(),
+                topics: shared::topics::Topics::default(),
+                outbox_signal: shared::outbox::OutboxSignal::default(),
+                saga_deadline: chrono::TimeDelta::zero(),
+            };
+            let applied = orders.rebuild_projection().await.context("failed to rebuild order_view")?;
             let after = compare(&rebuilt, &live, true, "event_store", ctx.progress).await?;
             report.applied = Some(applied);
             report.differences_after_apply = Some(after.differences.len());

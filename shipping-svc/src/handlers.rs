@@ -87,7 +87,7 @@ impl Handler for ShippingHandler {
                 let command = ScheduleShipment::from_payment(&paid, Utc::now().date_naive());
                 // A shipment already decided (or cancelled) needs no look at the network.
                 let (network, days) = if matches!(shipment.state, Shipment::Undecided) {
-                    let network = self.store.load::<Network>(ctx.tx, Network::STREAM_ID).await?.state;
+                    let network = self.store.load::<Network>(ctx.tx, &Network::stream_id()).await?.state;
                     let slots = command.candidate_slots(&network);
                     (network, self.load_days(ctx.tx, slots).await?)
                 } else {
@@ -124,7 +124,7 @@ impl ShippingHandler {
     }
 
     async fn load_days(&self, tx: &mut Tx, slots: Vec<CarrierDayId>) -> Result<Days, HandlerError> {
-        let streams: Vec<String> = slots.iter().map(CarrierDayId::stream_id).collect();
+        let streams: Vec<String> = slots.iter().map(CarrierDay::stream_id).collect();
         let mut by_stream = self.store.load_many::<CarrierDay>(tx, &streams).await?;
         let mut days = Days::new();
         for (slot, stream) in slots.into_iter().zip(&streams) {
@@ -156,11 +156,11 @@ impl ShippingHandler {
                 ))
             })?;
             self.store
-                .save(ctx.tx, &change.slot.stream_id(), day, std::slice::from_ref(&change.event), &metadata)
+                .save(ctx.tx, &CarrierDay::stream_id(&change.slot), day, std::slice::from_ref(&change.event), &metadata)
                 .await?;
         }
         self.store.save(ctx.tx, &Shipment::stream_id(order_id), shipment, &decision.shipment, &metadata).await?;
-        if let Some(public) = decision.public {
+        if let Some(public) = decision.publish {
             if matches!(public, PublicEvent::Cancelled(_)) {
                 shared::metrics::compensation(service::SHIPPING, "shipment_cancelled");
             }
@@ -173,7 +173,7 @@ impl ShippingHandler {
     /// event, and publish the outcome (a refusal is an outcome, not an error).
     async fn set_destinations(&self, ctx: &mut MessageContext<'_>, c: SetDestinations) -> Result<(), HandlerError> {
         ctx.check_subject(&c.carrier)?;
-        let mut network = self.store.load::<Network>(ctx.tx, Network::STREAM_ID).await?;
+        let mut network = self.store.load::<Network>(ctx.tx, &Network::stream_id()).await?;
         let decided = CarrierName::try_from(c.carrier.as_str())
             .and_then(|carrier| {
                 let countries =
@@ -184,7 +184,7 @@ impl ShippingHandler {
         let outcome = match decided {
             Ok(events) => {
                 let metadata = ctx.command_metadata(c.command_id);
-                self.store.save(ctx.tx, Network::STREAM_ID, &mut network, &events, &metadata).await?;
+                self.store.save(ctx.tx, &Network::stream_id(), &mut network, &events, &metadata).await?;
                 Ok(events.iter().map(|e| e.event_type().to_owned()).collect())
             }
             Err(refused) => Err(refused.to_string()),
@@ -196,15 +196,17 @@ impl ShippingHandler {
     /// Register the seed's carriers the network does not know yet (re-running it on every
     /// start is safe, and keeps an admin's changes).
     pub async fn seed(&self, tx: &mut Tx, seed: &NetworkSeed) -> anyhow::Result<()> {
-        let mut network = self.store.load::<Network>(tx, Network::STREAM_ID).await?;
+        let mut network = self.store.load::<Network>(tx, &Network::stream_id()).await?;
         let events = domain::seed_network(&network.state, seed).context("invalid network seed")?;
-        self.store.save(tx, Network::STREAM_ID, &mut network, &events, &serde_json::json!({"source": "seed"})).await?;
+        self.store
+            .save(tx, &Network::stream_id(), &mut network, &events, &serde_json::json!({"source": "seed"}))
+            .await?;
         Ok(())
     }
 
     /// The carrier network (for tests and operators).
     pub async fn network(&self, tx: &mut Tx) -> anyhow::Result<Network> {
-        Ok(self.store.load::<Network>(tx, Network::STREAM_ID).await?.state)
+        Ok(self.store.load::<Network>(tx, &Network::stream_id()).await?.state)
     }
 
     /// What was decided for an order's shipment (for tests and operators).
@@ -214,6 +216,6 @@ impl ShippingHandler {
 
     /// How booked one carrier's day is (for tests and operators).
     pub async fn carrier_day(&self, tx: &mut Tx, day: &CarrierDayId) -> anyhow::Result<CarrierDay> {
-        Ok(self.store.load::<CarrierDay>(tx, &day.stream_id()).await?.state)
+        Ok(self.store.load::<CarrierDay>(tx, &CarrierDay::stream_id(day)).await?.state)
     }
 }

@@ -73,7 +73,7 @@ impl PublicEvent {
 pub struct InventoryDecision {
     /// Events for `reservation-{order_id}`.
     pub reservation: Vec<ReservationEvent>,
-    /// Events per SKU (key: the SKU; stream id [`super::sku::stream_id`]). Sorted by SKU, so
+    /// Events per SKU (key: the SKU; stream id [`super::SkuState::stream_id`]). Sorted by SKU, so
     /// appending in map order takes row locks in one global order across handlers.
     pub skus: BTreeMap<String, Vec<SkuEvent>>,
     /// The integration event to put in the outbox, if any.

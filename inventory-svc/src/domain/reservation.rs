@@ -20,11 +20,6 @@ use uuid::Uuid;
 /// Prefix of a reservation's stream id in the event store.
 pub const STREAM_PREFIX: &str = "reservation-";
 
-/// The event-store stream id of an order's reservation: `reservation-{order_id}`.
-pub fn stream_id(order_id: Uuid) -> String {
-    format!("{STREAM_PREFIX}{order_id}")
-}
-
 /// What happened to an order's reservation. The `type` tag is the stored event type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -95,6 +90,11 @@ pub struct ReservationState {
 }
 
 impl ReservationState {
+    /// The event-store stream id of an order's reservation: `reservation-{order_id}`.
+    pub fn stream_id(order_id: Uuid) -> String {
+        format!("{STREAM_PREFIX}{order_id}")
+    }
+
     /// Folds a stream into its state.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a ReservationEvent>) -> Self {
         events.into_iter().fold(ReservationState::default(), ReservationState::evolve)
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn stream_id_is_prefixed_with_reservation() {
-        assert_eq!(stream_id(Uuid::nil()), "reservation-00000000-0000-0000-0000-000000000000");
+        assert_eq!(ReservationState::stream_id(Uuid::nil()), "reservation-00000000-0000-0000-0000-000000000000");
     }
 
     #[test]

@@ -13,11 +13,6 @@ use super::DomainError;
 /// Prefix of an SKU's stream id in the event store.
 pub const STREAM_PREFIX: &str = "sku-";
 
-/// The event-store stream id of an SKU: `sku-{sku}`.
-pub fn stream_id(sku: &str) -> String {
-    format!("{STREAM_PREFIX}{sku}")
-}
-
 /// What happened to one SKU. The `type` tag is the stored event type (see [`Self::event_type`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -78,6 +73,11 @@ pub struct SkuState {
 }
 
 impl SkuState {
+    /// The event-store stream id of an SKU: `sku-{sku}`.
+    pub fn stream_id(sku: &str) -> String {
+        format!("{STREAM_PREFIX}{sku}")
+    }
+
     /// The state of an SKU whose stream is empty.
     pub fn new(sku: impl Into<String>) -> Self {
         SkuState { sku: sku.into(), ..SkuState::default() }
@@ -246,8 +246,8 @@ mod tests {
 
     #[test]
     fn stream_id_is_prefixed_with_sku() {
-        assert_eq!(stream_id("sku-tee"), "sku-sku-tee");
-        assert_eq!(stream_id("abc"), "sku-abc");
+        assert_eq!(SkuState::stream_id("sku-tee"), "sku-sku-tee");
+        assert_eq!(SkuState::stream_id("abc"), "sku-abc");
     }
 
     #[test]

@@ -18,9 +18,10 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 ///
 /// 1. `Content-Type` is `application/json` or `application/*+json` (parameters such as
 ///    `charset` allowed), else 415, also when the header is missing;
-/// 2. the body is at most [`BODY_LIMIT_BYTES`], else 422: issue 3 lists an oversized body among
-///    the rule-breaking bodies, so the API answers 422 where HTTP would suggest 413; and it
-///    arrives within the server's body read timeout, else 408;
+/// 2. the body is at most [`BODY_LIMIT_BYTES`], else 422: the API's documented contract (the
+///    README's "The API" and "Limits") counts an oversized body among the rule-breaking bodies,
+///    so it answers 422 where HTTP would suggest 413; and it arrives within the server's body
+///    read timeout, else 408;
 /// 3. the bytes are JSON, else 400 (syntax errors, truncated input, empty body);
 /// 4. the JSON has the expected shape, else 422 (missing field, wrong type).
 #[derive(Debug, Clone)]

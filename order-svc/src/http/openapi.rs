@@ -12,8 +12,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::admin;
-use super::orders;
+use super::admin_routes;
+use super::order_routes;
 use super::problem::{Problem, Violation};
 
 /// The order API's OpenAPI document. `ApiDoc::openapi()` builds it.
@@ -34,16 +34,16 @@ use super::problem::{Problem, Violation};
             `X-Request-Id`: the caller's when it sent a plain one, else a new one."
     ),
     paths(
-        orders::place_order,
-        orders::get_order,
-        orders::list_orders,
-        admin::upsert_product,
-        admin::adjust_stock,
-        admin::credit_account,
-        admin::set_balance,
-        admin::set_destinations,
-        admin::get_command,
-        admin::list_commands,
+        order_routes::place_order,
+        order_routes::get_order,
+        order_routes::list_orders,
+        admin_routes::upsert_product,
+        admin_routes::adjust_stock,
+        admin_routes::credit_account,
+        admin_routes::set_balance,
+        admin_routes::set_destinations,
+        admin_routes::get_command,
+        admin_routes::list_commands,
         openapi_json
     ),
     components(schemas(Problem, Violation)),

@@ -79,7 +79,8 @@ pub enum AppError {
     /// Content-Type is missing or not JSON: 415.
     #[error("unsupported media type {found:?}")]
     UnsupportedMediaType { found: Option<String> },
-    /// The body is larger than the limit. Issue 3 names 422 for this, not 413.
+    /// The body is larger than the limit: 422, not 413, since the API documents an oversized
+    /// body as one more body that breaks the rules (see [`super::JsonBody`]).
     #[error("request body over {limit} bytes")]
     BodyTooLarge { limit: usize },
     /// Well-formed JSON whose shape does not match (missing field, wrong type): 422.

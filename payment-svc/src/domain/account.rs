@@ -12,11 +12,6 @@ use super::DomainError;
 /// Prefix of an account's stream id in the event store.
 pub const STREAM_PREFIX: &str = "account-";
 
-/// The event-store stream id of a customer's account: `account-{customer_id}`.
-pub fn stream_id(customer_id: &str) -> String {
-    format!("{STREAM_PREFIX}{customer_id}")
-}
-
 /// What happened to an account. The `type` tag is the stored event type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -78,6 +73,11 @@ pub struct AccountState {
 }
 
 impl AccountState {
+    /// The event-store stream id of a customer's account: `account-{customer_id}`.
+    pub fn stream_id(customer_id: &str) -> String {
+        format!("{STREAM_PREFIX}{customer_id}")
+    }
+
     /// Folds a stream into its state: `None` if the account was never opened.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a AccountEvent>) -> Option<AccountState> {
         events.into_iter().fold(None, evolve)
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn stream_id_is_prefixed_with_account() {
-        assert_eq!(stream_id("cust-rich"), "account-cust-rich");
+        assert_eq!(AccountState::stream_id("cust-rich"), "account-cust-rich");
     }
 
     #[test]

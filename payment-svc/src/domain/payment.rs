@@ -17,11 +17,6 @@ use uuid::Uuid;
 /// Prefix of a payment's stream id in the event store.
 pub const STREAM_PREFIX: &str = "payment-";
 
-/// The event-store stream id of an order's payment: `payment-{order_id}`.
-pub fn stream_id(order_id: Uuid) -> String {
-    format!("{STREAM_PREFIX}{order_id}")
-}
-
 /// The namespace of payment ids (a random v4, fixed forever).
 const PAYMENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_2c3e_9a4b_4c8d_b2e1_57a0_93c4_d6e8);
 
@@ -125,6 +120,11 @@ pub struct PaymentState {
 }
 
 impl PaymentState {
+    /// The event-store stream id of an order's payment: `payment-{order_id}`.
+    pub fn stream_id(order_id: Uuid) -> String {
+        format!("{STREAM_PREFIX}{order_id}")
+    }
+
     /// Folds a stream into its state.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a PaymentEvent>) -> Self {
         events.into_iter().fold(PaymentState::default(), PaymentState::evolve)
@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn stream_id_is_prefixed_with_payment() {
-        assert_eq!(stream_id(Uuid::nil()), "payment-00000000-0000-0000-0000-000000000000");
+        assert_eq!(PaymentState::stream_id(Uuid::nil()), "payment-00000000-0000-0000-0000-000000000000");
     }
 
     #[test]

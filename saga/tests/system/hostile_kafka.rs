@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use order_svc::http::OrderRepository as _;
+use order_svc::storage::OrderRepository as _;
 use shared::CancellationToken;
 use shared::both_backends;
 use shared::consumer::{ConsumerOptions, dlq_header};

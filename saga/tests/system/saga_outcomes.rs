@@ -332,7 +332,7 @@ async fn an_idempotency_key_is_remembered_for_its_retention_and_forgotten_after(
     let pruner = Pruner {
         service: shared::topics::service::ORDER,
         db: orders_db.clone(),
-        tables: vec![(order_svc::store::IDEMPOTENCY_KEYS, Duration::from_secs(14 * 24 * 3600))],
+        tables: vec![(order_svc::storage::IDEMPOTENCY_KEYS, Duration::from_secs(14 * 24 * 3600))],
         options: RetentionOptions::default(),
     };
     let pruned = pruner.pass().await;

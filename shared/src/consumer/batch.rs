@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::rebalance::LoopContext;
-use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Outcome, inbox};
+use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Processed, inbox};
 use crate::contracts;
 use crate::envelope::Envelope;
 use crate::metrics as m;
@@ -84,7 +84,7 @@ impl<H: Handler> ConsumerLoop<H> {
         batch: &[BorrowedMessage<'_>],
         consumer: &StreamConsumer<LoopContext>,
         shutdown: &CancellationToken,
-    ) -> (usize, Outcome) {
+    ) -> (usize, Processed) {
         let started = Instant::now();
         let decoded: Vec<Result<Envelope, HandlerError>> = batch.iter().map(|m| self.decode(m)).collect();
         // Admitted messages of a type the service does not act on (the topology): acknowledged,
@@ -109,8 +109,8 @@ impl<H: Handler> ConsumerLoop<H> {
                         i = run_end;
                         continue;
                     }
-                    RunOutcome::Crashed => return (i, Outcome::Crashed),
-                    RunOutcome::Shutdown => return (i, Outcome::Shutdown),
+                    RunOutcome::Crashed => return (i, Processed::Crashed),
+                    RunOutcome::Shutdown => return (i, Processed::Shutdown),
                     RunOutcome::Failed => {}
                 }
             }
@@ -123,13 +123,13 @@ impl<H: Handler> ConsumerLoop<H> {
                     continue;
                 }
                 match self.process(&batch[j], &decoded[j], spans[j].clone(), started, consumer, shutdown).await {
-                    Outcome::Done => {}
+                    Processed::Done => {}
                     outcome => return (j, outcome),
                 }
             }
             i = end;
         }
-        (batch.len(), Outcome::Done)
+        (batch.len(), Processed::Done)
     }
 
     /// A consumer span for each message the service acts on (none for the ones it ignores).

@@ -164,7 +164,7 @@ pub enum Stopped {
 }
 
 /// How processing a message (or a batch) ended.
-enum Outcome {
+enum Processed {
     Done,
     Shutdown,
     Crashed,
@@ -252,9 +252,9 @@ impl<H: Handler> ConsumerLoop<H> {
             }
             let (done, outcome) = self.process_batch(&batch, consumer, shutdown).await;
             match outcome {
-                Outcome::Crashed => return Ok(Stopped::Crashed),
-                Outcome::Done => offsets::store_and_commit(self.service, consumer, &batch[..done]),
-                Outcome::Shutdown => {
+                Processed::Crashed => return Ok(Stopped::Crashed),
+                Processed::Done => offsets::store_and_commit(self.service, consumer, &batch[..done]),
+                Processed::Shutdown => {
                     offsets::store_and_commit(self.service, consumer, &batch[..done]);
                     return Ok(Stopped::Shutdown);
                 }

@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::rebalance::LoopContext;
-use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Outcome, inbox};
+use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Processed, inbox};
 use crate::envelope::Envelope;
 use crate::metrics as m;
 use crate::outbox::Backoff;
@@ -28,7 +28,7 @@ impl<H: Handler> ConsumerLoop<H> {
         started: Instant,
         consumer: &StreamConsumer<LoopContext>,
         shutdown: &CancellationToken,
-    ) -> Outcome {
+    ) -> Processed {
         async {
             let event_type =
                 decoded.as_ref().map(|e| e.event_type.clone()).unwrap_or_else(|_| m::UNDECODABLE.to_owned());
@@ -56,7 +56,7 @@ impl<H: Handler> ConsumerLoop<H> {
         consumer: &StreamConsumer<LoopContext>,
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
-    ) -> Result<Outcome, (HandlerError, u32)> {
+    ) -> Result<Processed, (HandlerError, u32)> {
         let mut paused = Paused { consumer, service: self.service, partitions: None };
         let envelope = match decoded {
             Ok(envelope) => envelope,
@@ -86,7 +86,7 @@ impl<H: Handler> ConsumerLoop<H> {
             m::message_retried(self.service, event_type);
             tracing::warn!(attempt = attempts, error = %error, topic = message.topic(), "handler failed, retrying");
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+                () = shutdown.cancelled() => return Ok(Processed::Shutdown),
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
@@ -100,18 +100,18 @@ impl<H: Handler> ConsumerLoop<H> {
         applied: Applied,
         attempts: u32,
         started: Instant,
-    ) -> Outcome {
+    ) -> Processed {
         match applied {
             Applied::Yes => {
                 m::message_handled(self.service, event_type, "ok", started.elapsed());
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 tracing::debug!(outcome = "ok", attempts, elapsed_ms, "message processed");
-                if self.crash_hook.fires(envelope) { Outcome::Crashed } else { Outcome::Done }
+                if self.crash_hook.fires(envelope) { Processed::Crashed } else { Processed::Done }
             }
             Applied::Duplicate => {
                 m::message_handled(self.service, event_type, "duplicate", started.elapsed());
                 tracing::debug!(outcome = "duplicate", "message skipped: already processed");
-                Outcome::Done
+                Processed::Done
             }
         }
     }
@@ -127,7 +127,7 @@ impl<H: Handler> ConsumerLoop<H> {
         started: Instant,
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
-    ) -> Outcome {
+    ) -> Processed {
         loop {
             match self.dead_letter(message, error, attempts.max(1)).await {
                 Ok(()) => {
@@ -135,12 +135,12 @@ impl<H: Handler> ConsumerLoop<H> {
                     tracing::Span::current().record("otel.status_code", "error");
                     m::message_handled(self.service, event_type, "dead_lettered", started.elapsed());
                     tracing::error!(error = %error, attempts, "message dead-lettered");
-                    return Outcome::Done;
+                    return Processed::Done;
                 }
                 Err(err) => {
                     tracing::warn!(error = format!("{err:#}"), "failed to dead-letter message, retrying");
                     tokio::select! {
-                        () = shutdown.cancelled() => return Outcome::Shutdown,
+                        () = shutdown.cancelled() => return Processed::Shutdown,
                         () = tokio::time::sleep(backoff.next_delay()) => {}
                     }
                 }

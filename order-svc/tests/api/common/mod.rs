@@ -9,12 +9,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::{TimeDelta, Utc};
-use order_svc::domain::admin::{AdminCommand, CommandStatus};
+use order_svc::domain::admin_command::{AdminCommand, CommandStatus};
 use order_svc::domain::{self, OrderEvent, OrderState};
-use order_svc::http::{
-    self, AdminCommandPage, AdminCommandView, AdminRepository, ApiConfig, ApiKeys, ApiLimits, Auth, CommandQuery,
-    Cursor, IdempotencyRequest, ListQuery, OrderPage, OrderRepository, OrderSummary, OrderView, Placed, RepoError,
-    Role,
+use order_svc::http::{self, ApiConfig, ApiKeys, ApiLimits, Auth, Role};
+use order_svc::storage::{
+    AdminCommandPage, AdminCommandView, AdminRepository, CommandQuery, Cursor, IdempotencyRequest, ListQuery,
+    OrderPage, OrderRepository, OrderSummary, OrderView, Placed, RepoError,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;

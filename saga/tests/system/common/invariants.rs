@@ -96,7 +96,7 @@ pub async fn stock_is_conserved(run: &Run<'_>) -> anyhow::Result<()> {
     let store = EventStore::default();
     let mut tx = run.inventory.begin_read().await?;
     for product in CatalogueSeed::demo().products {
-        let state = store.load::<SkuState>(&mut tx, &inventory_svc::domain::sku::stream_id(&product.sku)).await?.state;
+        let state = store.load::<SkuState>(&mut tx, &SkuState::stream_id(&product.sku)).await?.state;
         assert!(state.available >= 0, "{}: available {}", product.sku, state.available);
         assert_eq!(state.available + state.reserved + state.shipped, product.stock, "{} conserved", product.sku);
         assert_eq!(state.reserved, 0, "{}: nothing left reserved", product.sku);

@@ -22,7 +22,7 @@
 //! refund, or a shipment scheduled after the deadline and its cancellation) but never change
 //! the outcome: the service that completed a step late undoes it on `OrderCancelled`.
 
-pub mod admin;
+pub mod admin_command;
 mod command;
 mod event;
 
@@ -102,7 +102,7 @@ pub struct TimelineEntry {
 
 /// How the saga ended, as decided by order-svc.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SagaOutcome {
     Completed { total_minor: i64 },
     Cancelled { reason: CancelReason, compensations: Vec<String> },
 }
@@ -159,11 +159,17 @@ pub struct OrderState {
     version: u64,
     failure: Option<Failure>,
     observed: Observed,
-    outcome: Option<Outcome>,
+    outcome: Option<SagaOutcome>,
     timeline: Vec<TimelineEntry>,
 }
 
 impl OrderState {
+    /// An order's stream is named by the order id alone: the id every service keys its
+    /// messages about the order with.
+    pub fn stream_id(order_id: Uuid) -> String {
+        order_id.to_string()
+    }
+
     /// The state right after `OrderPlaced`, recorded at `at`.
     pub fn from_placed(placed: &contracts::OrderPlaced, at: DateTime<Utc>) -> Self {
         Self {
@@ -233,11 +239,11 @@ impl OrderState {
                 observed.compensation(contracts::event_type::SHIPMENT_CANCELLED);
             }
             OrderEvent::OrderCompleted(e) => {
-                self.outcome.get_or_insert(Outcome::Completed { total_minor: e.total_minor });
+                self.outcome.get_or_insert(SagaOutcome::Completed { total_minor: e.total_minor });
             }
             OrderEvent::OrderCancelled(e) => {
                 self.outcome
-                    .get_or_insert(Outcome::Cancelled { reason: e.reason, compensations: e.compensations.clone() });
+                    .get_or_insert(SagaOutcome::Cancelled { reason: e.reason, compensations: e.compensations.clone() });
             }
         }
     }
@@ -288,14 +294,14 @@ impl OrderState {
         &self.timeline
     }
 
-    pub fn outcome(&self) -> Option<&Outcome> {
+    pub fn outcome(&self) -> Option<&SagaOutcome> {
         self.outcome.as_ref()
     }
 
     pub fn status(&self) -> OrderStatus {
         match (&self.outcome, self.failure) {
-            (Some(Outcome::Completed { .. }), _) => OrderStatus::Completed,
-            (Some(Outcome::Cancelled { .. }), _) => OrderStatus::Cancelled,
+            (Some(SagaOutcome::Completed { .. }), _) => OrderStatus::Completed,
+            (Some(SagaOutcome::Cancelled { .. }), _) => OrderStatus::Cancelled,
             (None, Some(_)) => OrderStatus::Cancelling,
             (None, None) if self.observed.shipment.is_some() => OrderStatus::Shipped,
             (None, None) if self.observed.captured_amount.is_some() => OrderStatus::Paid,
@@ -312,7 +318,7 @@ impl OrderState {
     /// amount payment-svc captured, which is that same total).
     pub fn total_minor(&self) -> Option<i64> {
         match &self.outcome {
-            Some(Outcome::Completed { total_minor }) => Some(*total_minor),
+            Some(SagaOutcome::Completed { total_minor }) => Some(*total_minor),
             _ => self.observed.reserved_total.or(self.observed.captured_amount),
         }
     }
@@ -320,7 +326,7 @@ impl OrderState {
     /// The cancellation reason; `None` unless the order is cancelled.
     pub fn reason(&self) -> Option<CancelReason> {
         match &self.outcome {
-            Some(Outcome::Cancelled { reason, .. }) => Some(*reason),
+            Some(SagaOutcome::Cancelled { reason, .. }) => Some(*reason),
             _ => None,
         }
     }
@@ -329,7 +335,7 @@ impl OrderState {
     /// compensating events observed so far.
     pub fn compensations(&self) -> &[String] {
         match &self.outcome {
-            Some(Outcome::Cancelled { compensations, .. }) => compensations,
+            Some(SagaOutcome::Cancelled { compensations, .. }) => compensations,
             _ => &self.observed.compensations,
         }
     }

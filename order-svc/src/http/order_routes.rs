@@ -1,7 +1,6 @@
 //! `/orders`: place an order, read one, list them. Request bodies are raw DTOs that become a
-//! [`PlaceOrder`] through `TryFrom`; responses are views built from the folded [`OrderState`].
-
-use std::borrow::Cow;
+//! [`PlaceOrder`] through `TryFrom`; responses are the storage layer's read models
+//! ([`OrderView`], [`OrderPage`]), built from the folded order.
 
 use axum::Json;
 use axum::Router;
@@ -10,21 +9,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use shared::contracts::{self, CancelReason};
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::{PartialSchema, ToSchema};
+use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::Principal;
 use super::extract::JsonBody;
 use super::problem::{AppError, Problem, Violation};
-use super::repository::{Cursor, IdempotencyKey, IdempotencyRequest, ListQuery, OrderRepository, PageLimit, RepoError};
 use crate::domain::{
-    AddressLines, CountryCode, CustomerId, Destination, OrderItem, OrderItems, OrderState, OrderStatus, PlaceOrder,
-    Quantity, Sku,
+    AddressLines, CountryCode, CustomerId, Destination, OrderItem, OrderItems, OrderStatus, PlaceOrder, Quantity, Sku,
+};
+use crate::storage::{
+    Cursor, IdempotencyKey, IdempotencyRequest, ListQuery, OrderPage, OrderRepository, OrderStatusSchema, OrderView,
+    PageLimit, RepoError, fingerprint,
 };
 
 pub(super) fn router<R: OrderRepository>() -> Router<R> {
@@ -148,208 +145,6 @@ fn is_under(violation: &Violation, prefix: &str) -> bool {
     violation.pointer.as_deref().is_some_and(|pointer| pointer.starts_with(prefix))
 }
 
-/// The idempotency fingerprint of a command: its canonical JSON. Two bodies that parse to the
-/// same command (whitespace, field order, `nl` vs `NL`, unknown fields) have the same one.
-pub fn fingerprint(cmd: &PlaceOrder) -> String {
-    serde_json::json!({
-        "customer_id": cmd.customer_id.as_str(),
-        "items": cmd.items.to_contract(),
-        "ship_to": cmd.ship_to.to_contract(),
-    })
-    .to_string()
-}
-
-// ---- responses ----
-
-/// An order as `GET /orders/{id}` returns it (and `POST /orders` too).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct OrderView {
-    pub id: Uuid,
-    pub customer_id: String,
-    #[schema(value_type = OrderStatusSchema)]
-    pub status: OrderStatus,
-    pub items: Vec<ItemView>,
-    /// Integer minor units (cents); `null` until inventory-svc priced the order.
-    #[schema(required = true)]
-    pub total_minor: Option<i64>,
-    /// Always `EUR`.
-    #[schema(example = "EUR")]
-    pub currency: String,
-    /// `null` unless the order is cancelled.
-    #[schema(value_type = Option<CancelReasonSchema>, required = true)]
-    pub reason: Option<CancelReason>,
-    /// The compensating events that ran before the cancellation, e.g. `InventoryReleased`.
-    pub compensations: Vec<String>,
-    pub ship_to: ShipToView,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// When the order became `completed` or `cancelled` (its `OrderCompleted` or
-    /// `OrderCancelled` event); `null` while it is open. Later events (a cancellation notice,
-    /// a late refund) move `updated_at`, not this.
-    #[schema(required = true)]
-    pub ended_at: Option<DateTime<Utc>>,
-    /// The order's timeline, oldest first.
-    pub events: Vec<EventView>,
-}
-
-/// An order in a `GET /orders` page: the view without its timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct OrderSummary {
-    pub id: Uuid,
-    pub customer_id: String,
-    #[schema(value_type = OrderStatusSchema)]
-    pub status: OrderStatus,
-    pub items: Vec<ItemView>,
-    #[schema(required = true)]
-    pub total_minor: Option<i64>,
-    #[schema(example = "EUR")]
-    pub currency: String,
-    #[schema(value_type = Option<CancelReasonSchema>, required = true)]
-    pub reason: Option<CancelReason>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// When the order became `completed` or `cancelled`; `null` while it is open. (Absent from
-    /// projection rows written before the field existed: rebuild the projection to fill it.)
-    #[serde(default)]
-    #[schema(required = true)]
-    pub ended_at: Option<DateTime<Utc>>,
-}
-
-/// A page of `GET /orders`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct OrderPage {
-    pub items: Vec<OrderSummary>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(value_type = Option<String>, required = true)]
-    pub next_cursor: Option<Cursor>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ItemView {
-    pub sku: String,
-    pub quantity: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ShipToView {
-    pub country: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line1: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub city: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postal_code: Option<String>,
-}
-
-/// One timeline entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct EventView {
-    /// The event type, e.g. `InventoryReserved`.
-    #[serde(rename = "type")]
-    #[schema(example = "OrderPlaced")]
-    pub event_type: String,
-    /// The service that published it, e.g. `inventory-svc`.
-    #[schema(example = "order-svc")]
-    pub source: String,
-    pub at: DateTime<Utc>,
-}
-
-fn item_views(state: &OrderState) -> Vec<ItemView> {
-    state.items().iter().map(|line| ItemView { sku: line.sku.clone(), quantity: line.quantity }).collect()
-}
-
-impl From<&OrderState> for OrderView {
-    fn from(state: &OrderState) -> Self {
-        let ship_to = state.ship_to();
-        Self {
-            id: state.order_id(),
-            customer_id: state.customer_id().to_owned(),
-            status: state.status(),
-            items: item_views(state),
-            total_minor: state.total_minor(),
-            currency: contracts::CURRENCY.to_owned(),
-            reason: state.reason(),
-            compensations: state.compensations().to_vec(),
-            ship_to: ShipToView {
-                country: ship_to.country.clone(),
-                name: ship_to.name.clone(),
-                line1: ship_to.line1.clone(),
-                city: ship_to.city.clone(),
-                postal_code: ship_to.postal_code.clone(),
-            },
-            created_at: state.placed_at(),
-            updated_at: state.updated_at(),
-            ended_at: state.ended_at(),
-            events: state
-                .timeline()
-                .iter()
-                .map(|entry| EventView {
-                    event_type: entry.event_type.to_owned(),
-                    source: entry.source.to_owned(),
-                    at: entry.at,
-                })
-                .collect(),
-        }
-    }
-}
-
-impl From<&OrderState> for OrderSummary {
-    fn from(state: &OrderState) -> Self {
-        Self {
-            id: state.order_id(),
-            customer_id: state.customer_id().to_owned(),
-            status: state.status(),
-            items: item_views(state),
-            total_minor: state.total_minor(),
-            currency: contracts::CURRENCY.to_owned(),
-            reason: state.reason(),
-            created_at: state.placed_at(),
-            updated_at: state.updated_at(),
-            ended_at: state.ended_at(),
-        }
-    }
-}
-
-/// The OpenAPI schema of [`OrderStatus`], built from the enum so the two cannot drift.
-pub struct OrderStatusSchema;
-
-impl PartialSchema for OrderStatusSchema {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(OrderStatus::ALL.map(OrderStatus::as_str)))
-            .description(Some("Where the order is in the saga."))
-            .into()
-    }
-}
-
-impl ToSchema for OrderStatusSchema {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("OrderStatus")
-    }
-}
-
-/// The OpenAPI schema of [`CancelReason`], built from the contract's list.
-pub struct CancelReasonSchema;
-
-impl PartialSchema for CancelReasonSchema {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(CancelReason::ALL.map(CancelReason::as_str)))
-            .description(Some("Why an order was cancelled."))
-            .into()
-    }
-}
-
-impl ToSchema for CancelReasonSchema {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("CancelReason")
-    }
-}
-
 // ---- handlers ----
 
 impl From<RepoError> for AppError {
@@ -401,7 +196,7 @@ pub async fn place_order<R: OrderRepository>(
     let idempotency = headers
         .get(IDEMPOTENCY_KEY)
         .map(|value| {
-            IdempotencyKey::parse(value)
+            IdempotencyKey::parse(value.as_bytes())
                 .map_err(|message| AppError::InvalidHeader { header: "Idempotency-Key", message: message.to_owned() })
         })
         .transpose()?

@@ -252,11 +252,6 @@ impl AdminCommand {
 /// Prefix of an admin command's stream in order-svc's event store.
 pub const STREAM_PREFIX: &str = "admin-command-";
 
-/// The stream that audits one admin command.
-pub fn stream_id(command_id: Uuid) -> String {
-    format!("{STREAM_PREFIX}{command_id}")
-}
-
 /// What happened to an admin command, as order-svc records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -327,6 +322,11 @@ pub struct AuditState {
 }
 
 impl AuditState {
+    /// The stream that audits one admin command: `admin-command-{command_id}`.
+    pub fn stream_id(command_id: Uuid) -> String {
+        format!("{STREAM_PREFIX}{command_id}")
+    }
+
     /// Has `AdminCommandIssued` been recorded?
     pub fn exists(&self) -> bool {
         self.status.is_some()
@@ -382,23 +382,27 @@ pub enum AuditError {
 
 /// The owner's answer to a command, as published on its event topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CommandOutcome {
     Applied(contracts::AdminCommandApplied),
     Rejected(contracts::AdminCommandRejected),
 }
 
-impl Outcome {
+impl CommandOutcome {
     fn parts(&self) -> (Uuid, &str) {
         match self {
-            Outcome::Applied(a) => (a.command_id, &a.service),
-            Outcome::Rejected(r) => (r.command_id, &r.service),
+            CommandOutcome::Applied(a) => (a.command_id, &a.service),
+            CommandOutcome::Rejected(r) => (r.command_id, &r.service),
         }
     }
 }
 
 /// Record an owner's outcome: the first one counts, a repeat changes nothing; an outcome from a
 /// service the command was not sent to, or for a command never issued, is refused.
-pub fn record_outcome(state: &AuditState, outcome: Outcome, at: DateTime<Utc>) -> Result<Vec<AuditEvent>, AuditError> {
+pub fn record_outcome(
+    state: &AuditState,
+    outcome: CommandOutcome,
+    at: DateTime<Utc>,
+) -> Result<Vec<AuditEvent>, AuditError> {
     let (command_id, service) = outcome.parts();
     if !state.exists() {
         return Err(AuditError::UnknownCommand(command_id));
@@ -414,8 +418,10 @@ pub fn record_outcome(state: &AuditState, outcome: Outcome, at: DateTime<Utc>) -
         return Ok(Vec::new());
     }
     Ok(vec![match outcome {
-        Outcome::Applied(a) => AuditEvent::AdminCommandApplied { command_id, service: a.service, events: a.events, at },
-        Outcome::Rejected(r) => {
+        CommandOutcome::Applied(a) => {
+            AuditEvent::AdminCommandApplied { command_id, service: a.service, events: a.events, at }
+        }
+        CommandOutcome::Rejected(r) => {
             AuditEvent::AdminCommandRejected { command_id, service: r.service, reason: r.reason, at }
         }
     }])
@@ -440,8 +446,8 @@ mod tests {
         state
     }
 
-    fn applied(service: &str) -> Outcome {
-        Outcome::Applied(contracts::AdminCommandApplied {
+    fn applied(service: &str) -> CommandOutcome {
+        CommandOutcome::Applied(contracts::AdminCommandApplied {
             command_id: Uuid::from_u128(1),
             command_type: command_type::ADJUST_STOCK.to_owned(),
             service: service.to_owned(),

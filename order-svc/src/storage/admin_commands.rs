@@ -15,8 +15,10 @@ use shared::topics::{Topics, service};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::admin::{self, AdminCommand, AuditEvent, AuditState, Outcome};
-use crate::http::{AdminCommandPage, AdminCommandView, AdminRepository, CommandQuery, Cursor, RepoError};
+use super::paging::Cursor;
+use super::repository::{AdminRepository, CommandQuery, RepoError, internal};
+use super::views::{AdminCommandPage, AdminCommandView};
+use crate::domain::admin_command::{self, AdminCommand, AuditEvent, AuditState, CommandOutcome};
 
 impl Aggregate for AuditState {
     type Event = AuditEvent;
@@ -35,10 +37,6 @@ pub struct AdminCommands {
     pub store: EventStore,
     pub topics: Topics,
     pub outbox_signal: OutboxSignal,
-}
-
-fn internal(err: impl Into<anyhow::Error>) -> RepoError {
-    RepoError::Internal(err.into())
 }
 
 /// Write the command's row in `admin_commands`.
@@ -79,7 +77,7 @@ impl AdminRepository for AdminCommands {
             issued_at: Utc::now(),
         };
         let metadata = serde_json::json!({"message_id": envelope.id, "traceparent": envelope.traceparent});
-        let stream = admin::stream_id(command_id);
+        let stream = AuditState::stream_id(command_id);
         let mut tx = self.db.begin().await.map_err(internal)?;
         let mut loaded = self.store.load::<AuditState>(&mut tx, &stream).await.map_err(internal)?;
         self.store.save(&mut tx, &stream, &mut loaded, &[issued], &metadata).await.map_err(internal)?;
@@ -94,7 +92,7 @@ impl AdminRepository for AdminCommands {
 
     async fn command(&self, id: Uuid) -> Result<Option<AdminCommandView>, RepoError> {
         let mut tx = self.db.begin_read().await.map_err(internal)?;
-        let loaded = self.store.load::<AuditState>(&mut tx, &admin::stream_id(id)).await.map_err(internal)?;
+        let loaded = self.store.load::<AuditState>(&mut tx, &AuditState::stream_id(id)).await.map_err(internal)?;
         tx.rollback().await.ok();
         Ok(loaded.state.exists().then(|| AdminCommandView::from(&loaded.state)))
     }
@@ -144,13 +142,13 @@ pub async fn record_outcome(store: &EventStore, ctx: &mut MessageContext<'_>) ->
     let message = ctx.message;
     let outcome = match message.event_type.as_str() {
         shared::contracts::event_type::ADMIN_COMMAND_APPLIED => {
-            Outcome::Applied(message.decode::<AdminCommandApplied>()?)
+            CommandOutcome::Applied(message.decode::<AdminCommandApplied>()?)
         }
-        _ => Outcome::Rejected(message.decode::<AdminCommandRejected>()?),
+        _ => CommandOutcome::Rejected(message.decode::<AdminCommandRejected>()?),
     };
     let (command_id, named) = match &outcome {
-        Outcome::Applied(a) => (a.command_id, a.service.as_str()),
-        Outcome::Rejected(r) => (r.command_id, r.service.as_str()),
+        CommandOutcome::Applied(a) => (a.command_id, a.service.as_str()),
+        CommandOutcome::Rejected(r) => (r.command_id, r.service.as_str()),
     };
     if named != message.source {
         return Err(HandlerError::permanent(anyhow::anyhow!(
@@ -159,9 +157,9 @@ pub async fn record_outcome(store: &EventStore, ctx: &mut MessageContext<'_>) ->
             message.source
         )));
     }
-    let stream = admin::stream_id(command_id);
+    let stream = AuditState::stream_id(command_id);
     let mut loaded: Loaded<AuditState> = store.load(ctx.tx, &stream).await?;
-    let events = admin::record_outcome(&loaded.state, outcome, Utc::now()).map_err(HandlerError::permanent)?;
+    let events = admin_command::record_outcome(&loaded.state, outcome, Utc::now()).map_err(HandlerError::permanent)?;
     if events.is_empty() {
         return Ok(());
     }

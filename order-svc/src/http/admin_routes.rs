@@ -3,8 +3,6 @@
 //! through the outbox; it answers `202 Accepted` with the command, whose `status` turns
 //! `applied` or `rejected` once the owner has decided (`GET /admin/commands/{id}`).
 
-use std::future::Future;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -13,44 +11,20 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::Principal;
 use super::extract::JsonBody;
 use super::problem::{AppError, Problem, Violation};
-use super::repository::{Cursor, PageLimit, RepoError};
-use crate::domain::admin::{
-    AdminCommand, AuditState, Balance, CarrierName, CommandStatus, Credit, Destinations, Price, ProductName, StockDelta,
+use crate::domain::admin_command::{
+    AdminCommand, Balance, CarrierName, CommandStatus, Credit, Destinations, Price, ProductName, StockDelta,
 };
 use crate::domain::{CustomerId, InvalidValue, Sku};
-
-/// Storage for admin commands.
-pub trait AdminRepository: Clone + Send + Sync + 'static {
-    /// In one transaction: record `AdminCommandIssued` (by `issued_by`, a key id) in a new
-    /// audit stream, and put the command for its owning service in the outbox.
-    fn issue(
-        &self,
-        command: AdminCommand,
-        issued_by: String,
-    ) -> impl Future<Output = Result<AdminCommandView, RepoError>> + Send;
-
-    /// The command with this id, or `None`.
-    fn command(&self, id: Uuid) -> impl Future<Output = Result<Option<AdminCommandView>, RepoError>> + Send;
-
-    /// One page of commands, newest first, like [`super::OrderRepository::list`].
-    fn commands(&self, q: CommandQuery) -> impl Future<Output = Result<AdminCommandPage, RepoError>> + Send;
-}
-
-/// `GET /admin/commands` filters, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandQuery {
-    pub status: Option<CommandStatus>,
-    pub limit: PageLimit,
-    pub cursor: Option<Cursor>,
-}
+use crate::storage::{
+    AdminCommandPage, AdminCommandView, AdminRepository, CommandQuery, CommandStatusSchema, Cursor, PageLimit,
+};
 
 pub(super) fn router<A: AdminRepository>() -> Router<A> {
     Router::new()
@@ -130,86 +104,6 @@ pub struct DestinationsRequest {
 #[serde(transparent)]
 #[schema(pattern = "^[A-Za-z]{2}$", example = "NL")]
 pub struct CountryParam(pub String);
-
-// ---- responses ----
-
-/// An admin command and what became of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AdminCommandView {
-    pub id: Uuid,
-    /// `UpsertProduct`, `AdjustStock`, `CreditAccount`, `SetAccountBalance` or `SetDestinations`.
-    #[serde(rename = "type")]
-    #[schema(example = "AdjustStock")]
-    pub command_type: String,
-    /// The service that owns the target and decides the command.
-    #[schema(example = "inventory-svc")]
-    pub service: String,
-    /// The SKU, customer or carrier the command changes.
-    #[schema(example = "sku-tee")]
-    pub target: String,
-    #[schema(value_type = CommandStatusSchema)]
-    pub status: CommandStatus,
-    /// What was asked.
-    #[schema(value_type = Object)]
-    pub request: serde_json::Value,
-    /// The owner's events the command recorded (once applied).
-    pub events: Vec<String>,
-    /// Why the owner refused it; `null` unless rejected.
-    #[schema(required = true)]
-    pub reason: Option<String>,
-    /// The key id (not the key) of the admin who issued it.
-    #[schema(example = "key-3f2a9c01b7de")]
-    pub issued_by: String,
-    pub issued_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<&AuditState> for AdminCommandView {
-    fn from(state: &AuditState) -> Self {
-        let issued_at = state.issued_at.unwrap_or_default();
-        Self {
-            id: state.command_id,
-            command_type: state.command_type.clone(),
-            service: state.service.clone(),
-            target: state.target.clone(),
-            status: state.status.unwrap_or(CommandStatus::Pending),
-            request: state.request.clone(),
-            events: state.events.clone(),
-            reason: state.reason.clone(),
-            issued_by: state.issued_by.clone(),
-            issued_at,
-            updated_at: state.updated_at.unwrap_or(issued_at),
-        }
-    }
-}
-
-/// A page of `GET /admin/commands`.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct AdminCommandPage {
-    pub items: Vec<AdminCommandView>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(value_type = Option<String>, required = true)]
-    pub next_cursor: Option<Cursor>,
-}
-
-/// The OpenAPI schema of [`CommandStatus`].
-pub struct CommandStatusSchema;
-
-impl utoipa::PartialSchema for CommandStatusSchema {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .enum_values(Some(CommandStatus::ALL.map(CommandStatus::as_str)))
-            .description(Some("pending until the owning service decided; then applied or rejected."))
-            .into()
-    }
-}
-
-impl ToSchema for CommandStatusSchema {
-    fn name() -> std::borrow::Cow<'static, str> {
-        std::borrow::Cow::Borrowed("CommandStatus")
-    }
-}
 
 // ---- handlers ----
 
