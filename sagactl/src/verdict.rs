@@ -234,6 +234,9 @@ pub fn judge(facts: &[Fact], blocked: &[Blocked], now: DateTime<Utc>, stuck_afte
         notes.push("OrderPlaced was not found (outside --since, or no longer retained)".to_owned());
     }
     let terminal = seen.completed || seen.cancelled;
+    // A terminal order still owes the customer its notice until it is sent: a dead letter
+    // holding that back is worth redriving.
+    let told = (seen.completed && seen.confirmation_sent) || (seen.cancelled && seen.cancellation_sent);
     for dead in blocked.iter().filter(|d| !d.redriven) {
         let mut note = format!(
             "{} was dead-lettered by {} ({}): {}",
@@ -242,7 +245,7 @@ pub fn judge(facts: &[Fact], blocked: &[Blocked], now: DateTime<Utc>, stuck_afte
             dead.id,
             dead.error
         );
-        if !terminal {
+        if !terminal || !told {
             note.push_str(&format!("; once its cause is fixed, `sagactl dlq redrive --id {}`", dead.id));
         }
         notes.push(note);
@@ -493,6 +496,36 @@ mod tests {
         let verdict = judge(&[placed(), reserved(1)], &blocked, at(2), Duration::from_secs(30));
         assert_eq!(verdict.state, State::Stuck);
         assert!(verdict.notes.iter().any(|n| n.contains("dlq redrive --id notification-svc/0/3")));
+    }
+
+    #[test]
+    fn a_completed_order_whose_confirmation_was_dead_lettered_names_the_redrive() {
+        let facts = vec![
+            placed(),
+            reserved(1),
+            captured(2),
+            fact(
+                ev::SHIPMENT_SCHEDULED,
+                3,
+                json!({"shipment_id": Uuid::nil(), "carrier": "postnl", "ship_date": "2026-01-01", "ship_to": {"country": "NL"}}),
+            ),
+            fact(ev::ORDER_COMPLETED, 4, json!({"total_minor": 3000, "currency": "EUR"})),
+        ];
+        let blocked = vec![Blocked {
+            id: "notification-svc/0/7".into(),
+            service: service::NOTIFICATION.into(),
+            event_type: Some(ev::ORDER_COMPLETED.into()),
+            error: "webhook rejected the notification with status 410".into(),
+            redriven: false,
+        }];
+        let verdict = judge(&facts, &blocked, at(5), Duration::from_secs(30));
+        assert_eq!(verdict.state, State::Completed);
+        assert!(!verdict.settled);
+        assert!(
+            verdict.notes.iter().any(|n| n.contains("dlq redrive --id notification-svc/0/7")),
+            "{:?}",
+            verdict.notes
+        );
     }
 
     #[test]
