@@ -246,12 +246,15 @@ def check_sasl_profile(services: dict) -> list[str]:
 
 
 def check_topics(services: dict, root: Path) -> list[str]:
-    """kafka-init creates exactly the topics shared/src/topics.rs names."""
+    """kafka-init creates exactly the topics the saga uses: the channels shared/src/topology.rs
+    declares (CHANNELS) and the dead-letter topic of each service shared/src/topics.rs names."""
     source = (root / "shared/src/topics.rs").read_text()
-    event_topics = set(re.findall(r'format!\("\{prefix\}([a-z0-9._-]+)"\)', source))
+    topology = (root / "shared/src/topology.rs").read_text()
+    channels = re.search(r"pub const CHANNELS: \[Channel; \d+\] = \[(.*?)\n\];", topology, re.S)
+    event_topics = set(re.findall(r'^\s*name: "([a-z0-9._-]+)",', channels.group(1), re.M)) if channels else set()
     service_names = set(re.findall(r'pub const [A-Z_]+: &str = "([a-z0-9-]+)";', source))
     if len(event_topics) < 5 or len(service_names) < 5 or '{service}.dlq"' not in source:
-        return ["shared/src/topics.rs: cannot read the topic names (did their format change?)"]
+        return ["shared/src/topology.rs, shared/src/topics.rs: cannot read the topic names (did their format change?)"]
     expected = event_topics | {f"{s}.dlq" for s in service_names}
     env = (services.get("kafka-init") or {}).get("environment") or {}
     created = (
