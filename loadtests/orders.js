@@ -8,7 +8,7 @@
 //   k6 run -e API_KEY=$ADMIN loadtests/orders.js                        # 10 orders/s for 1 minute
 //   k6 run -e API_KEY=$ADMIN -e RATE=20 -e DURATION=5m -e BASE_URL=http://127.0.0.1:8080 loadtests/orders.js
 //
-// Above about 30 orders/s one key's polling passes the API's per-key rate limit (200 requests/s):
+// At higher rates one key's polling can pass the API's per-key rate limit (200 requests/s):
 // start the system under test with ORDER_API_RATE_LIMIT_PER_SEC=5000 ORDER_API_MAX_IN_FLIGHT_PER_KEY=512
 // (README, "Limits"). docs/observability.md shows how its metrics reach Prometheus
 // (OpenTelemetry or remote write).

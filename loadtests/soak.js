@@ -5,8 +5,8 @@
 //   k6 run -e API_KEY=$ADMIN loadtests/soak.js                           # 5 orders/s for 30 minutes
 //   k6 run -e API_KEY=$ADMIN -e RATE=10 -e DURATION=2h loadtests/soak.js
 //
-// Above about 30 orders/s, start the system under test with higher per-key limits, as for the
-// spike (loadtests/spike.js; README, "Limits").
+// At higher rates, start the system under test with higher per-key limits, as for the spike
+// (loadtests/spike.js; README, "Limits").
 import { checkout } from './lib/saga.js';
 
 export { checkout };

@@ -2,9 +2,9 @@
 // slow down during the burst (lag, outbox backlog) but must not lose or fail orders: every
 // order still reaches a terminal state with the expected outcome.
 //
-// At its peak one key sends several hundred requests a second (each order is polled until it
-// ends), past the API's per-key rate limit of 200/s: start the system under test with higher
-// limits (README, "Limits"), e.g. the embedded mode:
+// Each order is polled every 0.2 s until it ends: at the peak, sagas of a second or more make
+// one key send over 200 requests a second, the API's per-key rate limit. Start the system under
+// test with higher limits (README, "Limits"), e.g. the embedded mode:
 //
 //   ORDER_API_RATE_LIMIT_PER_SEC=5000 ORDER_API_MAX_IN_FLIGHT_PER_KEY=512 cargo run --release
 //   k6 run -e API_KEY=$ADMIN loadtests/spike.js                          # 5/s → 50/s for 30 s → 5/s
