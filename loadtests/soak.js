@@ -2,8 +2,11 @@
 // shows: a growing outbox backlog or consumer lag, memory growth (process_resident_memory_bytes
 // on the service dashboard), latency creeping up.
 //
-//   k6 run loadtests/soak.js                        # 5 orders/s for 30 minutes
-//   RATE=10 DURATION=2h k6 run loadtests/soak.js
+//   k6 run -e API_KEY=$ADMIN loadtests/soak.js                           # 5 orders/s for 30 minutes
+//   k6 run -e API_KEY=$ADMIN -e RATE=10 -e DURATION=2h loadtests/soak.js
+//
+// At higher rates, start the system under test with higher per-key limits, as for the spike
+// (loadtests/spike.js; README, "Limits").
 import { checkout } from './lib/saga.js';
 
 export { checkout };

@@ -15,6 +15,8 @@ Checks, for every grafana/dashboards/*.json:
     values of the right kind, as recording rules into a temporary file that `promtool check
     rules` must accept.
 And the provisioning files: the dashboards provider points at the directory compose mounts.
+And the alerts: every alert in prometheus/rules/*.yml is shown by a panel, whose description
+names it ("Alert <name>: ...").
 Exit 1 with one line per problem. Needs PyYAML and promtool.
 """
 
@@ -41,6 +43,7 @@ BUILTIN_VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h
                      "__interval_ms": "60000", "__range_ms": "3600000"}
 VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}|([A-Za-z_][A-Za-z0-9_]*))")
 MOUNTED_DASHBOARDS = "/var/lib/grafana/dashboards"
+RULES = ROOT / "prometheus" / "rules"
 
 
 def provisioned_datasources(errors: list[str]) -> dict[str, str]:
@@ -207,6 +210,22 @@ def promtool_parses(promtool: str, exprs: list[tuple[str, str]], errors: list[st
             errors.append(f"{label}: promtool rejects {expr!r}: {detail}")
 
 
+def alert_names(rules_dir: pathlib.Path = RULES) -> list[str]:
+    """The names of the alerting rules in rules_dir/*.yml, in file order."""
+    names = []
+    for path in sorted(rules_dir.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for group in doc.get("groups") or []:
+            names.extend(rule["alert"] for rule in group.get("rules") or [] if "alert" in rule)
+    return names
+
+
+def alerts_without_panel(alerts: list[str], docs: list[dict]) -> list[str]:
+    """The alerts no panel of `docs` names in its description as "Alert <name>"."""
+    described = " ".join(panel.get("description") or "" for doc in docs for panel in all_panels(doc.get("panels") or []))
+    return [name for name in alerts if not re.search(rf"\bAlert {re.escape(name)}\b", described)]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--promtool", default=shutil.which("promtool") or "promtool")
@@ -220,20 +239,29 @@ def main(argv: list[str]) -> int:
     paths = sorted(DASHBOARDS.glob("*.json"))
     if not paths:
         errors.append("no dashboard in grafana/dashboards")
+    docs = []
     for path in paths:
         doc = check_dashboard(path, datasources, errors, exprs)
         if doc is None:
             continue
+        docs.append(doc)
         for key, seen in (("uid", uids), ("title", titles)):
             if doc.get(key) in seen:
                 errors.append(f"{path.name}: {key} {doc.get(key)!r} also in {seen[doc.get(key)]}")
             seen[doc.get(key)] = path.name
     promtool_parses(args.promtool, exprs, errors)
+    alerts = alert_names()
+    if not alerts:
+        errors.append("no alert in prometheus/rules")
+    for name in alerts_without_panel(alerts, docs):
+        errors.append(f"alert {name}: no panel says \"Alert {name}\" in its description")
     for error in errors:
         print(error, file=sys.stderr)
     if errors:
         return 1
-    print(f"grafana: {len(paths)} dashboards, {len(exprs)} PromQL expressions parsed by promtool, ok")
+    panels = sum(1 for doc in docs for panel in all_panels(doc.get("panels") or []) if panel.get("type") != "row")
+    print(f"grafana: {len(paths)} dashboards, {panels} panels, {len(exprs)} PromQL expressions parsed by promtool, "
+          f"{len(alerts)} alerts each shown by a panel, ok")
     return 0
 
 

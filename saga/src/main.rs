@@ -1,5 +1,6 @@
 //! `cargo run --release`: the whole saga in one process. See the README.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,9 +30,10 @@ struct Args {
     /// OTLP gRPC endpoint for traces (e.g. http://127.0.0.1:4317); unset = no export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
-    /// Log format: json or pretty.
-    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
-    log_format: LogFormat,
+    /// Log format: json or pretty [default: pretty when standard output is a terminal, else
+    /// json].
+    #[arg(long, env = "LOG_FORMAT")]
+    log_format: Option<String>,
     /// Fault profile: share (0..1) of payments declined on purpose.
     #[arg(long, env = "PAYMENT_DECLINE_RATE", default_value_t = 0.0)]
     payment_decline_rate: f64,
@@ -53,7 +55,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let telemetry = shared::telemetry::init("saga-embedded", args.otlp_endpoint.as_deref(), args.log_format)?;
+    let log_format = LogFormat::choose(args.log_format.as_deref(), std::io::stdout().is_terminal())
+        .map_err(|err| anyhow::anyhow!("invalid --log-format / LOG_FORMAT: {err}"))?;
+    let telemetry = shared::telemetry::init("saga-embedded", args.otlp_endpoint.as_deref(), log_format)?;
     let mut api = order_svc::api_from_env()?;
     let demo = match &api.auth {
         Auth::Keys(keys) if keys.is_empty() => {
@@ -70,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         partitions: args.partitions,
         saga_deadline: Duration::from_secs(args.deadline_secs),
         otlp_endpoint: args.otlp_endpoint,
-        log_format: args.log_format,
+        log_format,
         payment_decline_rate: args.payment_decline_rate,
         payment_latency: Duration::from_millis(args.payment_latency_ms),
         shipping_latency: Duration::from_millis(args.shipping_latency_ms),

@@ -136,7 +136,8 @@ pub struct ServiceConfig {
     pub topics: Topics,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP gRPC endpoint; unset = no export.
     pub otlp_endpoint: Option<String>,
-    /// `LOG_FORMAT`: `json` (default) or `pretty`.
+    /// `LOG_FORMAT`: `json` or `pretty`; unset: pretty when standard output is a terminal, else
+    /// JSON ([`LogFormat::choose`]).
     pub log_format: LogFormat,
     /// `CONSUMER_MAX_ATTEMPTS`, `CONSUMER_MAX_BATCH`.
     pub consumer: ConsumerOptions,
@@ -218,7 +219,7 @@ impl ServiceConfig {
         c.kafka.properties = kafka_properties_from(std::env::vars())?;
         c.topics = Topics::with_prefix(&env_opt("TOPIC_PREFIX").unwrap_or_default());
         c.otlp_endpoint = env_opt("OTEL_EXPORTER_OTLP_ENDPOINT");
-        c.log_format = env_or("LOG_FORMAT", c.log_format)?;
+        c.log_format = LogFormat::from_env()?;
         c.consumer.max_attempts = env_or("CONSUMER_MAX_ATTEMPTS", c.consumer.max_attempts)?;
         c.consumer.max_batch = env_or("CONSUMER_MAX_BATCH", c.consumer.max_batch)?;
         if c.consumer.max_batch < 1 {

@@ -8,15 +8,24 @@
 //!
 //! Write transactions on SQLite start with `BEGIN IMMEDIATE`, so concurrent writers queue on
 //! the busy timeout instead of failing when a read lock must be upgraded.
+//!
+//! A service's pool is observed ([`Db::observed`], done once by
+//! [`crate::service::ServiceContext::connect`] for every service): its connections in use and
+//! idle are sampled every [`POOL_SAMPLE_INTERVAL`], and every transaction's wait for a
+//! connection ([`Db::begin`], [`Db::begin_read`]) is timed, and counted when it times out
+//! (see [`crate::metrics`]). Reads that run on the pool directly ([`on_db!`]) wait for a
+//! connection the same way but are not timed; they show in the sampled gauges.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{PgPool, Pool, Postgres, Sqlite, SqlitePool, Transaction};
 
 /// Which database a service runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +39,49 @@ pub enum Backend {
 pub enum Db {
     Postgres(PgPool),
     Sqlite(SqlitePool),
+}
+
+/// How often an observed pool's connections in use and idle are sampled.
+pub const POOL_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The observed pools ([`Db::observed`]), each known by its connect options: a pool keeps
+/// them in one `Arc` for its whole life, and the `Weak` here keeps that allocation's address
+/// from being reused, so pointer equality names the pool exactly. An entry whose pool is gone
+/// (no strong reference left) is dropped at the next registration.
+static OBSERVED: Mutex<Vec<(ObservedPool, &'static str)>> = Mutex::new(Vec::new());
+
+#[derive(Debug)]
+enum ObservedPool {
+    Postgres(Weak<PgConnectOptions>),
+    Sqlite(Weak<SqliteConnectOptions>),
+}
+
+impl ObservedPool {
+    fn of(db: &Db) -> Self {
+        match db {
+            Db::Postgres(pool) => ObservedPool::Postgres(Arc::downgrade(&pool.connect_options())),
+            Db::Sqlite(pool) => ObservedPool::Sqlite(Arc::downgrade(&pool.connect_options())),
+        }
+    }
+
+    fn is(&self, db: &Db) -> bool {
+        match (self, db) {
+            (ObservedPool::Postgres(weak), Db::Postgres(pool)) => {
+                std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&pool.connect_options()))
+            }
+            (ObservedPool::Sqlite(weak), Db::Sqlite(pool)) => {
+                std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&pool.connect_options()))
+            }
+            _ => false,
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        match self {
+            ObservedPool::Postgres(weak) => weak.strong_count() > 0,
+            ObservedPool::Sqlite(weak) => weak.strong_count() > 0,
+        }
+    }
 }
 
 /// An open transaction. Store functions take `&mut Tx` so that a state change, its events and
@@ -146,6 +198,40 @@ impl Db {
         }
     }
 
+    /// Record this pool's metrics under `service` from now on: connections in use and idle
+    /// (sampled every [`POOL_SAMPLE_INTERVAL`] until the pool is closed), and each transaction's
+    /// wait for a connection. Call once, inside a Tokio runtime (the sampler is a task on it).
+    pub fn observed(self, service: &'static str) -> Self {
+        crate::metrics::db_pool_observed(service);
+        {
+            let mut observed = OBSERVED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            observed.retain(|(pool, _)| pool.is_alive());
+            observed.push((ObservedPool::of(&self), service));
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POOL_SAMPLE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let closed = match &pool {
+                    Db::Postgres(p) => sample(service, p),
+                    Db::Sqlite(p) => sample(service, p),
+                };
+                if closed {
+                    break;
+                }
+            }
+        });
+        self
+    }
+
+    /// The `service` this pool is observed for, if it is.
+    fn observed_as(&self) -> Option<&'static str> {
+        let observed = OBSERVED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        observed.iter().find(|(pool, _)| pool.is(self)).map(|(_, service)| *service)
+    }
+
     /// Apply migrations (PostgreSQL takes an advisory lock, so replicas may start together).
     pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {
         match self {
@@ -157,17 +243,32 @@ impl Db {
     /// Begin a write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(pool) => Tx::Postgres(begin_on(self.acquire(pool).await?, None).await?),
+            Db::Sqlite(pool) => Tx::Sqlite(begin_on(self.acquire(pool).await?, Some("BEGIN IMMEDIATE")).await?),
         })
     }
 
     /// Begin a read-only transaction (on SQLite it takes no write lock).
     pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(begin_on(self.acquire(pool).await?, None).await?),
+            Db::Sqlite(pool) => Tx::Sqlite(begin_on(self.acquire(pool).await?, None).await?),
         })
+    }
+
+    /// A connection from `pool`, the wait timed (and counted when it times out) if observed.
+    async fn acquire<DB: sqlx::Database>(&self, pool: &Pool<DB>) -> Result<PoolConnection<DB>, sqlx::Error> {
+        let started = Instant::now();
+        let acquired = pool.acquire().await;
+        if let Some(service) = self.observed_as() {
+            match &acquired {
+                Ok(_) => crate::metrics::db_pool_acquired(service, started.elapsed()),
+                Err(sqlx::Error::PoolTimedOut) => crate::metrics::db_pool_acquire_timed_out(service, started.elapsed()),
+                // The pool is closed (shutting down) or failed to open a connection: not a wait.
+                Err(_) => {}
+            }
+        }
+        acquired
     }
 
     /// Is the database reachable?
@@ -178,6 +279,30 @@ impl Db {
     pub async fn close(&self) {
         on_db!(self, |pool| pool.close().await)
     }
+}
+
+/// Record `pool`'s connections in use and idle; is it closed?
+fn sample<DB: sqlx::Database>(service: &'static str, pool: &Pool<DB>) -> bool {
+    // `size` counts the open connections, idle ones included.
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+    crate::metrics::db_pool_sample(
+        service,
+        pool.size().saturating_sub(idle),
+        idle,
+        pool.options().get_max_connections(),
+    );
+    pool.is_closed()
+}
+
+/// Begin a transaction on an acquired connection, with `BEGIN` or `statement`: what sqlx's
+/// `Pool::begin` and `Pool::begin_with` do after their own `acquire`, so that the acquire can
+/// be timed on its own. (`Transaction::begin` is public but hidden from sqlx's docs; it is
+/// what both of those call, and Cargo.lock pins the sqlx release it was read from.)
+async fn begin_on<DB: sqlx::Database>(
+    connection: PoolConnection<DB>,
+    statement: Option<&'static str>,
+) -> Result<Transaction<'static, DB>, sqlx::Error> {
+    Transaction::begin(connection, statement.map(std::borrow::Cow::Borrowed)).await
 }
 
 impl Tx {

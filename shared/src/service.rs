@@ -140,7 +140,9 @@ impl ServiceContext {
         })
         .await;
         let db = match db {
-            Ok(db) => db,
+            // Observed once connected and migrated: a pool dropped by a failed attempt above
+            // is not kept alive by its sampler.
+            Ok(db) => db.observed(config.service),
             Err(err) => return stop_starting(starting, Err(err)).await,
         };
         if config.kafka.create_topics {

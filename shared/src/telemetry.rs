@@ -1,8 +1,9 @@
 //! Logs and traces.
 //!
 //! Logs are JSON lines ([`JsonLines`]: every line written inside a span carries `trace_id`,
-//! `span_id`, `order.id` and `service`), or human-readable with `LOG_FORMAT=pretty`, filtered
-//! by `RUST_LOG`. Spans always carry an OpenTelemetry context, so the W3C trace context can be
+//! `span_id`, `order.id` and `service`), or human-readable, filtered by `RUST_LOG`. Which one:
+//! `LOG_FORMAT` (`json` or `pretty`) when set, else human-readable when standard output is a
+//! terminal and JSON when it is not (a pipe, a file, a container's log) ([`LogFormat::choose`]). Spans always carry an OpenTelemetry context, so the W3C trace context can be
 //! propagated through Kafka headers even when nothing is exported; with an OTLP endpoint
 //! configured, spans are batched and exported over gRPC.
 //!
@@ -62,6 +63,27 @@ impl std::str::FromStr for LogFormat {
             "pretty" | "text" => Ok(LogFormat::Pretty),
             other => Err(format!("unknown log format {other:?} (json or pretty)")),
         }
+    }
+}
+
+impl LogFormat {
+    /// The format for `LOG_FORMAT`'s value `configured` when standard output is (or is not) a
+    /// terminal: `json` or `pretty` as configured; unset, empty or `auto`: pretty on a terminal,
+    /// where a person reads the lines, and JSON elsewhere, where a program does.
+    pub fn choose(configured: Option<&str>, stdout_is_terminal: bool) -> Result<Self, String> {
+        match configured.map(str::trim) {
+            None | Some("" | "auto") if stdout_is_terminal => Ok(LogFormat::Pretty),
+            None | Some("" | "auto") => Ok(LogFormat::Json),
+            Some(value) => value.parse(),
+        }
+    }
+
+    /// [`LogFormat::choose`] for this process: `LOG_FORMAT` and its standard output.
+    pub fn from_env() -> anyhow::Result<Self> {
+        use std::io::IsTerminal as _;
+        let configured = std::env::var("LOG_FORMAT").ok();
+        Self::choose(configured.as_deref(), std::io::stdout().is_terminal())
+            .map_err(|err| anyhow::anyhow!("invalid LOG_FORMAT: {err}"))
     }
 }
 
@@ -366,6 +388,37 @@ mod tests {
     use super::*;
 
     const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn logs_are_pretty_on_a_terminal_and_json_elsewhere_unless_log_format_says() {
+        use LogFormat::{Json, Pretty};
+        // (LOG_FORMAT, stdout is a terminal) -> format
+        let cases = [
+            (None, true, Pretty),
+            (None, false, Json),
+            (Some(""), true, Pretty),
+            (Some(""), false, Json),
+            (Some("auto"), true, Pretty),
+            (Some("auto"), false, Json),
+            (Some("json"), true, Json),
+            (Some("json"), false, Json),
+            (Some("pretty"), true, Pretty),
+            (Some("pretty"), false, Pretty),
+            (Some(" json "), true, Json),
+            (Some("text"), false, Pretty),
+        ];
+        for (configured, terminal, expected) in cases {
+            assert_eq!(
+                LogFormat::choose(configured, terminal),
+                Ok(expected),
+                "{configured:?} on a terminal: {terminal}"
+            );
+        }
+        for bad in ["JSON", "yaml", "prettty"] {
+            let err = LogFormat::choose(Some(bad), true).expect_err(bad);
+            assert!(err.contains("json or pretty"), "{err}");
+        }
+    }
 
     #[test]
     fn a_tracestate_within_bounds_is_kept_and_one_beyond_them_dropped_whole() {
