@@ -57,7 +57,7 @@ def free(port):
         except OSError:
             return False
 for base in range(21080, 22000, 10):
-    if all(free(base + i) for i in range(5)):
+    if all(free(base + i) for i in range(6)):
         print(base)
         break
 EOF
@@ -73,7 +73,8 @@ saga_pid=$!
 ready=
 for _ in $(seq 1 360); do
   kill -0 "$saga_pid" 2>/dev/null || fail "the system exited during start-up"
-  if curl -fsS -o /dev/null --max-time 2 "$api/readyz" 2>/dev/null; then
+  # /readyz is on order-svc's ops listener, the API's port + 5, not on the public port.
+  if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$((port + 5))/readyz" 2>/dev/null; then
     ready=1
     break
   fi
