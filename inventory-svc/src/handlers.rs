@@ -20,6 +20,7 @@ use shared::contracts::{
 };
 use shared::db::Tx;
 use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::service::Seeder;
 use shared::topics::Topics;
 use uuid::Uuid;
 
@@ -215,9 +216,20 @@ impl InventoryHandler {
         Ok(())
     }
 
+    /// Current stock per SKU (for tests and operators).
+    pub async fn stock(&self, tx: &mut Tx, sku: &str) -> anyhow::Result<SkuState> {
+        let mut loaded = self.store.load::<SkuState>(tx, &SkuState::stream_id(sku)).await?;
+        loaded.state.sku = sku.to_owned();
+        Ok(loaded.state)
+    }
+}
+
+impl Seeder for InventoryHandler {
+    type Seed = CatalogueSeed;
+
     /// Load the catalogue seed: new SKUs get their product and stock; known ones at most a
     /// new name or price (re-running it on every start is safe, and adds no stock).
-    pub async fn seed(&self, tx: &mut Tx, seed: &CatalogueSeed) -> anyhow::Result<()> {
+    async fn seed(&self, tx: &mut Tx, seed: &CatalogueSeed) -> anyhow::Result<()> {
         let metadata = serde_json::json!({"source": "seed"});
         for product in &seed.products {
             let stream = SkuState::stream_id(&product.sku);
@@ -227,12 +239,5 @@ impl InventoryHandler {
             self.store.save(tx, &stream, &mut loaded, &events, &metadata).await?;
         }
         Ok(())
-    }
-
-    /// Current stock per SKU (for tests and operators).
-    pub async fn stock(&self, tx: &mut Tx, sku: &str) -> anyhow::Result<SkuState> {
-        let mut loaded = self.store.load::<SkuState>(tx, &SkuState::stream_id(sku)).await?;
-        loaded.state.sku = sku.to_owned();
-        Ok(loaded.state)
     }
 }

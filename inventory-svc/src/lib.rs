@@ -54,12 +54,7 @@ impl WorkerSpec for Inventory {
 
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<InventoryHandler> {
         let handler = InventoryHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone() };
-        ctx.seed(|| async {
-            let mut tx = ctx.db.begin().await?;
-            handler.seed(&mut tx, &config.seed).await?;
-            Ok(tx.commit().await?)
-        })
-        .await?;
+        ctx.seed(&handler, &config.seed).await?;
         Ok(handler)
     }
 }

@@ -24,6 +24,7 @@ use shared::contracts::{
 use shared::db::Tx;
 use shared::envelope::Envelope;
 use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::service::Seeder;
 use shared::topics::{Topics, service};
 use uuid::Uuid;
 
@@ -207,9 +208,23 @@ impl PaymentHandler {
         Ok(())
     }
 
+    /// A customer's account, `None` if it was never opened (for tests and operators).
+    pub async fn account(&self, tx: &mut Tx, customer_id: &str) -> anyhow::Result<Option<AccountState>> {
+        Ok(self.store.load::<Account>(tx, &AccountState::stream_id(customer_id)).await?.state.0)
+    }
+
+    /// What payment decided for an order (for tests and operators).
+    pub async fn payment(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<PaymentState> {
+        Ok(self.store.load::<PaymentState>(tx, &PaymentState::stream_id(order_id)).await?.state)
+    }
+}
+
+impl Seeder for PaymentHandler {
+    type Seed = AccountsSeed;
+
     /// Open the seed's accounts that are not open yet (re-running it on every start is safe:
     /// an open account keeps the balance orders have since moved).
-    pub async fn seed(&self, tx: &mut Tx, seed: &AccountsSeed) -> anyhow::Result<()> {
+    async fn seed(&self, tx: &mut Tx, seed: &AccountsSeed) -> anyhow::Result<()> {
         let metadata = serde_json::json!({"source": "seed"});
         for seeded in &seed.accounts {
             let stream = AccountState::stream_id(&seeded.customer_id);
@@ -220,15 +235,5 @@ impl PaymentHandler {
             self.store.save(tx, &stream, &mut loaded, &events, &metadata).await?;
         }
         Ok(())
-    }
-
-    /// A customer's account, `None` if it was never opened (for tests and operators).
-    pub async fn account(&self, tx: &mut Tx, customer_id: &str) -> anyhow::Result<Option<AccountState>> {
-        Ok(self.store.load::<Account>(tx, &AccountState::stream_id(customer_id)).await?.state.0)
-    }
-
-    /// What payment decided for an order (for tests and operators).
-    pub async fn payment(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<PaymentState> {
-        Ok(self.store.load::<PaymentState>(tx, &PaymentState::stream_id(order_id)).await?.state)
     }
 }

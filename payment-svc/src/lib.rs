@@ -65,12 +65,7 @@ impl WorkerSpec for Payment {
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<PaymentHandler> {
         let handler =
             PaymentHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone(), fault: config.fault };
-        ctx.seed(|| async {
-            let mut tx = ctx.db.begin().await?;
-            handler.seed(&mut tx, &config.seed).await?;
-            Ok(tx.commit().await?)
-        })
-        .await?;
+        ctx.seed(&handler, &config.seed).await?;
         Ok(handler)
     }
 }

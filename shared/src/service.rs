@@ -13,13 +13,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServiceConfig, redact_url};
 use crate::consumer::{ConsumerLoop, Handler};
-use crate::db::{Db, Migrations, shared_migrations};
+use crate::db::{Db, Migrations, Tx, shared_migrations};
 use crate::event_store::{EventStore, StoreError, Upcaster};
 use crate::http_server::Endpoint;
 use crate::ops::{Readiness, ReadinessChecks};
 use crate::outbox::{Backoff, OutboxSignal, Relay};
 use crate::retention::{self, Pruner, Table};
 use std::sync::Arc;
+
+/// Reference data a service writes at start-up (its catalogue, accounts or carrier network),
+/// through its own handler, in the transaction [`ServiceContext::seed`] opens.
+pub trait Seeder: Sync {
+    type Seed: Sync;
+
+    /// Write what of `seed` is not there yet; running it again must append nothing.
+    fn seed(&self, tx: &mut Tx, seed: &Self::Seed) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
 
 /// A connected service: its database, event store, outbox and broker clients.
 #[derive(Clone)]
@@ -171,19 +180,19 @@ impl ServiceContext {
         })
     }
 
-    /// Write reference data at start-up (a seed, which opens and commits its own transaction),
-    /// again when it lost an optimistic-concurrency race: replicas starting together seed the
-    /// same streams, and a seed is idempotent, so the retry finds the other replica's events
-    /// and appends nothing.
-    pub async fn seed<F, Fut>(&self, mut step: F) -> anyhow::Result<()>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>>,
-    {
+    /// Write reference data at start-up in one transaction, again when it lost an
+    /// optimistic-concurrency race: replicas starting together seed the same streams, and a
+    /// seed is idempotent, so the retry finds the other replica's events and appends nothing.
+    pub async fn seed<S: Seeder>(&self, seeder: &S, seed: &S::Seed) -> anyhow::Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match step().await {
+            let seeded = async {
+                let mut tx = self.db.begin().await?;
+                seeder.seed(&mut tx, seed).await?;
+                Ok::<_, anyhow::Error>(tx.commit().await?)
+            };
+            match seeded.await {
                 Err(err)
                     if attempt < 5
                         && err.chain().any(|c| matches!(c.downcast_ref(), Some(StoreError::Conflict { .. }))) =>

@@ -20,6 +20,7 @@ use shared::consumer::{Handler, HandlerError, MessageContext};
 use shared::contracts::{OrderCancelled, PaymentCaptured, SetDestinations, command_type, event_type};
 use shared::db::Tx;
 use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::service::Seeder;
 use shared::topics::{Topics, service};
 use uuid::Uuid;
 
@@ -193,17 +194,6 @@ impl ShippingHandler {
         Ok(())
     }
 
-    /// Register the seed's carriers the network does not know yet (re-running it on every
-    /// start is safe, and keeps an admin's changes).
-    pub async fn seed(&self, tx: &mut Tx, seed: &NetworkSeed) -> anyhow::Result<()> {
-        let mut network = self.store.load::<Network>(tx, &Network::stream_id()).await?;
-        let events = domain::seed_network(&network.state, seed).context("invalid network seed")?;
-        self.store
-            .save(tx, &Network::stream_id(), &mut network, &events, &serde_json::json!({"source": "seed"}))
-            .await?;
-        Ok(())
-    }
-
     /// The carrier network (for tests and operators).
     pub async fn network(&self, tx: &mut Tx) -> anyhow::Result<Network> {
         Ok(self.store.load::<Network>(tx, &Network::stream_id()).await?.state)
@@ -217,5 +207,20 @@ impl ShippingHandler {
     /// How booked one carrier's day is (for tests and operators).
     pub async fn carrier_day(&self, tx: &mut Tx, day: &CarrierDayId) -> anyhow::Result<CarrierDay> {
         Ok(self.store.load::<CarrierDay>(tx, &CarrierDay::stream_id(day)).await?.state)
+    }
+}
+
+impl Seeder for ShippingHandler {
+    type Seed = NetworkSeed;
+
+    /// Register the seed's carriers the network does not know yet (re-running it on every
+    /// start is safe, and keeps an admin's changes).
+    async fn seed(&self, tx: &mut Tx, seed: &NetworkSeed) -> anyhow::Result<()> {
+        let mut network = self.store.load::<Network>(tx, &Network::stream_id()).await?;
+        let events = domain::seed_network(&network.state, seed).context("invalid network seed")?;
+        self.store
+            .save(tx, &Network::stream_id(), &mut network, &events, &serde_json::json!({"source": "seed"}))
+            .await?;
+        Ok(())
     }
 }

@@ -63,12 +63,7 @@ impl WorkerSpec for Shipping {
     async fn start(ctx: &ServiceContext, config: Config) -> anyhow::Result<ShippingHandler> {
         let handler =
             ShippingHandler { store: ctx.store.clone(), topics: ctx.config.topics.clone(), latency: config.latency };
-        ctx.seed(|| async {
-            let mut tx = ctx.db.begin().await?;
-            handler.seed(&mut tx, &config.seed).await?;
-            Ok(tx.commit().await?)
-        })
-        .await?;
+        ctx.seed(&handler, &config.seed).await?;
         Ok(handler)
     }
 }
