@@ -318,23 +318,41 @@ def postmaster_pid(admin_url: str) -> int | None:
     return stat["ppid"] if "postgres" in comm or "postmaster" in comm else None
 
 
+# A PostgreSQL process title (update_process_title, on by default) of a client backend ends in
+# its client's address: "postgres: 15/main: postgres bench_x_order_svc 127.0.0.1(43210) idle".
+CLIENT_BACKEND = re.compile(r"\(\d+\)|\[local\]")
+
+
+def postgres_child_counts(title: str, databases: set[str]) -> bool:
+    """Whether a child of the postmaster, by its process title, is this run's: a backend or
+    autovacuum worker of one of `databases`, or a background process that serves the whole
+    cluster (checkpointer, background writer, WAL writer, launchers). Backends of other
+    databases (another client of the same server) are not."""
+    words = set(title.replace("\0", " ").split())
+    if words & databases:
+        return True
+    return not (CLIENT_BACKEND.search(title) or "autovacuum worker" in title or "parallel worker" in title)
+
+
 class Meter:
     """CPU time and memory of a phase's processes, by group, from /proc.
 
     `pids` maps a group (a service, "broker", "saga") to the pid of its one process; with a
-    `postmaster`, the group "postgres" is the postmaster and every child of it: backends, the
-    background workers. A backend that exits between two samples does not lose its ticks: the
-    postmaster reaps it, and the kernel adds them to the postmaster's cutime/cstime, which the
-    group counts (only the moments between a child's exit and its reaping blur: the backends of
-    this script's own psql queries around a step, a few ms each, may land in the step; the
-    services keep pooled connections, so their backends rarely come and go). The load generator, a
-    child of this script per step, is measured with wait4 (`load`). "machine" is the whole
-    machine's busy time, /proc/stat.
+    `postmaster`, the group "postgres" is the postmaster itself and those of its children that
+    are this run's (`postgres_child_counts`: the backends and autovacuum workers of
+    `databases`, and the background processes, which serve every database of the cluster, so a
+    server busy with other clients at the same time still shows in them). A backend that exits
+    between two samples loses its ticks (they go to the postmaster's cutime, which holds every
+    client's exited backends and so is not counted): the services keep pooled connections, so
+    that is small, and this script's own queries go to a database of their own. The load
+    generator, a child of this script per step, is measured with wait4 (`load`). "machine" is
+    the whole machine's busy time, /proc/stat.
     """
 
-    def __init__(self, pids: dict[str, int], postmaster: int | None = None):
+    def __init__(self, pids: dict[str, int], postmaster: int | None = None, databases: list[str] = ()):
         self.pids = pids
         self.postmaster = postmaster
+        self.databases = set(databases)
 
     def postgres_pids(self) -> list[int]:
         if not self.postmaster:
@@ -344,7 +362,12 @@ class Meter:
             if entry.name.isdigit():
                 stat = read_stat(int(entry.name))
                 if stat and stat["ppid"] == self.postmaster:
-                    children.append(int(entry.name))
+                    try:
+                        title = (entry / "cmdline").read_text()
+                    except OSError:
+                        continue
+                    if postgres_child_counts(title, self.databases):
+                        children.append(int(entry.name))
         return children
 
     def ticks(self) -> dict[str, int]:
@@ -356,7 +379,7 @@ class Meter:
         if self.postmaster:
             main = read_stat(self.postmaster)
             if main:
-                total = main["utime"] + main["stime"] + main["cutime"] + main["cstime"]
+                total = main["utime"] + main["stime"]
                 for pid in self.postgres_pids():
                     stat = read_stat(pid)
                     if stat:
@@ -410,16 +433,19 @@ class DbStats:
     pg_stat_database either way; `source` says where the statement figures came from.
 
     The queries run from a database of their own, so that they count in neither. A backend
-    sends its pg_stat_database counters at most once a second, so the step's end is read after
-    a short pause (`SETTLE_SECS`); pg_stat_statements counts as each statement ends.
+    sends its pg_stat_database counters at most once a second, and one that then goes idle only
+    after 10 s (PostgreSQL 15), so `transactions` (reads included) is late by up to that: the
+    step's end is read after a short pause (`SETTLE_SECS`), and the figure is a hint at low
+    rates and short steps. `write_transactions` (the transaction id counter's advance,
+    server-wide) and pg_stat_statements count as each transaction or statement ends.
     """
 
     SETTLE_SECS = 1.1
 
-    def __init__(self, pg: "Postgres", names: list[str]):
+    def __init__(self, pg: "Postgres", names: list[str], home: str = "stats"):
         self.pg = pg
         self.names = names
-        self.home = pg.url(pg.create("stats"))
+        self.home = pg.url(pg.create(home))
         self.array = "ARRAY[" + ",".join(f"'{n}'" for n in names) + "]::name[]"
         for url in [self.home, *(pg.url(n) for n in names)]:
             subprocess.run(
@@ -436,10 +462,13 @@ class DbStats:
         return run(["psql", self.home, "-qAtc", sql], capture_output=True).stdout.strip().split("|")
 
     def _database(self) -> list[int]:
+        # The snapshot's xmax is the next transaction id: reading it assigns none, so its delta
+        # counts the writing transactions in between exactly (server-wide, as in `latency`).
         row = self._query(
             "SELECT coalesce(sum(xact_commit + xact_rollback), 0), coalesce(sum(tup_returned), 0), "
             "coalesce(sum(tup_fetched), 0), coalesce(sum(tup_inserted), 0), coalesce(sum(tup_updated), 0), "
-            f"coalesce(sum(tup_deleted), 0) FROM pg_stat_database WHERE datname = ANY({self.array})"
+            "coalesce(sum(tup_deleted), 0), txid_snapshot_xmax(txid_current_snapshot()) "
+            f"FROM pg_stat_database WHERE datname = ANY({self.array})"
         )
         return [int(v) for v in row]
 
@@ -460,8 +489,10 @@ class DbStats:
             f"transactions_per_{per}": per_unit(delta[0], units),
             f"tuples_per_{per}": {
                 name: per_unit(v, units, 1)
-                for name, v in zip(("returned", "fetched", "inserted", "updated", "deleted"), delta[1:])
+                for name, v in zip(("returned", "fetched", "inserted", "updated", "deleted"), delta[1:6])
             },
+            "write_transactions": delta[6],
+            f"write_transactions_per_{per}": per_unit(delta[6], units),
         }
         if self.source == "pg_stat_statements":
             calls, statements, distinct = (
@@ -567,7 +598,7 @@ def cpu_line(figures: dict, per: str = "saga") -> str:
         work = []
         if db.get(f"statements_per_{per}") is not None:
             work += [f"{db[f'statements_per_{per}']} statements", f"{db[f'calls_per_{per}']} calls"]
-        work.append(f"{db[f'transactions_per_{per}']} transactions")
+        work.append(f"{db[f'transactions_per_{per}']} transactions ({db.get(f'write_transactions_per_{per}')} writing)")
         line += f"; {', '.join(work)} per {per} [{db['source']}]"
     return line
 
@@ -803,8 +834,8 @@ def accept_isolation(profile: dict, work: Path, admin_url: str, run_id: str) -> 
         base = f"http://{listeners['ops']}"
         wait_ready(base)
         api = f"http://{listeners['api']}"
-        meter = Meter({"order-svc": svc.proc.pid, "broker": broker.proc.pid}, postmaster_pid(admin_url))
-        stats = DbStats(pg, [db])
+        meter = Meter({"order-svc": svc.proc.pid, "broker": broker.proc.pid}, postmaster_pid(admin_url), [db])
+        stats = DbStats(pg, [db], home="iso-stats")
         log(f"accept path alone: order-svc {api}, broker {bootstrap}")
         load(api, 20, 3, work / "iso-warmup.json", wait=0)
         # Rest, here: OrderPlaced all published (the orders themselves stay open).
@@ -860,7 +891,9 @@ def production(profile: dict, work: Path, admin_url: str, run_id: str) -> dict:
             wait_ready(base)
         api = f"http://{listeners['order-svc']['api']}"
         log(f"production topology up: broker {bootstrap}, order API {api}")
-        meter = Meter({**{svc: p.proc.pid for svc, p in procs.items()}, "broker": broker.proc.pid}, postmaster_pid(admin_url))
+        meter = Meter(
+            {**{svc: p.proc.pid for svc, p in procs.items()}, "broker": broker.proc.pid}, postmaster_pid(admin_url), pg.names
+        )
         stats = DbStats(pg, list(pg.names))
         load(api, 20, 3, work / "warmup.json", wait=60)
 
@@ -1055,7 +1088,7 @@ def draw_charts(result: dict, previous: dict | None, stem: Path) -> list[Path]:
         plt.close(fig)
         files.append(path)
 
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogFormatter, NullFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:g}")
 
@@ -1088,7 +1121,9 @@ def draw_charts(result: dict, previous: dict | None, stem: Path) -> list[Path]:
     def log_y(ax) -> None:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        # Values between the decades too when the axis spans only a few.
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
 
     def legend(ax) -> None:
         if ax.get_legend_handles_labels()[0]:
@@ -1126,10 +1161,13 @@ def draw_charts(result: dict, previous: dict | None, stem: Path) -> list[Path]:
         rates = sorted({x for x, _ in pts} | {x for x, _ in prev_total})
         where = {r: i for i, r in enumerate(rates)}
         groups = list(dict.fromkeys(g for _, by in pts for g in by))
+        # A process keeps its colour in both panels.
+        order = [*SERVICES, "broker", "postgres", "load-generator", "saga"]
         bottom = [0.0] * len(pts)
-        for i, group in enumerate(groups):
+        for group in groups:
+            color = colors[(order.index(group) if group in order else len(order)) % len(colors)]
             heights = [by.get(group, 0.0) for _, by in pts]
-            ax.bar([where[x] for x, _ in pts], heights, bottom=bottom, color=colors[i % len(colors)], label=group, width=0.6)
+            ax.bar([where[x] for x, _ in pts], heights, bottom=bottom, color=color, label=group, width=0.6)
             bottom = [b + h for b, h in zip(bottom, heights)]
         if prev_total:
             ax.plot([where[x] for x, _ in prev_total], [y for _, y in prev_total], "k--", marker="x", label="previous run, total")

@@ -37,6 +37,17 @@ class ProcTest(unittest.TestCase):
         # user nice system idle iowait irq softirq steal guest guest_nice
         self.assertEqual(bench.busy_ticks("cpu  10 1 5 1000 50 2 3 4 9 0\ncpu0 1 2 3\n"), 10 + 1 + 5 + 2 + 3 + 4)
 
+    def test_postgres_children_of_this_run(self):
+        ours = {"bench_1_order_svc"}
+        counts = lambda title: bench.postgres_child_counts(title, ours)  # noqa: E731
+        self.assertTrue(counts("postgres: 15/main: postgres bench_1_order_svc 127.0.0.1(4321) idle\0\0"))
+        self.assertTrue(counts("postgres: 15/main: autovacuum worker bench_1_order_svc"))
+        self.assertTrue(counts("postgres: 15/main: checkpointer "))
+        self.assertTrue(counts("postgres: 15/main: walwriter "))
+        self.assertFalse(counts("postgres: 15/main: postgres bench_2_order_svc 127.0.0.1(4322) idle"))
+        self.assertFalse(counts("postgres: 15/main: postgres postgres [local] idle"))
+        self.assertFalse(counts("postgres: 15/main: autovacuum worker other"))
+
     def test_meter_reads_its_own_process(self):
         meter = bench.Meter({"me": os.getpid()})
         ticks = meter.ticks()
@@ -67,13 +78,13 @@ class FiguresTest(unittest.TestCase):
             "cpu_ms_per_saga": {"total": 3.0, "order-svc": 1.0, "postgres": 2.0},
             "db": {
                 "source": "pg_stat_statements", "statements_per_saga": 40.0, "calls_per_saga": 52.0,
-                "transactions_per_saga": 6.5,
+                "transactions_per_saga": 8.5, "write_transactions_per_saga": 6.5,
             },
         }
         self.assertEqual(
             bench.cpu_line(figures),
-            "CPU ms per saga 3.0 (order-svc 1.0, postgres 2.0); 40.0 statements, 52.0 calls, 6.5 transactions "
-            "per saga [pg_stat_statements]",
+            "CPU ms per saga 3.0 (order-svc 1.0, postgres 2.0); 40.0 statements, 52.0 calls, 8.5 transactions "
+            "(6.5 writing) per saga [pg_stat_statements]",
         )
         self.assertEqual(bench.cpu_line({"cpu_ms_per_order": None}, "order"), "CPU ms per order: -")
 
