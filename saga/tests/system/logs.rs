@@ -8,11 +8,9 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Options, TestSystem};
+use common::{Captured, Options, TestSystem};
 use serde_json::Value;
 use shared::db::Backend;
 use shared::telemetry::{self, BoxMakeWriter, LogFormat};
@@ -21,27 +19,6 @@ use shared::topics::service;
 
 /// The request id the order is placed with.
 const REQUEST_ID: &str = "logs-test-0001";
-
-/// Log lines written so far.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().expect("log buffer").clone();
-        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 own_process_test!(every_line_written_while_handling_an_order_has_its_trace_span_and_order_ids);
 async fn every_line_written_while_handling_an_order_has_its_trace_span_and_order_ids() -> anyhow::Result<()> {

@@ -8,34 +8,11 @@
 
 use crate::common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use common::{Options, TestSystem};
+use common::{Captured, Options, TestSystem};
 use serde_json::json;
 use shared::db::Backend;
 use shared::telemetry::{self, BoxMakeWriter, LogFormat};
 use shared::testing::eventually;
-
-/// Log output so far.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 own_process_test!(no_configured_secret_appears_in_the_logs_or_metrics_of_a_full_saga_run);
 async fn no_configured_secret_appears_in_the_logs_or_metrics_of_a_full_saga_run() -> anyhow::Result<()> {
