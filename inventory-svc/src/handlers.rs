@@ -40,6 +40,8 @@ impl Aggregate for SkuState {
 
 impl Aggregate for ReservationState {
     type Event = ReservationEvent;
+    /// One stream per order (or command): a few events, never a snapshot.
+    const SNAPSHOTS: bool = false;
     fn event_type(event: &ReservationEvent) -> &'static str {
         event.event_type()
     }
@@ -129,6 +131,20 @@ impl InventoryHandler {
         skus: impl Iterator<Item = &'a String>,
     ) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
         let reservation = self.store.load::<ReservationState>(tx, &ReservationState::stream_id(order_id)).await?;
+        let skus = self.load_skus(tx, skus).await?;
+        Ok((reservation, skus))
+    }
+
+    /// The order's reservation, then the SKUs it holds stock of.
+    async fn load_held(&self, tx: &mut Tx, order_id: Uuid) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
+        let reservation = self.store.load::<ReservationState>(tx, &ReservationState::stream_id(order_id)).await?;
+        let involved = reservation.state.skus_involved();
+        let skus = self.load_skus(tx, involved.iter()).await?;
+        Ok((reservation, skus))
+    }
+
+    /// SKUs' stock, in one load whatever their number.
+    async fn load_skus<'a>(&self, tx: &mut Tx, skus: impl Iterator<Item = &'a String>) -> Result<Skus, HandlerError> {
         let mut wanted: Vec<&String> = skus.collect();
         wanted.sort();
         wanted.dedup();
@@ -140,14 +156,7 @@ impl InventoryHandler {
             state.state.sku = sku.clone();
             loaded.insert(sku.clone(), state);
         }
-        Ok((reservation, loaded))
-    }
-
-    async fn load_held(&self, tx: &mut Tx, order_id: Uuid) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
-        let reservation = self.store.load::<ReservationState>(tx, &ReservationState::stream_id(order_id)).await?;
-        let involved = reservation.state.skus_involved();
-        let (_, skus) = self.load(tx, order_id, involved.iter()).await?;
-        Ok((reservation, skus))
+        Ok(loaded)
     }
 
     async fn release(

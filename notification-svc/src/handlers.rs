@@ -36,6 +36,8 @@ use crate::sinks::{SinkError, Sinks};
 
 impl Aggregate for Notifications {
     type Event = NotificationEvent;
+    /// One stream per order (or command): a few events, never a snapshot.
+    const SNAPSHOTS: bool = false;
     fn event_type(event: &NotificationEvent) -> &'static str {
         event.event_type()
     }

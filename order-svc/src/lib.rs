@@ -120,6 +120,9 @@ impl Config {
 ///   `ORDER_API_RATE_LIMIT_BURST` (default twice the rate): per key.
 /// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000), `ORDER_API_MAX_CONCURRENT_REQUESTS`
 ///   (default 512, all keys together) and `ORDER_API_MAX_IN_FLIGHT_PER_KEY` (default 32).
+/// - `ORDER_API_MAX_OPEN_SAGAS` (default 1000; 0 turns it off): past this many open sagas,
+///   `POST /orders` answers 503 with `Retry-After` (admission control, see
+///   [`storage::admission`]).
 /// - `ORDER_API_AUTH_FAILURES_PER_SEC` (default 10; 0 turns throttling off) and
 ///   `ORDER_API_AUTH_FAILURES_BURST` (default the same): failed authentications per client
 ///   address before it gets 429s.
@@ -155,6 +158,7 @@ pub fn api_from_env() -> anyhow::Result<ApiConfig> {
     anyhow::ensure!(max_in_flight_per_key >= 1, "ORDER_API_MAX_IN_FLIGHT_PER_KEY must be at least 1");
     let request_timeout = env_millis("ORDER_API_REQUEST_TIMEOUT_MS", defaults.request_timeout)?;
     anyhow::ensure!(!request_timeout.is_zero(), "ORDER_API_REQUEST_TIMEOUT_MS must be positive");
+    let max_open_sagas = env_or("ORDER_API_MAX_OPEN_SAGAS", defaults.max_open_sagas)?;
     Ok(ApiConfig {
         auth,
         limits: http::ApiLimits {
@@ -163,6 +167,7 @@ pub fn api_from_env() -> anyhow::Result<ApiConfig> {
             max_concurrent_requests,
             max_in_flight_per_key,
             auth_failures,
+            max_open_sagas,
         },
     })
 }
@@ -206,7 +211,9 @@ impl App {
             topics: ctx.config.topics.clone(),
             outbox_signal: ctx.outbox_signal.clone(),
             saga_deadline: chrono::TimeDelta::from_std(config.saga_deadline).context("saga deadline out of range")?,
+            admission: storage::Admission::new(config.api.limits.max_open_sagas),
         };
+        metrics::max_open_sagas(config.api.limits.max_open_sagas);
         let admin = AdminCommands {
             db: ctx.db.clone(),
             store: ctx.store.clone(),
@@ -248,13 +255,15 @@ impl App {
         let endpoint = |role| Endpoint { service: service::ORDER, role, limits: ctx.config.http.clone() };
         let (api_endpoint, ops_endpoint) = (endpoint("api"), endpoint("ops"));
         let ops = ops_router(&ctx);
-        let (http_stop, ops_stop, consumer_stop, scan_stop) =
-            (shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone());
+        let (http_stop, ops_stop, consumer_stop, scan_stop, count_stop) =
+            (shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone());
+        let admission = storage::admission::refresh(orders.db.clone(), orders.admission.clone(), count_stop);
         let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
             Box::pin(shared::http_server::serve(listener, router, api_endpoint, http_stop)),
             Box::pin(shared::http_server::serve(ops_listener, ops, ops_endpoint, ops_stop)),
             Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
             Box::pin(deadline_scanner(orders, config.deadline_scan_interval, scan_stop)),
+            Box::pin(admission),
         ];
         shared::service::run(ctx, front, shutdown).await
     }

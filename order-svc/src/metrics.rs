@@ -14,11 +14,18 @@ pub const ORDERS_OVERDUE: &str = "saga_orders_overdue";
 pub const OLDEST_OPEN_AGE: &str = "saga_oldest_open_order_age_seconds";
 pub const DEADLINE: &str = "saga_deadline_seconds";
 pub const AUTH_FAILURES: &str = "saga_http_auth_failures_total";
+pub const ORDERS_REFUSED_AT_CAPACITY: &str = "saga_orders_refused_at_capacity_total";
+pub const MAX_OPEN_SAGAS: &str = "saga_orders_open_max";
 
 pub fn describe() {
     describe_counter!(SAGA_OUTCOMES, "Sagas that reached a terminal state, by outcome and cancellation reason");
     describe_histogram!(SAGA_DURATION, Unit::Seconds, "End-to-end saga duration, from placement to the terminal event");
     describe_counter!(ORDERS_PLACED, "Orders accepted by the API");
+    describe_counter!(
+        ORDERS_REFUSED_AT_CAPACITY,
+        "POST /orders refused with 503 because the open sagas reached ORDER_MAX_OPEN_SAGAS (admission control)"
+    );
+    describe_gauge!(MAX_OPEN_SAGAS, "The configured bound on open sagas (ORDER_MAX_OPEN_SAGAS; 0 = none)");
     describe_gauge!(ORDERS_OPEN, "Orders whose saga has not reached a terminal state (as of the last deadline scan)");
     describe_gauge!(
         ORDERS_OVERDUE,
@@ -34,6 +41,16 @@ pub fn describe() {
 
 pub fn order_placed() {
     counter!(ORDERS_PLACED).increment(1);
+}
+
+/// A new order refused by admission control.
+pub fn order_refused_at_capacity() {
+    counter!(ORDERS_REFUSED_AT_CAPACITY).increment(1);
+}
+
+/// The configured bound on open sagas.
+pub fn max_open_sagas(max: u64) {
+    gauge!(MAX_OPEN_SAGAS).set(max as f64);
 }
 
 /// A saga ended: `outcome` is `completed` or `cancelled`, `reason` is `none` or a cancel reason.

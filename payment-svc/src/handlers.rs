@@ -35,6 +35,8 @@ use crate::domain::{
 
 impl Aggregate for PaymentState {
     type Event = PaymentEvent;
+    /// One stream per order (or command): a few events, never a snapshot.
+    const SNAPSHOTS: bool = false;
     fn event_type(event: &PaymentEvent) -> &'static str {
         event.event_type()
     }

@@ -492,6 +492,7 @@ pub async fn run(ctx: &Ctx, args: RebuildArgs) -> anyhow::Result<ExitCode> {
                 topics: shared::topics::Topics::default(),
                 outbox_signal: shared::outbox::OutboxSignal::default(),
                 saga_deadline: chrono::TimeDelta::zero(),
+                admission: order_svc::storage::Admission::unbounded(),
             };
             let applied = orders.rebuild_projection().await.context("failed to rebuild order_view")?;
             let after = compare(&rebuilt, &live, true, "event_store", ctx.progress).await?;

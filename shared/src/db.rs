@@ -147,6 +147,9 @@ pub fn shared_migrations() -> Migrations {
 }
 
 /// How to connect.
+/// How long a PostgreSQL connection is used before it is replaced.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     pub max_connections: u32,
@@ -164,9 +167,16 @@ impl Db {
     pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url).context("invalid postgres url")?;
+            // No ping on acquire: it is a round trip per transaction (sqlx already pings every
+            // connection it takes back). A connection that broke while idle (the server
+            // restarted) fails its first statement, which callers retry as `Unavailable`, and
+            // is closed then; `max_lifetime` retires connections before a proxy or the server
+            // drops them.
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
+                .test_before_acquire(false)
+                .max_lifetime(MAX_LIFETIME)
                 .connect_with(connect)
                 .await
                 .context("failed to connect to postgres")?;
@@ -181,6 +191,7 @@ impl Db {
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.min(4))
+                .test_before_acquire(false)
                 .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
                 .connect_with(connect)
                 .await

@@ -236,6 +236,15 @@ pub fn header_map<M: Message>(message: &M) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of a message's header `name` (the last one, as decoding reads it), borrowed,
+/// without decoding anything else: enough to set aside a message by its type and source.
+/// `None` when it is absent or not UTF-8.
+pub fn header_value<'m, M: Message>(message: &'m M, name: &str) -> Option<&'m str> {
+    let headers = message.headers()?;
+    let found = headers.iter().filter(|h| h.key == name).last()?;
+    std::str::from_utf8(found.value?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

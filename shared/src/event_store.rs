@@ -148,6 +148,10 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send {
     /// events (payloads decoded on both sides of the connection), and a save writes one
     /// snapshot per this many events. 16 measured cheaper than 64 (BENCHMARKS.md).
     const SNAPSHOT_EVERY: i64 = 16;
+    /// False for streams that stay short (one per order: a handful of events for its whole
+    /// life): their loads skip the snapshot lookup, a round trip that would find nothing, and
+    /// their saves never write one.
+    const SNAPSHOTS: bool = true;
     fn event_type(event: &Self::Event) -> &'static str;
     fn apply(&mut self, event: &Self::Event);
 }
@@ -290,9 +294,11 @@ impl EventStore {
     #[tracing::instrument(skip_all, fields(stream = stream))]
     pub async fn load<A: Aggregate>(&self, tx: &mut Tx, stream: &str) -> Result<Loaded<A>, StoreError> {
         const SQL: &str = "SELECT version, state FROM snapshots WHERE stream_id = $1 AND snapshot_schema = $2";
-        let snapshot: Option<(i64, Json<serde_json::Value>)> = on_tx!(tx, |conn| {
-            sqlx::query_as(SQL).bind(stream).bind(A::SNAPSHOT_SCHEMA).fetch_optional(conn).await?
-        });
+        let snapshot: Option<(i64, Json<serde_json::Value>)> = if A::SNAPSHOTS {
+            on_tx!(tx, |conn| sqlx::query_as(SQL).bind(stream).bind(A::SNAPSHOT_SCHEMA).fetch_optional(conn).await?)
+        } else {
+            None
+        };
         let mut loaded = from_snapshot::<A>(snapshot);
         let events = self.read_stream(tx, stream, loaded.version).await?;
         fold_into(&mut loaded, events)?;
@@ -319,13 +325,17 @@ impl EventStore {
             "SELECT stream_id, version, state FROM snapshots WHERE snapshot_schema = $1 AND stream_id IN ({})",
             crate::db::placeholders(2, names.len())
         );
-        let snapshots: Vec<(String, i64, Json<serde_json::Value>)> = on_tx!(tx, |conn| {
-            let mut query = sqlx::query_as(&sql).bind(A::SNAPSHOT_SCHEMA);
-            for name in &names {
-                query = query.bind(name.as_str());
-            }
-            query.fetch_all(conn).await?
-        });
+        let snapshots: Vec<(String, i64, Json<serde_json::Value>)> = if A::SNAPSHOTS {
+            on_tx!(tx, |conn| {
+                let mut query = sqlx::query_as(&sql).bind(A::SNAPSHOT_SCHEMA);
+                for name in &names {
+                    query = query.bind(name.as_str());
+                }
+                query.fetch_all(conn).await?
+            })
+        } else {
+            Vec::new()
+        };
         let mut snapshots: HashMap<String, (i64, Json<serde_json::Value>)> =
             snapshots.into_iter().map(|(stream, version, state)| (stream, (version, state))).collect();
         for name in &names {
@@ -392,7 +402,7 @@ impl EventStore {
         for event in events {
             loaded.state.apply(event);
         }
-        if loaded.version - loaded.snapshot_version >= A::SNAPSHOT_EVERY {
+        if A::SNAPSHOTS && loaded.version - loaded.snapshot_version >= A::SNAPSHOT_EVERY {
             let state = serde_json::to_value(&loaded.state).map_err(StoreError::Encode)?;
             on_tx!(tx, |conn| {
                 sqlx::query(

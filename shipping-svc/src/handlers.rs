@@ -51,6 +51,8 @@ impl Aggregate for CarrierDay {
 
 impl Aggregate for Shipment {
     type Event = ShipmentEvent;
+    /// One stream per order (or command): a few events, never a snapshot.
+    const SNAPSHOTS: bool = false;
     fn event_type(event: &ShipmentEvent) -> &'static str {
         event.event_type()
     }

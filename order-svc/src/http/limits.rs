@@ -56,6 +56,10 @@ pub struct ApiLimits {
     /// Failed authentications per client address; `None` = never throttled (still counted and
     /// logged).
     pub auth_failures: Option<RateLimit>,
+    /// Open sagas past which new orders are refused (503); 0 = no bound. Size it to the rate
+    /// the system sustains times the saga latency you accept: 1,000 is five seconds of work
+    /// at 200 sagas/s.
+    pub max_open_sagas: u64,
 }
 
 impl Default for ApiLimits {
@@ -66,6 +70,7 @@ impl Default for ApiLimits {
             max_concurrent_requests: 512,
             max_in_flight_per_key: 32,
             auth_failures: Some(RateLimit { per_second: non_zero(10), burst: non_zero(10) }),
+            max_open_sagas: 1000,
         }
     }
 }

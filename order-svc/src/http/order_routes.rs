@@ -151,6 +151,7 @@ impl From<RepoError> for AppError {
     fn from(err: RepoError) -> Self {
         match err {
             RepoError::IdempotencyConflict => AppError::IdempotencyConflict,
+            RepoError::AtCapacity => AppError::SagasAtCapacity,
             RepoError::Internal(cause) => AppError::Internal(cause),
         }
     }
@@ -181,6 +182,8 @@ impl From<RepoError> for AppError {
         (status = 415, description = "Content-Type missing or not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The body breaks the rules: a missing field or wrong type, empty items, more than 100 lines, quantity outside 1..=1000, a country that is not two letters, a body over 64 KiB; or the Idempotency-Key was used with a different body", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error (no details)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many orders in progress (the bound on open sagas), too many requests in flight, or the request timed out; nothing was placed", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
     )
 )]
 pub async fn place_order<R: OrderRepository>(

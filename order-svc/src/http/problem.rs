@@ -114,6 +114,10 @@ pub enum AppError {
     /// The request took longer than the configured timeout: 503 with `Retry-After`.
     #[error("request timed out")]
     TimedOut,
+    /// Too many sagas are open to take another order (admission control): 503 with
+    /// `Retry-After`, nothing placed.
+    #[error("too many open sagas")]
+    SagasAtCapacity,
     /// No order with that id (or the id is not a UUID, or the caller may not see it): 404.
     #[error("order not found")]
     OrderNotFound,
@@ -152,7 +156,7 @@ impl AppError {
             AppError::RateLimited { .. } | AppError::KeyBusy | AppError::AuthThrottled { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            AppError::Overloaded | AppError::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Overloaded | AppError::TimedOut | AppError::SagasAtCapacity => StatusCode::SERVICE_UNAVAILABLE,
             AppError::OrderNotFound | AppError::CommandNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,6 +251,12 @@ impl AppError {
                 Some("too many requests are in flight; retry shortly".to_owned()),
                 Vec::new(),
             ),
+            AppError::SagasAtCapacity => (
+                Some("sagas-at-capacity"),
+                "Too many orders in progress",
+                Some("the system is at its bound on open sagas; nothing was placed, retry shortly".to_owned()),
+                Vec::new(),
+            ),
             AppError::TimedOut => (
                 Some("request-timeout"),
                 "Request timed out",
@@ -307,7 +317,7 @@ impl IntoResponse for AppError {
             AppError::RateLimited { retry_after_secs } | AppError::AuthThrottled { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            AppError::Overloaded | AppError::TimedOut | AppError::KeyBusy => {
+            AppError::Overloaded | AppError::TimedOut | AppError::SagasAtCapacity | AppError::KeyBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             AppError::BodyTimedOut => {

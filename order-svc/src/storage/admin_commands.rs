@@ -22,6 +22,8 @@ use crate::domain::admin_command::{self, AdminCommand, AuditEvent, AuditState, C
 
 impl Aggregate for AuditState {
     type Event = AuditEvent;
+    /// One stream per order (or command): a few events, never a snapshot.
+    const SNAPSHOTS: bool = false;
     fn event_type(event: &AuditEvent) -> &'static str {
         event.event_type()
     }

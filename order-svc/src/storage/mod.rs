@@ -6,6 +6,7 @@
 //! nothing here knows about HTTP, so a change to a route never ripples into persistence.
 
 pub mod admin_commands;
+pub mod admission;
 pub mod idempotency;
 pub mod order_view;
 pub mod orders;
@@ -14,6 +15,7 @@ pub mod repository;
 pub mod views;
 
 pub use admin_commands::AdminCommands;
+pub use admission::Admission;
 pub use idempotency::{IDEMPOTENCY_KEYS, IdempotencyKey, IdempotencyRequest, fingerprint};
 pub use orders::{AppendError, Orders};
 pub use paging::{Cursor, InvalidCursor, PageLimit};

@@ -85,17 +85,25 @@ pub(super) async fn page(db: &Db, q: ListQuery) -> Result<OrderPage, sqlx::Error
     Ok(OrderPage { items, next_cursor })
 }
 
-/// Orders past their deadline that are not terminal yet.
+/// Orders past their deadline that are not terminal yet. (Here and below `NOT terminal` is
+/// written out, not bound: only then may PostgreSQL's cached generic plan use the partial index
+/// on open orders, rather than scan every order ever placed.)
 pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
     shared::on_db!(db, |pool| {
         sqlx::query_scalar(
-            "SELECT order_id FROM order_view WHERE terminal = $1 AND deadline_at < $2 ORDER BY deadline_at LIMIT $3",
+            "SELECT order_id FROM order_view WHERE NOT terminal AND deadline_at < $1 ORDER BY deadline_at LIMIT $2",
         )
-        .bind(false)
         .bind(now)
         .bind(limit)
         .fetch_all(pool)
         .await
+    })
+}
+
+/// How many orders are open (not terminal): admission control's count.
+pub async fn open_count(db: &Db) -> Result<i64, sqlx::Error> {
+    shared::on_db!(db, |pool| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM order_view WHERE NOT terminal").fetch_one(pool).await
     })
 }
 
@@ -104,13 +112,11 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid
 pub async fn open_orders(db: &Db, now: DateTime<Utc>) -> Result<(i64, i64, Option<DateTime<Utc>>), sqlx::Error> {
     shared::on_db!(db, |pool| {
         let (open, earliest): (i64, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(deadline_at) FROM order_view WHERE terminal = $1")
-                .bind(false)
+            sqlx::query_as("SELECT COUNT(*), MIN(deadline_at) FROM order_view WHERE NOT terminal")
                 .fetch_one(pool)
                 .await?;
         let overdue: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM order_view WHERE terminal = $1 AND deadline_at < $2")
-                .bind(false)
+            sqlx::query_scalar("SELECT COUNT(*) FROM order_view WHERE NOT terminal AND deadline_at < $1")
                 .bind(now)
                 .fetch_one(pool)
                 .await?;

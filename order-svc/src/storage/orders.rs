@@ -28,6 +28,8 @@ pub struct Orders {
     pub outbox_signal: OutboxSignal,
     /// How long a new order's saga may take before it is cancelled.
     pub saga_deadline: chrono::TimeDelta,
+    /// The bound on open sagas new orders must fit under.
+    pub admission: super::Admission,
 }
 
 /// Why appending to an order's stream failed: a store failure (a version conflict among them)
@@ -172,14 +174,26 @@ fn record_saga_end(event: &OrderEvent, state: &OrderState) {
 impl OrderRepository for Orders {
     #[tracing::instrument(skip_all, fields(customer.id = %cmd.customer_id.as_str(), order.id = tracing::field::Empty))]
     async fn place(&self, cmd: PlaceOrder, idempotency: Option<IdempotencyRequest>) -> Result<Placed, RepoError> {
-        let mut tx = self.db.begin().await.map_err(internal)?;
-        let placed = self.place_in_tx(&mut tx, cmd, idempotency.as_ref()).await?;
-        tx.commit().await.map_err(internal)?;
-        if !placed.replayed {
-            self.outbox_signal.notify();
-            crate::metrics::order_placed();
+        if !self.admission.try_admit() {
+            crate::metrics::order_refused_at_capacity();
+            return Err(RepoError::AtCapacity);
         }
-        Ok(placed)
+        let placed = async {
+            let mut tx = self.db.begin().await.map_err(internal)?;
+            let placed = self.place_in_tx(&mut tx, cmd, idempotency.as_ref()).await?;
+            tx.commit().await.map_err(internal)?;
+            Ok(placed)
+        }
+        .await;
+        match &placed {
+            Ok(placed) if !placed.replayed => {
+                self.admission.placed();
+                self.outbox_signal.notify();
+                crate::metrics::order_placed();
+            }
+            _ => self.admission.give_back(),
+        }
+        placed
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<OrderView>, RepoError> {

@@ -61,6 +61,9 @@ pub enum RepoError {
     /// The Idempotency-Key was used before with a different body: 422.
     #[error("idempotency key reused with a different request body")]
     IdempotencyConflict,
+    /// Too many sagas are open (admission control): 503, nothing was placed.
+    #[error("too many open sagas")]
+    AtCapacity,
     /// Anything else: 500, cause logged, body opaque.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::rebalance::LoopContext;
 use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Processed, inbox};
 use crate::contracts;
-use crate::envelope::Envelope;
+use crate::envelope::{self, Envelope};
 use crate::metrics as m;
 use crate::outbox::Backoff;
 
@@ -49,29 +49,47 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Reject what no handler should see: unknown types, commands on event topics (and events
     /// on command topics), schema versions newer than this code knows, forged sources.
     fn admit(&self, topic: &str, envelope: Envelope) -> Result<Envelope, HandlerError> {
-        let message_type = envelope.event_type.as_str();
+        self.admit_type(topic, &envelope.event_type, &envelope.source)?;
+        if envelope.schema_version > contracts::SCHEMA_VERSION {
+            return Err(HandlerError::permanent(anyhow::anyhow!(
+                "{} schema version {} is newer than the supported {}",
+                envelope.event_type,
+                envelope.schema_version,
+                contracts::SCHEMA_VERSION
+            )));
+        }
+        Ok(envelope)
+    }
+
+    /// The checks of [`Self::admit`] that need only the type and the source.
+    fn admit_type(&self, topic: &str, message_type: &str, source: &str) -> Result<(), HandlerError> {
         if !contracts::is_known_type(message_type) {
             return Err(HandlerError::permanent(anyhow::anyhow!("unknown event type {message_type:?}")));
         }
         if contracts::is_command(message_type) != crate::topics::carries_commands(topic) {
             return Err(HandlerError::permanent(anyhow::anyhow!("{message_type} does not belong on {topic}")));
         }
-        if envelope.schema_version > contracts::SCHEMA_VERSION {
-            return Err(HandlerError::permanent(anyhow::anyhow!(
-                "{message_type} schema version {} is newer than the supported {}",
-                envelope.schema_version,
-                contracts::SCHEMA_VERSION
-            )));
-        }
-        if let Some((_, source)) = self.topics.iter().find(|(t, _)| t == topic)
-            && envelope.source != *source
+        if let Some((_, expected)) = self.topics.iter().find(|(t, _)| t == topic)
+            && source != expected
         {
             return Err(HandlerError::permanent(anyhow::anyhow!(
-                "source {:?} may not publish on {topic} (expected {source:?})",
-                envelope.source
+                "source {source:?} may not publish on {topic} (expected {expected:?})"
             )));
         }
-        Ok(envelope)
+        Ok(())
+    }
+
+    /// Sort a fetched message: `None` when its headers name a type this service does not act on
+    /// (the topology), from the topic's publisher: it has no effect to apply, so it is
+    /// acknowledged without decoding its payload. Anything else is decoded and admitted (a
+    /// message whose headers are wrong fails there and is dead-lettered).
+    fn sort(&self, message: &BorrowedMessage<'_>) -> Option<Result<Envelope, HandlerError>> {
+        let ignored = envelope::header_value(message, envelope::header::TYPE).is_some_and(|message_type| {
+            !crate::topology::acts_on(self.service, message_type)
+                && envelope::header_value(message, envelope::header::SOURCE)
+                    .is_some_and(|source| self.admit_type(message.topic(), message_type, source).is_ok())
+        });
+        (!ignored).then(|| self.decode(message))
     }
 
     /// Process a batch in order. Runs of messages that decode are applied in one transaction
@@ -86,26 +104,23 @@ impl<H: Handler> ConsumerLoop<H> {
         shutdown: &CancellationToken,
     ) -> (usize, Processed) {
         let started = Instant::now();
-        let decoded: Vec<Result<Envelope, HandlerError>> = batch.iter().map(|m| self.decode(m)).collect();
-        // Admitted messages of a type the service does not act on (the topology): acknowledged,
-        // nothing else.
-        let ignored: Vec<bool> = decoded
-            .iter()
-            .map(|d| d.as_ref().is_ok_and(|e| !crate::topology::acts_on(self.service, &e.event_type)))
-            .collect();
-        let spans = self.spans(batch, &decoded, &ignored);
+        // `None`: a message of a type the service does not act on (the topology), acknowledged
+        // unread, nothing else.
+        let decoded: Vec<Option<Result<Envelope, HandlerError>>> = batch.iter().map(|m| self.sort(m)).collect();
+        let spans = self.spans(batch, &decoded);
         let mut i = 0;
         while i < batch.len() {
-            let run_end = (i..batch.len()).find(|&j| decoded[j].is_err()).unwrap_or(batch.len());
-            let handled: Vec<usize> = (i..run_end).filter(|&j| !ignored[j]).collect();
+            let run_end = (i..batch.len()).find(|&j| matches!(decoded[j], Some(Err(_)))).unwrap_or(batch.len());
+            let handled: Vec<usize> = (i..run_end).filter(|&j| decoded[j].is_some()).collect();
             // A single message gains nothing from the shared path (its own path retries it),
             // and a handler that calls out never shares.
             if handled.len() >= 2 && self.handler.shares_transactions() {
-                let envelopes: Vec<&Envelope> = handled.iter().filter_map(|&j| decoded[j].as_ref().ok()).collect();
+                let envelopes: Vec<&Envelope> =
+                    handled.iter().filter_map(|&j| decoded[j].as_ref().and_then(|d| d.as_ref().ok())).collect();
                 let run_spans: Vec<tracing::Span> = handled.iter().map(|&j| spans[j].clone()).collect();
                 match self.apply_run(&envelopes, &run_spans, started, shutdown).await {
                     RunOutcome::Applied => {
-                        self.record_ignored(&decoded[i..run_end], &ignored[i..run_end]);
+                        self.record_ignored(&batch[i..run_end], &decoded[i..run_end]);
                         i = run_end;
                         continue;
                     }
@@ -118,11 +133,11 @@ impl<H: Handler> ConsumerLoop<H> {
             // a handler that does not share, or of a run whose shared transaction failed.
             let end = run_end.max(i + 1);
             for j in i..end {
-                if ignored[j] {
-                    self.record_ignored(&decoded[j..=j], &ignored[j..=j]);
+                let Some(decoded) = &decoded[j] else {
+                    self.record_ignored(&batch[j..=j], &decoded[j..=j]);
                     continue;
-                }
-                match self.process(&batch[j], &decoded[j], spans[j].clone(), started, consumer, shutdown).await {
+                };
+                match self.process(&batch[j], decoded, spans[j].clone(), started, consumer, shutdown).await {
                     Processed::Done => {}
                     outcome => return (j, outcome),
                 }
@@ -133,30 +148,21 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 
     /// A consumer span for each message the service acts on (none for the ones it ignores).
-    fn spans(
-        &self,
-        batch: &[BorrowedMessage<'_>],
-        decoded: &[Result<Envelope, HandlerError>],
-        ignored: &[bool],
-    ) -> Vec<tracing::Span> {
+    fn spans(&self, batch: &[BorrowedMessage<'_>], decoded: &[Option<Result<Envelope, HandlerError>>]) -> Vec<tracing::Span> {
         batch
             .iter()
             .zip(decoded)
-            .zip(ignored)
-            .map(|((m, d), ignored)| {
-                if *ignored {
-                    tracing::Span::none()
-                } else {
-                    crate::telemetry::consumer_span(self.service, &self.group, m, d.as_ref().ok())
-                }
+            .map(|(m, d)| match d {
+                None => tracing::Span::none(),
+                Some(d) => crate::telemetry::consumer_span(self.service, &self.group, m, d.as_ref().ok()),
             })
             .collect()
     }
 
-    fn record_ignored(&self, decoded: &[Result<Envelope, HandlerError>], ignored: &[bool]) {
-        for (envelope, _) in decoded.iter().zip(ignored).filter(|(_, ignored)| **ignored) {
-            if let Ok(envelope) = envelope {
-                m::message_ignored(self.service, &envelope.event_type);
+    fn record_ignored(&self, batch: &[BorrowedMessage<'_>], decoded: &[Option<Result<Envelope, HandlerError>>]) {
+        for (message, _) in batch.iter().zip(decoded).filter(|(_, d)| d.is_none()) {
+            if let Some(message_type) = envelope::header_value(message, envelope::header::TYPE) {
+                m::message_ignored(self.service, message_type);
             }
         }
     }

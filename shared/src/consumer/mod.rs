@@ -10,7 +10,8 @@
 //!    there is a redelivery: skip it; run the handler for the rest, which appends events and
 //!    outbox rows through [`MessageContext`];
 //! 4. commit;
-//! 5. only then store and commit the messages' offsets (the ignored ones' too).
+//! 5. only then store the messages' offsets (the ignored ones' too); stored offsets are
+//!    committed every [`COMMIT_EVERY`], one request for all the batches since the last.
 //!
 //! If the shared transaction fails, it is rolled back and the batch's messages are processed
 //! one at a time (one transaction each), so a failing message is retried and dead-lettered on
@@ -99,9 +100,11 @@ impl Default for ConsumerOptions {
     }
 }
 
-/// How often stored offsets are committed again: a commit the broker refused (the classic
-/// protocol refuses them while the group rebalances) is covered without waiting for a message.
-const RECOMMIT_EVERY: Duration = Duration::from_secs(2);
+/// How often stored offsets are committed: one commit request covers every batch processed
+/// since the last (a commit per batch cost the broker a request per transaction), and a
+/// commit the broker refused (the classic protocol refuses them while the group rebalances)
+/// is covered by the next. A crash redelivers at most this much work, which the inbox skips.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 /// How long leaving the group may take at shutdown.
 const CLOSE_WITHIN: Duration = Duration::from_secs(2);
@@ -211,15 +214,15 @@ impl<H: Handler> ConsumerLoop<H> {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Stopped> {
         let mut positions = Positions::default();
-        let mut recommit = tokio::time::interval(RECOMMIT_EVERY);
-        recommit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commit = tokio::time::interval(COMMIT_EVERY);
+        commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // `recv` is cancel-safe: a message is either returned or left in the queue.
             let received = tokio::select! {
                 () = shutdown.cancelled() => return Ok(Stopped::Shutdown),
-                _ = recommit.tick() => {
+                _ = commit.tick() => {
                     if let Err(err) = offsets::commit_stored(&***consumer, CommitMode::Async) {
-                        tracing::debug!(service = self.service, error = %err, "offset recommit failed");
+                        tracing::debug!(service = self.service, error = %err, "offset commit failed");
                     }
                     continue;
                 }
@@ -253,9 +256,9 @@ impl<H: Handler> ConsumerLoop<H> {
             let (done, outcome) = self.process_batch(&batch, consumer, shutdown).await;
             match outcome {
                 Processed::Crashed => return Ok(Stopped::Crashed),
-                Processed::Done => offsets::store_and_commit(self.service, consumer, &batch[..done]),
+                Processed::Done => offsets::store(self.service, consumer, &batch[..done]),
                 Processed::Shutdown => {
-                    offsets::store_and_commit(self.service, consumer, &batch[..done]);
+                    offsets::store(self.service, consumer, &batch[..done]);
                     return Ok(Stopped::Shutdown);
                 }
             }

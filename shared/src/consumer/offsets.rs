@@ -1,7 +1,7 @@
 //! Offsets: a message's offset is stored in librdkafka's offset store only after its
-//! transaction committed, and only stored offsets are committed (after each batch, again now
-//! and then, before a revoke, and at shutdown), so a commit never covers a message whose
-//! effects are not durable. Also the check that no offset was skipped unseen.
+//! transaction committed, and only stored offsets are committed (every
+//! [`super::COMMIT_EVERY`], before a revoke, and at shutdown), so a commit never covers a
+//! message whose effects are not durable. Also the check that no offset was skipped unseen.
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,22 +29,12 @@ pub(super) fn commit_stored<C: Consumer<LoopContext>>(consumer: &C, mode: Commit
     }
 }
 
-/// Store the offsets of messages whose effects committed, then commit (asynchronously: a
-/// failure is covered by the next commit, and a redelivery is skipped by the inbox).
-pub(super) fn store_and_commit(
-    service: &'static str,
-    consumer: &StreamConsumer<LoopContext>,
-    done: &[BorrowedMessage<'_>],
-) {
-    if done.is_empty() {
-        return;
-    }
-    let committed = done
-        .iter()
-        .try_for_each(|message| consumer.store_offset_from_message(message))
-        .and_then(|()| commit_stored(consumer, CommitMode::Async));
-    if let Err(err) = committed {
-        tracing::warn!(service, error = %err, "offset commit failed");
+/// Store the offsets of messages whose effects committed. They are committed with the next
+/// periodic commit (asynchronously, one request for every batch since the last: a failure is
+/// covered by the next commit, and a redelivery after a crash is skipped by the inbox).
+pub(super) fn store(service: &'static str, consumer: &StreamConsumer<LoopContext>, done: &[BorrowedMessage<'_>]) {
+    if let Err(err) = done.iter().try_for_each(|message| consumer.store_offset_from_message(message)) {
+        tracing::warn!(service, error = %err, "offset store failed");
     }
 }
 
