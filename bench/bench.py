@@ -112,6 +112,8 @@ PROFILES = {
 
 # Latency at low load: placed->terminal at this arrival rate (every profile).
 LOW_LOAD_RATE = 10
+# The overload phase offers this many times the highest sustained rate.
+OVERLOAD_FACTOR = 3
 # The accept path in isolation stops after a step with more errors or a slower p99 than this:
 # past it the step measures a queue, and the steps beyond cost time for nothing.
 ACCEPT_OVERLOAD_ERROR_RATE = 0.1
@@ -922,6 +924,8 @@ def production(profile: dict, work: Path, admin_url: str, run_id: str) -> dict:
         latency = {**step_summary(latency_rate, profile["latency_secs"], report), **figures}
         log(f"latency at {latency_rate}/s: saga p50/p99/p99.9 {latency['saga_ms']}; {cpu_line(latency)}")
 
+        overload = overload_and_recovery(api, list(bases.values()), saga_max, latency_rate, profile, work, meter, stats)
+
         rss = {svc: p.peak_rss_mb() for svc, p in procs.items()}
         broker_rss = broker.peak_rss_mb()
         commits_per_saga = commits / sagas if sagas else None
@@ -951,6 +955,7 @@ def production(profile: dict, work: Path, admin_url: str, run_id: str) -> dict:
             "peak_rss_mb": rss,
             "broker_peak_rss_mb": broker_rss,
             "low_load_latency": low_load,
+            "overload": overload,
             "db_source": stats.source,
             "postgres_cpu": "measured" if meter.postmaster else "not on this machine",
         }
@@ -960,6 +965,56 @@ def production(profile: dict, work: Path, admin_url: str, run_id: str) -> dict:
         if broker:
             broker.stop()
         pg.drop_all()
+
+
+def time_to_rest(bases: list[str], timeout: float = 180) -> float | None:
+    """Seconds until nothing is left in flight (no open order, no outbox backlog, no lag), read
+    every half second; None when it is not at rest within `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if backlog(bases) == 0:
+            return round(time.monotonic() - started, 1)
+        time.sleep(0.5)
+    return None
+
+
+def overload_and_recovery(
+    api: str, bases: list[str], saga_max: float, after_rate: float, profile: dict, work: Path,
+    meter: Meter | None, db: DbStats | None,
+) -> dict:
+    """Offer OVERLOAD_FACTOR x the highest sustained rate for a step: goodput is the sagas
+    completed per second meanwhile (admission control refuses what would only queue), against
+    that maximum. Then how long until nothing is left in flight, and a step at `after_rate` (the
+    latency phase's rate) from there, whose latency says the system is back to normal."""
+    if not saga_max:
+        return {}
+    drain(bases)
+    rate = round(OVERLOAD_FACTOR * saga_max)
+    report, figures = measured_load(api, rate, profile["step_secs"], work / "overload.json", 60, meter, db)
+    step = {**step_summary(rate, profile["step_secs"], report), **figures}
+    step["error_kinds"] = report.get("errors") or {}
+    goodput = report.get("completed_per_sec") or 0.0
+    rest = time_to_rest(bases)
+    log(
+        f"overload {rate}/s ({OVERLOAD_FACTOR}x {saga_max}/s): completed {goodput}/s "
+        f"({round(100 * goodput / saga_max)} % of the maximum), answers {step['error_kinds']}, "
+        f"saga p99 {step['saga_ms']['p99']} ms; at rest {rest} s after the last order finished"
+    )
+    after, after_figures = measured_load(api, after_rate, profile["step_secs"], work / "after-overload.json", 60, meter, db)
+    after_step = {**step_summary(after_rate, profile["step_secs"], after), **after_figures}
+    log(
+        f"after the overload, {after_rate}/s: saga p50/p99 {after_step['saga_ms']['p50']}/{after_step['saga_ms']['p99']} ms "
+        f"sustainable={after_step['saga_sustainable']}"
+    )
+    return {
+        "factor": OVERLOAD_FACTOR,
+        "offered_per_sec": rate,
+        "step": step,
+        "goodput_per_sec": goodput,
+        "goodput_share_of_max": round(goodput / saga_max, 3),
+        "seconds_to_rest": rest,
+        "after": after_step,
+    }
 
 
 def embedded(profile: dict, work: Path) -> dict:
@@ -1033,6 +1088,9 @@ def chart_series(result: dict) -> dict[str, dict[str, list]]:
     return {
         "goodput": {
             "sagas finished/s, production": _points(p.get("steps"), lambda s: s["finished_per_sec"]),
+            "sagas completed/s, production at 3x its maximum": _points(
+                [p["overload"]["step"]] if p.get("overload") else None, lambda s: s["completed_per_sec"]
+            ),
             "sagas finished/s, embedded": _points(e.get("steps"), lambda s: s["finished_per_sec"]),
             "POST accepted/s, accept path alone": _points(a.get("steps"), lambda s: s["accepted_per_sec"]),
         },
@@ -1339,6 +1397,15 @@ def main() -> int:
     print(f"embedded: max {e['saga_max_per_sec']} sagas/s, peak RSS {e['peak_rss_mb']} MB")
     low = p["low_load_latency"]
     print(f"low load, {low['offered_per_sec']}/s: placed->terminal p50 {low['saga_ms']['p50']} ms, p99 {low['saga_ms']['p99']} ms")
+    over = p.get("overload")
+    if over:
+        after = over["after"]
+        print(
+            f"overload {over['offered_per_sec']}/s ({over['factor']}x the maximum): completed {over['goodput_per_sec']}/s "
+            f"({over['goodput_share_of_max']:.0%} of the maximum), answers {over['step']['error_kinds']}; at rest "
+            f"{over['seconds_to_rest']} s later; then {after['offered_per_sec']}/s: placed->terminal p50/p99 "
+            f"{after['saga_ms']['p50']}/{after['saga_ms']['p99']} ms, sustainable={after['saga_sustainable']}"
+        )
     print(f"where the time goes (postgres: {p['postgres_cpu']}; statements from {p['db_source']}):")
     for s in p["steps"]:
         print(f"  production {s['offered_per_sec']}/s: {cpu_line(s)}; machine busy {s.get('machine_cpu_utilisation')}")

@@ -208,7 +208,9 @@ def overview() -> dict:
                           ("sum by (service) (saga_outbox_backlog_messages)", "{{service}}")), 8, 8)
     layout.add(timeseries("Open and overdue orders", "short",
                           ("sum(saga_orders_open)", "open"), ("sum(saga_orders_overdue)", "overdue (past deadline)"),
-                          description="Alert SagaStuckPastDeadline: overdue orders for 2 minutes."),
+                          ("max(saga_orders_open_max)", "bound (ORDER_API_MAX_OPEN_SAGAS)"),
+                          description="Alert SagaStuckPastDeadline: overdue orders for 2 minutes. At the bound, "
+                                      "new orders are refused (503)."),
                8, 8)
     layout.add(timeseries("Messages handled / s by service", "reqps",
                           (f'sum by (service) (rate(saga_messages_handled_total{{outcome!="ignored"}}[{RATE}]))',
@@ -221,7 +223,12 @@ def overview() -> dict:
                            "{{service}}")), 12, 8)
     layout.add(timeseries("Services up (scrape succeeds)", "short",
                           ('up{job=~"order-svc|inventory-svc|payment-svc|shipping-svc|notification-svc"}', "{{job}}"),
-                          description="Alert ServiceDown: a service's scrape failing for a minute."), 24, 6)
+                          description="Alert ServiceDown: a service's scrape failing for a minute."), 12, 6)
+    layout.add(timeseries("Orders refused at capacity / s", "reqps",
+                          (f"sum(rate(saga_orders_refused_at_capacity_total[{RATE}]))", "refused (503)"),
+                          description="Admission control: POST /orders answered 503 + Retry-After because the "
+                                      "open sagas reached ORDER_API_MAX_OPEN_SAGAS. Alert OrdersRefusedAtCapacity: "
+                                      "refusals for 5 minutes."), 12, 6)
     return dashboard("saga-overview", "Saga overview",
                      "Orders through the saga: rates, outcomes by reason, end-to-end duration, compensations, "
                      "dead letters, lag and outbox backlog.", layout, ["overview"], links=LINKS)

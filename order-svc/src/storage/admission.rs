@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use shared::CancellationToken;
 use shared::db::Db;
-use tokio_util::sync::CancellationToken;
 
 use super::order_view;
 

@@ -558,7 +558,8 @@ async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() 
         (&t.topics.shipping, service::SHIPPING, event_type::SHIPMENT_SCHEDULED),
         (&t.topics.notifications, service::NOTIFICATION, event_type::NOTIFICATION_SENT),
     ];
-    let mut injected: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+    // Per topic: where each poison record landed, and the type its headers name.
+    let mut injected: HashMap<String, Vec<(i32, i64, Option<&str>)>> = HashMap::new();
     for (topic, owner, known_type) in owners {
         let now = chrono::Utc::now().to_rfc3339();
         for (ce_type, payload) in [
@@ -580,21 +581,34 @@ async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() 
                     (header::CONTENT_TYPE, "application/json"),
                 ],
             };
-            let position = kafka::produce(&producer, topic, &key, &headers, &payload).await?;
-            injected.entry(topic.clone()).or_default().push(position);
+            let (partition, offset) = kafka::produce(&producer, topic, &key, &headers, &payload).await?;
+            injected.entry(topic.clone()).or_default().push((partition, offset, ce_type));
         }
     }
     let after_injection = stream.accepted();
 
-    // Assert: each consuming service dead-letters exactly the poison on its input topics,
+    // Assert: each consuming service dead-letters exactly the poison on its input topics that
+    // it would have to read (no envelope, an unknown type, or a broken payload of a type it
+    // acts on: a service sets aside the types it does not act on by their headers, unread),
     // with the origin recorded, and counts it; the saga stream goes on.
     let mut dead_lettered = 0;
+    let mut caught: HashSet<(String, i32, i64)> = HashSet::new();
     for name in service::ALL {
         let expected: HashSet<(String, i32, i64)> = t
             .inputs(name)
             .iter()
-            .flat_map(|topic| injected[topic].iter().map(move |(p, o)| (topic.clone(), *p, *o)))
+            .flat_map(|topic| {
+                injected[topic]
+                    .iter()
+                    .filter(move |(_, _, ce_type)| {
+                        ce_type.is_none_or(|ce_type| {
+                            !event_type::ALL.contains(&ce_type) || shared::topology::acts_on(name, ce_type)
+                        })
+                    })
+                    .map(move |(p, o, _)| (topic.clone(), *p, *o))
+            })
             .collect();
+        caught.extend(expected.iter().cloned());
         let dlq = t.topics.dead_letter(name);
         let found = eventually(WAIT, &format!("the poison in {dlq}"), || async {
             let records = kafka::read(t.bootstrap(), &[dlq.as_str()], None).await.ok()?;
@@ -627,6 +641,14 @@ async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() 
         );
         dead_lettered += counted;
     }
+    // Every poison record was dead-lettered somewhere: a broken payload by a service that acts
+    // on its type.
+    let uncaught: Vec<_> = injected
+        .iter()
+        .flat_map(|(topic, records)| records.iter().map(move |(p, o, _)| (topic.clone(), *p, *o)))
+        .filter(|record| !caught.contains(record))
+        .collect();
+    anyhow::ensure!(uncaught.is_empty(), "poison no service dead-lettered: {uncaught:?}");
     stream.until_accepted(after_injection + profile().after, SETTLE).await?;
     let settled = finish(&t, stream).await?;
     let injected_count: usize = injected.values().map(Vec::len).sum();

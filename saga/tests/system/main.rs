@@ -9,6 +9,7 @@
 #[macro_use]
 mod common;
 
+mod admission;
 mod api_admin;
 mod broker_offsets;
 mod fault_suite;

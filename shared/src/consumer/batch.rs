@@ -148,7 +148,11 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 
     /// A consumer span for each message the service acts on (none for the ones it ignores).
-    fn spans(&self, batch: &[BorrowedMessage<'_>], decoded: &[Option<Result<Envelope, HandlerError>>]) -> Vec<tracing::Span> {
+    fn spans(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        decoded: &[Option<Result<Envelope, HandlerError>>],
+    ) -> Vec<tracing::Span> {
         batch
             .iter()
             .zip(decoded)

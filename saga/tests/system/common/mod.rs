@@ -232,6 +232,8 @@ pub struct Options {
     pub sink_delay: fn(&str) -> Duration,
     /// librdkafka properties for every client.
     pub kafka_properties: Vec<(String, String)>,
+    /// The bound on open sagas (`ORDER_API_MAX_OPEN_SAGAS`).
+    pub max_open_sagas: u64,
 }
 
 impl Default for Options {
@@ -242,6 +244,7 @@ impl Default for Options {
             shipping_latency: Duration::ZERO,
             sink_delay: |_| Duration::ZERO,
             kafka_properties: Vec::new(),
+            max_open_sagas: order_svc::http::ApiLimits::default().max_open_sagas,
         }
     }
 }
@@ -268,6 +271,8 @@ impl TestSystem {
             dbs.insert(name, db);
         }
         let keys = TestKeys::generate();
+        let mut api = keys.api_config();
+        api.limits.max_open_sagas = options.max_open_sagas;
         let data_dir = TempDir(std::env::temp_dir().join(format!("saga-e2e-{}", uuid::Uuid::new_v4().simple())));
         let config = EmbeddedConfig {
             data_dir: data_dir.0.clone(),
@@ -278,7 +283,7 @@ impl TestSystem {
             shipping_latency: options.shipping_latency,
             notify_webhook_url: Some(format!("http://{sink_addr}/hook")),
             database_urls: urls,
-            api: keys.api_config(),
+            api,
             kafka_properties: options.kafka_properties,
             ..EmbeddedConfig::default()
         };
