@@ -25,7 +25,7 @@ pub fn describe() {
         ORDERS_REFUSED_AT_CAPACITY,
         "POST /orders refused with 503 because the open sagas reached ORDER_API_MAX_OPEN_SAGAS (admission control)"
     );
-    describe_gauge!(MAX_OPEN_SAGAS, "The configured bound on open sagas (ORDER_MAX_OPEN_SAGAS; 0 = none)");
+    describe_gauge!(MAX_OPEN_SAGAS, "The configured bound on open sagas (ORDER_API_MAX_OPEN_SAGAS; 0 = none)");
     describe_gauge!(ORDERS_OPEN, "Orders whose saga has not reached a terminal state (as of the last deadline scan)");
     describe_gauge!(
         ORDERS_OVERDUE,
