@@ -212,7 +212,9 @@ impl App {
             outbox_signal: ctx.outbox_signal.clone(),
             saga_deadline: chrono::TimeDelta::from_std(config.saga_deadline).context("saga deadline out of range")?,
             admission: storage::Admission::new(config.api.limits.max_open_sagas),
-        };
+            group_commit: None,
+        }
+        .with_group_commit();
         metrics::max_open_sagas(config.api.limits.max_open_sagas);
         let admin = AdminCommands {
             db: ctx.db.clone(),

@@ -493,6 +493,7 @@ pub async fn run(ctx: &Ctx, args: RebuildArgs) -> anyhow::Result<ExitCode> {
                 outbox_signal: shared::outbox::OutboxSignal::default(),
                 saga_deadline: chrono::TimeDelta::zero(),
                 admission: order_svc::storage::Admission::unbounded(),
+                group_commit: None,
             };
             let applied = orders.rebuild_projection().await.context("failed to rebuild order_view")?;
             let after = compare(&rebuilt, &live, true, "event_store", ctx.progress).await?;

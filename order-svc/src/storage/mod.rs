@@ -7,6 +7,7 @@
 
 pub mod admin_commands;
 pub mod admission;
+pub mod group_commit;
 pub mod idempotency;
 pub mod order_view;
 pub mod orders;

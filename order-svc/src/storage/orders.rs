@@ -11,6 +11,7 @@ use shared::outbox::{OutboxMessage, OutboxSignal, enqueue};
 use shared::topics::{Topics, service};
 use uuid::Uuid;
 
+use super::group_commit::GroupCommit;
 use super::idempotency::{self, IdempotencyRequest};
 use super::order_view;
 use super::repository::{ListQuery, OrderRepository, Placed, RepoError, internal};
@@ -30,6 +31,9 @@ pub struct Orders {
     pub saga_deadline: chrono::TimeDelta,
     /// The bound on open sagas new orders must fit under.
     pub admission: super::Admission,
+    /// Concurrent placements share a transaction through it ([`Orders::with_group_commit`]);
+    /// `None` places each order in a transaction of its own.
+    pub group_commit: Option<GroupCommit>,
 }
 
 /// Why appending to an order's stream failed: a store failure (a version conflict among them)
@@ -123,7 +127,15 @@ impl Orders {
         Ok(rebuilt)
     }
 
-    async fn place_in_tx(
+    /// These orders, with `POST /orders` placing through group commit (see
+    /// [`super::group_commit`]). Needs a Tokio runtime: it starts the writers.
+    pub fn with_group_commit(self) -> Self {
+        let writers = Self { group_commit: None, ..self.clone() };
+        Self { group_commit: Some(GroupCommit::start(writers)), ..self }
+    }
+
+    /// Place one order inside `tx` (replaying the order of an `Idempotency-Key` used before).
+    pub(super) async fn place_in_tx(
         &self,
         tx: &mut Tx,
         cmd: PlaceOrder,
@@ -178,13 +190,18 @@ impl OrderRepository for Orders {
             crate::metrics::order_refused_at_capacity();
             return Err(RepoError::AtCapacity);
         }
-        let placed = async {
-            let mut tx = self.db.begin().await.map_err(internal)?;
-            let placed = self.place_in_tx(&mut tx, cmd, idempotency.as_ref()).await?;
-            tx.commit().await.map_err(internal)?;
-            Ok(placed)
-        }
-        .await;
+        let placed = match &self.group_commit {
+            Some(group) => group.place(cmd, idempotency).await,
+            None => {
+                async {
+                    let mut tx = self.db.begin().await.map_err(internal)?;
+                    let placed = self.place_in_tx(&mut tx, cmd, idempotency.as_ref()).await?;
+                    tx.commit().await.map_err(internal)?;
+                    Ok(placed)
+                }
+                .await
+            }
+        };
         match &placed {
             Ok(placed) if !placed.replayed => {
                 self.admission.placed();

@@ -558,8 +558,10 @@ async fn poison_messages_are_dead_lettered_and_counted_while_the_saga_goes_on() 
         (&t.topics.shipping, service::SHIPPING, event_type::SHIPMENT_SCHEDULED),
         (&t.topics.notifications, service::NOTIFICATION, event_type::NOTIFICATION_SENT),
     ];
-    // Per topic: where each poison record landed, and the type its headers name.
-    let mut injected: HashMap<String, Vec<(i32, i64, Option<&str>)>> = HashMap::new();
+    // Per topic: where each poison record landed (partition, offset), and the type its headers
+    // name.
+    type Landed<'a> = Vec<(i32, i64, Option<&'a str>)>;
+    let mut injected: HashMap<String, Landed<'_>> = HashMap::new();
     for (topic, owner, known_type) in owners {
         let now = chrono::Utc::now().to_rfc3339();
         for (ce_type, payload) in [

@@ -394,3 +394,38 @@ async fn every_api_error_class_is_a_problem_document(backend: Backend) -> anyhow
     }
     system.stop().await
 }
+
+both_backends!(concurrent_orders_sharing_transactions_keep_their_idempotency_keys);
+async fn concurrent_orders_sharing_transactions_keep_their_idempotency_keys(backend: Backend) -> anyhow::Result<()> {
+    // Concurrent POSTs share transactions (group commit). Twenty keys are each sent twice at
+    // once with the same body, five more twice with different bodies: whichever group each
+    // request lands in, a key makes one order.
+    let system = TestSystem::start(backend, Options::default()).await?;
+    let post = |key: String, quantity: u32| {
+        let body = order_body("cust-rich", &[("sku-tee", quantity)], "FR");
+        let request = system.http.post(system.url("/orders")).header("Idempotency-Key", key).json(&body);
+        async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await?;
+            anyhow::Ok((status, body["id"].as_str().map(str::to_owned)))
+        }
+    };
+    let same = (0..20).flat_map(|k| [post(format!("same-{k}"), 1), post(format!("same-{k}"), 1)]);
+    let differing = (0..5).flat_map(|k| [post(format!("diff-{k}"), 1), post(format!("diff-{k}"), 2)]);
+    let answers = futures::future::try_join_all(same.chain(differing)).await?;
+
+    for pair in answers[..40].chunks(2) {
+        assert_eq!((pair[0].0, pair[1].0), (202, 202), "{pair:?}");
+        assert_eq!(pair[0].1, pair[1].1, "same key and body: same order");
+    }
+    for pair in answers[40..].chunks(2) {
+        let mut statuses = [pair[0].0, pair[1].0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [202, 422], "same key, another body: one order, one refusal: {pair:?}");
+    }
+    let listed = system.http.get(system.url("/orders?customer_id=cust-rich&limit=200")).send().await?;
+    let listed: serde_json::Value = listed.json().await?;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(25), "one order per key");
+    system.stop().await
+}
