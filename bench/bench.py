@@ -463,6 +463,9 @@ class DbStats:
     def _query(self, sql: str) -> list[str]:
         return run(["psql", self.home, "-qAtc", sql], capture_output=True).stdout.strip().split("|")
 
+    def _rows(self, sql: str) -> list[str]:
+        return [line for line in run(["psql", self.home, "-qAtc", sql], capture_output=True).stdout.splitlines() if line]
+
     def _database(self) -> list[int]:
         # The snapshot's xmax is the next transaction id: reading it assigns none, so its delta
         # counts the writing transactions in between exactly (server-wide, as in `latency`).
@@ -512,8 +515,30 @@ class DbStats:
                 "statements": statements,
                 f"statements_per_{per}": per_unit(statements, units),
                 "distinct_statements": distinct,
+                "top_statements": self._top(units, per),
             })
         return out
+
+    def _top(self, units: int, per: str, limit: int = 12) -> list[dict]:
+        """The statements PostgreSQL spent the most execution time on (planning excluded; the
+        statement's text cut to 120 characters, one line), with calls and milliseconds per unit."""
+        rows = self._rows(
+            "SELECT d.datname, sum(s.calls), sum(s.total_exec_time), "
+            "left(regexp_replace(s.query, '\\s+', ' ', 'g'), 120) AS q "
+            "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+            f"WHERE d.datname = ANY({self.array}) GROUP BY d.datname, q ORDER BY 3 DESC LIMIT {limit}"
+        )
+        top = []
+        for row in rows:
+            database, calls, total_ms, query = row.split("|", 3)
+            top.append({
+                "database": database.split("_", 2)[-1],
+                "query": query,
+                f"calls_per_{per}": per_unit(int(calls), units),
+                f"exec_ms_per_{per}": per_unit(float(total_ms), units, 3),
+                "ms_per_call": round(float(total_ms) / int(calls), 4) if int(calls) else None,
+            })
+        return top
 
 
 class Postgres:
@@ -830,7 +855,13 @@ def accept_isolation(profile: dict, work: Path, admin_url: str, run_id: str) -> 
         prefix = f"bench{run_id}iso."
         broker, bootstrap = start_broker(work / "iso-broker-address", prefix)
         db = pg.create("iso-order-svc")
-        env = {**service_env(pg.url(db), bootstrap, prefix), "SAGA_DEADLINE_MS": ISOLATION_DEADLINE_MS}
+        # No bound on open sagas either: with no saga behind it every order stays open, and
+        # admission control would refuse all but the first thousand.
+        env = {
+            **service_env(pg.url(db), bootstrap, prefix),
+            "SAGA_DEADLINE_MS": ISOLATION_DEADLINE_MS,
+            "ORDER_API_MAX_OPEN_SAGAS": "0",
+        }
         svc = Process("order-svc", [str(BIN / "order-svc")], env, ("api", "ops"))
         listeners = svc.wait_listening()
         base = f"http://{listeners['ops']}"

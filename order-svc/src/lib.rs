@@ -120,7 +120,7 @@ impl Config {
 ///   `ORDER_API_RATE_LIMIT_BURST` (default twice the rate): per key.
 /// - `ORDER_API_REQUEST_TIMEOUT_MS` (default 15000), `ORDER_API_MAX_CONCURRENT_REQUESTS`
 ///   (default 512, all keys together) and `ORDER_API_MAX_IN_FLIGHT_PER_KEY` (default 32).
-/// - `ORDER_API_MAX_OPEN_SAGAS` (default 1000; 0 turns it off): past this many open sagas,
+/// - `ORDER_API_MAX_OPEN_SAGAS` (default 500; 0 turns it off): past this many open sagas,
 ///   `POST /orders` answers 503 with `Retry-After` (admission control, see
 ///   [`storage::admission`]).
 /// - `ORDER_API_AUTH_FAILURES_PER_SEC` (default 10; 0 turns throttling off) and
@@ -257,15 +257,13 @@ impl App {
         let endpoint = |role| Endpoint { service: service::ORDER, role, limits: ctx.config.http.clone() };
         let (api_endpoint, ops_endpoint) = (endpoint("api"), endpoint("ops"));
         let ops = ops_router(&ctx);
-        let (http_stop, ops_stop, consumer_stop, scan_stop, count_stop) =
-            (shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone());
-        let admission = storage::admission::refresh(orders.db.clone(), orders.admission.clone(), count_stop);
+        let (http_stop, ops_stop, consumer_stop, scan_stop) =
+            (shutdown.clone(), shutdown.clone(), shutdown.clone(), shutdown.clone());
         let front: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>> = vec![
             Box::pin(shared::http_server::serve(listener, router, api_endpoint, http_stop)),
             Box::pin(shared::http_server::serve(ops_listener, ops, ops_endpoint, ops_stop)),
             Box::pin(async move { consumer.run(consumer_stop).await.map(|_| ()) }),
             Box::pin(deadline_scanner(orders, config.deadline_scan_interval, scan_stop)),
-            Box::pin(admission),
         ];
         shared::service::run(ctx, front, shutdown).await
     }
@@ -299,11 +297,14 @@ async fn deadline_scanner(orders: Orders, interval: Duration, shutdown: Cancella
     }
 }
 
-/// Publish the open-order gauges (the "stuck saga" alert watches them).
+/// Publish the open-order gauges (the "stuck saga" alert watches them), and give admission
+/// control its count.
 async fn record_open_orders(orders: &Orders) {
     let now = chrono::Utc::now();
+    let included = orders.admission.begin_count();
     match storage::order_view::open_orders(&orders.db, now).await {
         Ok((open, overdue, earliest_deadline)) => {
+            orders.admission.observe(included, u64::try_from(open).unwrap_or(0));
             let deadline = orders.saga_deadline.to_std().unwrap_or_default();
             // An order's deadline is its placement time plus the saga deadline.
             let oldest_age = earliest_deadline
@@ -311,6 +312,9 @@ async fn record_open_orders(orders: &Orders) {
                 .unwrap_or_default();
             metrics::open_orders(open, overdue, oldest_age, deadline);
         }
-        Err(err) => tracing::warn!(error = %err, "open order count failed"),
+        Err(err) => {
+            orders.admission.count_failed(included);
+            tracing::warn!(error = %err, "open order count failed");
+        }
     }
 }

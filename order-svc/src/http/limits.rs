@@ -57,7 +57,7 @@ pub struct ApiLimits {
     /// logged).
     pub auth_failures: Option<RateLimit>,
     /// Open sagas past which new orders are refused (503); 0 = no bound. Size it to the rate
-    /// the system sustains times the saga latency you accept: 1,000 is five seconds of work
+    /// the system sustains times the saga latency you accept: 500 is two and a half seconds of work
     /// at 200 sagas/s.
     pub max_open_sagas: u64,
 }
@@ -70,7 +70,7 @@ impl Default for ApiLimits {
             max_concurrent_requests: 512,
             max_in_flight_per_key: 32,
             auth_failures: Some(RateLimit { per_second: non_zero(10), burst: non_zero(10) }),
-            max_open_sagas: 1000,
+            max_open_sagas: 500,
         }
     }
 }

@@ -100,13 +100,6 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid
     })
 }
 
-/// How many orders are open (not terminal): admission control's count.
-pub async fn open_count(db: &Db) -> Result<i64, sqlx::Error> {
-    shared::on_db!(db, |pool| {
-        sqlx::query_scalar("SELECT COUNT(*) FROM order_view WHERE NOT terminal").fetch_one(pool).await
-    })
-}
-
 /// Open (non-terminal) orders: how many, how many are past their deadline, and the earliest
 /// deadline among them.
 pub async fn open_orders(db: &Db, now: DateTime<Utc>) -> Result<(i64, i64, Option<DateTime<Utc>>), sqlx::Error> {
