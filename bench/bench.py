@@ -24,12 +24,16 @@ whatever the responses do):
 - the accept path in isolation: order-svc, its broker process and PostgreSQL only (no saga
   runs behind it), `POST /orders` stepped up to 5,000/s, p50/p99/p99.9 and the error rate;
 - latency at low load: placed->terminal p50/p99 at 10 sagas/s, on the fresh production
-  topology before its steps.
+  topology before its steps;
+- overload: three times the highest sustained rate for a step (sagas completed per second
+  against that maximum, and the answers: admission control's 503s), then the seconds until
+  nothing is in flight and a step at the latency phase's rate from there.
 
 Where the time goes, at every step: the CPU time (utime + stime from /proc) of each service,
 the broker process, PostgreSQL (the postmaster and all its children) and the load generator,
 and CPU ms per saga; RSS at the step's end; database statements per saga (pg_stat_statements
-when it is loaded) and transactions per saga (pg_stat_database).
+when it is loaded, with the statements PostgreSQL spent the most time on) and transactions per
+saga (pg_stat_database).
 
 Results go to a JSON file (--out, default bench/results/<date>-<profile>.json) and a summary
 is printed; charts are drawn beside the JSON (<stem>-goodput.svg, -p99.svg, -cpu.svg, with the
