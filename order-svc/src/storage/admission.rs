@@ -52,10 +52,6 @@ impl Admission {
         Self::new(0)
     }
 
-    pub fn max_open(&self) -> u64 {
-        self.0.max_open
-    }
-
     /// Take a place for one new order: false when the bound is reached. Every place taken is
     /// then either [`Self::placed`] or [`Self::give_back`].
     pub fn try_admit(&self) -> bool {
