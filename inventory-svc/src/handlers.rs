@@ -19,7 +19,8 @@ use shared::contracts::{
     UpsertProduct, command_type, event_type,
 };
 use shared::db::Tx;
-use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::envelope::Envelope;
+use shared::event_store::{Aggregate, EventStore, Loaded, StreamRef};
 use shared::service::Seeder;
 use shared::topics::Topics;
 use uuid::Uuid;
@@ -58,6 +59,25 @@ pub struct InventoryHandler {
 }
 
 impl Handler for InventoryHandler {
+    /// The order's reservation; for a new order, the stock of every SKU it names too (a release
+    /// learns its SKUs from the reservation).
+    fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
+        let reservation = |order_id| StreamRef::of::<ReservationState>(ReservationState::stream_id(order_id));
+        match message.event_type.as_str() {
+            event_type::ORDER_PLACED => message.decode::<OrderPlaced>().map_or_else(
+                |_| Vec::new(),
+                |placed| {
+                    let skus = placed.items.iter().map(|line| StreamRef::of::<SkuState>(SkuState::stream_id(&line.sku)));
+                    std::iter::once(reservation(placed.order_id)).chain(skus).collect()
+                },
+            ),
+            // Keyed by their order (a hint: a wrong one costs a read, not a wrong decision).
+            event_type::PAYMENT_DECLINED | event_type::SHIPMENT_FAILED | event_type::ORDER_CANCELLED
+            | event_type::SHIPMENT_SCHEDULED => message.subject.parse().map(reservation).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let decided = match ctx.message.event_type.as_str() {
             event_type::ORDER_PLACED => {
@@ -118,6 +138,13 @@ impl Handler for InventoryHandler {
 
 type Skus = HashMap<String, Loaded<SkuState>>;
 type Decided = (Uuid, Loaded<ReservationState>, Skus, InventoryDecision);
+
+/// A SKU's state with its name (the stream's events do not carry it).
+fn named(state: &SkuState, sku: &str) -> SkuState {
+    let mut named = state.clone();
+    sku.clone_into(&mut named.sku);
+    named
+}
 
 fn states(skus: &Skus) -> HashMap<String, SkuState> {
     skus.iter().map(|(k, v)| (k.clone(), v.state.clone())).collect()
@@ -211,18 +238,10 @@ impl InventoryHandler {
     ) -> Result<(), HandlerError> {
         ctx.check_subject(sku)?;
         let stream = SkuState::stream_id(sku);
-        let mut loaded = self.store.load::<SkuState>(ctx.tx, &stream).await?;
-        loaded.state.sku = sku.to_owned();
-        let outcome = match decide(&loaded.state) {
-            Ok(events) => {
-                let metadata = ctx.command_metadata(command_id);
-                self.store.save(ctx.tx, &stream, &mut loaded, &events, &metadata).await?;
-                Ok(events.iter().map(|e| e.event_type().to_owned()).collect())
-            }
-            Err(refused) => Err(refused.to_string()),
-        };
-        ctx.publish_command_outcome(&self.topics.inventory, command_id, outcome).await?;
-        Ok(())
+        ctx.execute_command::<SkuState, _>(&self.store, &self.topics.inventory, command_id, &stream, |state| {
+            decide(&named(state, sku))
+        })
+        .await
     }
 
     /// Current stock per SKU (for tests and operators).
@@ -242,10 +261,10 @@ impl Seeder for InventoryHandler {
         let metadata = serde_json::json!({"source": "seed"});
         for product in &seed.products {
             let stream = SkuState::stream_id(&product.sku);
-            let mut loaded = self.store.load::<SkuState>(tx, &stream).await?;
-            loaded.state.sku = product.sku.clone();
-            let events = product.decide(&loaded.state).map_err(|e| anyhow::anyhow!("seed {}: {e}", product.sku))?;
-            self.store.save(tx, &stream, &mut loaded, &events, &metadata).await?;
+            self.store
+                .execute::<SkuState, _>(tx, &stream, &metadata, |state| product.decide(&named(state, &product.sku)))
+                .await?
+                .map_err(|e| anyhow::anyhow!("seed {}: {e}", product.sku))?;
         }
         Ok(())
     }

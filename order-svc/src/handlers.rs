@@ -4,10 +4,11 @@
 
 use shared::consumer::{Handler, HandlerError, MessageContext};
 use shared::contracts::event_type;
-use shared::event_store::StoreError;
+use shared::envelope::Envelope;
+use shared::event_store::{StoreError, StreamRef};
 use uuid::Uuid;
 
-use crate::domain::{self, OrderEvent};
+use crate::domain::{self, OrderEvent, OrderState};
 use crate::storage::{AppendError, Orders, order_view};
 
 /// The order-svc message handler: folds every upstream fact into its order.
@@ -26,6 +27,16 @@ impl From<AppendError> for HandlerError {
 }
 
 impl Handler for OrderHandler {
+    /// A saga fact is keyed by its order (the handler checks that): that order's stream.
+    fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
+        let is_outcome =
+            matches!(message.event_type.as_str(), event_type::ADMIN_COMMAND_APPLIED | event_type::ADMIN_COMMAND_REJECTED);
+        match message.subject.parse::<Uuid>() {
+            Ok(order_id) if !is_outcome => vec![StreamRef { stream: OrderState::stream_id(order_id), snapshots: false }],
+            _ => Vec::new(),
+        }
+    }
+
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let message = ctx.message;
         if matches!(message.event_type.as_str(), event_type::ADMIN_COMMAND_APPLIED | event_type::ADMIN_COMMAND_REJECTED)

@@ -23,7 +23,7 @@ use shared::contracts::{
 };
 use shared::db::Tx;
 use shared::envelope::Envelope;
-use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::event_store::{Aggregate, EventStore, Loaded, StreamRef};
 use shared::service::Seeder;
 use shared::topics::{Topics, service};
 use uuid::Uuid;
@@ -75,6 +75,22 @@ impl Handler for PaymentHandler {
         let latency = self.fault.latency();
         if message.event_type == event_type::INVENTORY_RESERVED && !latency.is_zero() {
             tokio::time::sleep(latency).await;
+        }
+    }
+
+    /// The order's payment; for a reservation to charge, the customer's account too.
+    fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
+        let payment = |order_id| StreamRef::of::<PaymentState>(PaymentState::stream_id(order_id));
+        match message.event_type.as_str() {
+            event_type::INVENTORY_RESERVED => message.decode::<InventoryReserved>().map_or_else(
+                |_| Vec::new(),
+                |r| vec![payment(r.order_id), StreamRef::of::<Account>(AccountState::stream_id(&r.customer_id))],
+            ),
+            // Keyed by their order (a hint: a wrong one costs a read, not a wrong decision).
+            event_type::SHIPMENT_FAILED | event_type::ORDER_CANCELLED => {
+                message.subject.parse().map(payment).into_iter().collect()
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -192,22 +208,14 @@ impl PaymentHandler {
         decide: impl FnOnce(Option<&AccountState>) -> Result<Vec<AccountEvent>, domain::DomainError>,
     ) -> Result<(), HandlerError> {
         ctx.check_subject(customer_id)?;
-        let outcome = if customer_id.trim().is_empty() {
-            Err(domain::DomainError::BlankCustomerId.to_string())
-        } else {
-            let stream = AccountState::stream_id(customer_id);
-            let mut loaded = self.store.load::<Account>(ctx.tx, &stream).await?;
-            match decide(loaded.state.0.as_ref()) {
-                Ok(events) => {
-                    let metadata = ctx.command_metadata(command_id);
-                    self.store.save(ctx.tx, &stream, &mut loaded, &events, &metadata).await?;
-                    Ok(events.iter().map(|e| e.event_type().to_owned()).collect())
-                }
-                Err(refused) => Err(refused.to_string()),
+        let stream = AccountState::stream_id(customer_id);
+        ctx.execute_command::<Account, _>(&self.store, &self.topics.payments, command_id, &stream, |account| {
+            if customer_id.trim().is_empty() {
+                return Err(domain::DomainError::BlankCustomerId);
             }
-        };
-        ctx.publish_command_outcome(&self.topics.payments, command_id, outcome).await?;
-        Ok(())
+            decide(account.0.as_ref())
+        })
+        .await
     }
 
     /// A customer's account, `None` if it was never opened (for tests and operators).
@@ -230,11 +238,10 @@ impl Seeder for PaymentHandler {
         let metadata = serde_json::json!({"source": "seed"});
         for seeded in &seed.accounts {
             let stream = AccountState::stream_id(&seeded.customer_id);
-            let mut loaded = self.store.load::<Account>(tx, &stream).await?;
-            let events = seeded
-                .decide(loaded.state.0.as_ref())
+            self.store
+                .execute::<Account, _>(tx, &stream, &metadata, |account| seeded.decide(account.0.as_ref()))
+                .await?
                 .map_err(|e| anyhow::anyhow!("seed {}: {e}", seeded.customer_id))?;
-            self.store.save(tx, &stream, &mut loaded, &events, &metadata).await?;
         }
         Ok(())
     }

@@ -86,10 +86,35 @@ impl ObservedPool {
 
 /// An open transaction. Store functions take `&mut Tx` so that a state change, its events and
 /// its outbox rows commit together.
+///
+/// A transaction that [defers its writes](Tx::defer_writes) keeps the events it appends and
+/// the outbox rows it enqueues in memory, and writes them as one multi-row statement per table
+/// when it is [flushed](Tx::flush) or committed: a run of messages sharing one transaction
+/// costs two inserts, not two per message. Loads in that transaction see its deferred events
+/// ([`crate::event_store`]); a lost optimistic-concurrency race shows at the flush.
 #[derive(Debug)]
-pub enum Tx {
+pub struct Tx {
+    /// The connection's transaction; reached through [`on_tx!`].
+    #[doc(hidden)]
+    pub conn: TxConn,
+    deferred: Option<Deferred>,
+}
+
+/// The transaction of either backend.
+#[derive(Debug)]
+pub enum TxConn {
     Postgres(Transaction<'static, Postgres>),
     Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// Writes a transaction holds until its flush, in the order they were made.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub(crate) events: Vec<crate::event_store::EventRow>,
+    pub(crate) outbox: Vec<crate::outbox::OutboxMessage>,
+    /// Streams read ahead for the handlers ([`crate::event_store::prefetch`]), as they were
+    /// before this transaction's deferred events.
+    pub(crate) prefetched: std::collections::HashMap<String, crate::event_store::Prefetched>,
 }
 
 /// Run `$body` with `$conn` bound to the transaction's connection, once per backend.
@@ -100,12 +125,12 @@ pub enum Tx {
 #[macro_export]
 macro_rules! on_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Postgres(t) => {
+        match &mut ($tx).conn {
+            $crate::db::TxConn::Postgres(t) => {
                 let $conn = &mut **t;
                 $body
             }
-            $crate::db::Tx::Sqlite(t) => {
+            $crate::db::TxConn::Sqlite(t) => {
                 let $conn = &mut **t;
                 $body
             }
@@ -254,16 +279,18 @@ impl Db {
     /// Begin a write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Postgres(pool) => Tx::Postgres(begin_on(self.acquire(pool).await?, None).await?),
-            Db::Sqlite(pool) => Tx::Sqlite(begin_on(self.acquire(pool).await?, Some("BEGIN IMMEDIATE")).await?),
+            Db::Postgres(pool) => Tx::new(TxConn::Postgres(begin_on(self.acquire(pool).await?, None).await?)),
+            Db::Sqlite(pool) => {
+                Tx::new(TxConn::Sqlite(begin_on(self.acquire(pool).await?, Some("BEGIN IMMEDIATE")).await?))
+            }
         })
     }
 
     /// Begin a read-only transaction (on SQLite it takes no write lock).
     pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Postgres(pool) => Tx::Postgres(begin_on(self.acquire(pool).await?, None).await?),
-            Db::Sqlite(pool) => Tx::Sqlite(begin_on(self.acquire(pool).await?, None).await?),
+            Db::Postgres(pool) => Tx::new(TxConn::Postgres(begin_on(self.acquire(pool).await?, None).await?)),
+            Db::Sqlite(pool) => Tx::new(TxConn::Sqlite(begin_on(self.acquire(pool).await?, None).await?)),
         })
     }
 
@@ -317,24 +344,65 @@ async fn begin_on<DB: sqlx::Database>(
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Postgres(t) => t.commit().await,
-            Tx::Sqlite(t) => t.commit().await,
+    fn new(conn: TxConn) -> Self {
+        Self { conn, deferred: None }
+    }
+
+    /// Hold appended events and enqueued outbox rows until [`Self::flush`] (or the commit).
+    pub fn defer_writes(&mut self) {
+        self.deferred.get_or_insert_with(Deferred::default);
+    }
+
+    pub(crate) fn deferred(&self) -> Option<&Deferred> {
+        self.deferred.as_ref()
+    }
+
+    pub(crate) fn deferred_mut(&mut self) -> Option<&mut Deferred> {
+        self.deferred.as_mut()
+    }
+
+    /// Write what was deferred: the events, then the outbox rows (each in the order they were
+    /// made). A lost optimistic-concurrency race is [`crate::event_store::StoreError::Conflict`].
+    /// Later writes are deferred again.
+    pub async fn flush(&mut self) -> Result<(), crate::event_store::StoreError> {
+        let Some(deferred) = self.deferred.as_mut() else {
+            return Ok(());
+        };
+        let events = std::mem::take(&mut deferred.events);
+        let outbox = std::mem::take(&mut deferred.outbox);
+        // What was read ahead lacks the events now written: later loads read them.
+        deferred.prefetched.clear();
+        crate::event_store::insert_rows(self, &events).await?;
+        crate::outbox::insert_rows(self, &outbox).await?;
+        Ok(())
+    }
+
+    /// Commit, after writing what was deferred.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        if let Err(err) = self.flush().await {
+            self.rollback().await.ok();
+            return Err(match err {
+                crate::event_store::StoreError::Db(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            });
+        }
+        match self.conn {
+            TxConn::Postgres(t) => t.commit().await,
+            TxConn::Sqlite(t) => t.commit().await,
         }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Postgres(t) => t.rollback().await,
-            Tx::Sqlite(t) => t.rollback().await,
+        match self.conn {
+            TxConn::Postgres(t) => t.rollback().await,
+            TxConn::Sqlite(t) => t.rollback().await,
         }
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Tx::Postgres(_) => Backend::Postgres,
-            Tx::Sqlite(_) => Backend::Sqlite,
+        match self.conn {
+            TxConn::Postgres(_) => Backend::Postgres,
+            TxConn::Sqlite(_) => Backend::Sqlite,
         }
     }
 }

@@ -180,7 +180,8 @@ impl EventStore {
     }
 
     /// Append `events` to `stream`, which the caller read at `expected_version` (0 = new).
-    /// Returns the new stream version.
+    /// Returns the new stream version. In a transaction that defers its writes, the rows are
+    /// written at its flush (where a lost race shows); loads in it see them meanwhile.
     #[tracing::instrument(skip_all, fields(stream = stream))]
     pub async fn append(
         &self,
@@ -192,37 +193,29 @@ impl EventStore {
         if events.is_empty() {
             return Ok(expected_version);
         }
-        // One statement for all the events (one round trip), with a row of 8 parameters each.
         let now = Utc::now();
-        let sql = format!(
-            "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
-             VALUES {}",
-            crate::db::value_rows(events.len(), 8)
-        );
-        let result = on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql);
-            for (i, event) in events.iter().enumerate() {
-                query = query
-                    .bind(stream)
-                    .bind(expected_version + 1 + i as i64)
-                    .bind(event.event_id)
-                    .bind(&event.event_type)
-                    .bind(event.schema_version)
-                    .bind(Json(&event.payload))
-                    .bind(Json(&event.metadata))
-                    .bind(now);
-            }
-            query.execute(conn).await.map(|r| r.rows_affected())
-        });
-        let version = expected_version + events.len() as i64;
-        match result {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
+        let rows: Vec<EventRow> = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| EventRow {
+                stream_id: stream.to_owned(),
+                version: expected_version + 1 + i as i64,
+                event: event.clone(),
+                recorded_at: now,
+            })
+            .collect();
+        if let Some(deferred) = tx.deferred_mut() {
+            // The caller read the stream in this transaction, deferred events included: a
+            // version other than the last one deferred is a race lost already.
+            let last = deferred.events.iter().rev().find(|r| r.stream_id == stream).map(|r| r.version);
+            if last.is_some_and(|last| last != expected_version) {
                 return Err(StoreError::Conflict { stream: stream.to_owned(), expected: expected_version });
             }
-            Err(e) => return Err(e.into()),
+            deferred.events.extend(rows);
+        } else {
+            insert_rows(tx, &rows).await?;
         }
-        Ok(version)
+        Ok(expected_version + events.len() as i64)
     }
 
     /// Read a stream's events after `after_version`, oldest first, upcast to current versions.
@@ -233,17 +226,23 @@ impl EventStore {
         stream: &str,
         after_version: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if let Some(events) = self.read_prefetched(tx, stream, after_version)? {
+            return Ok(events);
+        }
         const SQL: &str =
             "SELECT position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at
              FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version";
-        let events = on_tx!(tx, |conn| {
+        let mut events = on_tx!(tx, |conn| {
             let rows = sqlx::query(SQL).bind(stream).bind(after_version).fetch_all(conn).await?;
             rows.iter().map(|row| self.decode_row(row)).collect::<Result<Vec<_>, StoreError>>()
         })?;
+        let last = events.last().map_or(after_version, |e| e.version);
+        events.extend(deferred_after(tx, stream, last));
         Ok(events)
     }
 
-    /// Read every stream's events after global `after_position`, at most `limit` of them.
+    /// Read every stream's events after global `after_position`, at most `limit` of them
+    /// (committed or flushed ones only: not the deferred writes of `tx`).
     #[tracing::instrument(skip_all)]
     pub async fn read_all(
         &self,
@@ -272,27 +271,77 @@ impl EventStore {
         for<'r> Json<serde_json::Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
         for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     {
-        let event_type: String = row.try_get("event_type")?;
-        let stored_version: i32 = row.try_get("schema_version")?;
-        let Json(payload): Json<serde_json::Value> = row.try_get("payload")?;
-        let (schema_version, payload) = self.upcaster.upcast(&event_type, stored_version, payload)?;
-        let Json(metadata): Json<serde_json::Value> = row.try_get("metadata")?;
-        Ok(RecordedEvent {
-            position: row.try_get("position")?,
-            stream_id: row.try_get("stream_id")?,
-            version: row.try_get("version")?,
-            event_id: row.try_get("event_id")?,
-            event_type,
-            schema_version,
-            payload,
-            metadata,
-            recorded_at: row.try_get("recorded_at")?,
-        })
+        self.upcast(raw_row(row)?)
+    }
+
+    /// An event as stored, brought to its type's current schema version.
+    fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent, StoreError> {
+        let (schema_version, payload) =
+            self.upcaster.upcast(&event.event_type, event.schema_version, std::mem::take(&mut event.payload))?;
+        event.schema_version = schema_version;
+        event.payload = payload;
+        Ok(event)
+    }
+
+    /// A stream as the transaction read it ahead ([`prefetch`]), folded, with its deferred
+    /// events; `None` when it was not read ahead in a form this aggregate can start from.
+    fn load_prefetched<A: Aggregate>(&self, tx: &Tx, stream: &str) -> Result<Option<Loaded<A>>, StoreError> {
+        let Some(ahead) = tx.deferred().and_then(|d| d.prefetched.get(stream)) else {
+            return Ok(None);
+        };
+        let mut loaded = match (&ahead.snapshot, A::SNAPSHOTS) {
+            (None, _) if A::SNAPSHOTS && !ahead.snapshots_read => return Ok(None),
+            (None, _) => Loaded::default(),
+            (Some(_), false) => return Ok(None),
+            (Some((version, schema, state)), true) => {
+                if *schema != A::SNAPSHOT_SCHEMA {
+                    return Ok(None);
+                }
+                let Ok(state) = serde_json::from_value::<A>(state.clone()) else {
+                    return Ok(None);
+                };
+                Loaded { state, version: *version, snapshot_version: *version }
+            }
+        };
+        let events = ahead.events.iter().map(|e| self.upcast(e.clone())).collect::<Result<Vec<_>, _>>()?;
+        fold_into(&mut loaded, events)?;
+        let deferred = deferred_after(tx, stream, loaded.version);
+        fold_into(&mut loaded, deferred)?;
+        Ok(Some(loaded))
+    }
+
+    /// A stream's events after `after_version` from what the transaction read ahead, if that
+    /// covers them.
+    fn read_prefetched(
+        &self,
+        tx: &Tx,
+        stream: &str,
+        after_version: i64,
+    ) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+        let Some(ahead) = tx.deferred().and_then(|d| d.prefetched.get(stream)) else {
+            return Ok(None);
+        };
+        let from = ahead.snapshot.as_ref().map_or(0, |(version, _, _)| *version);
+        if from > after_version {
+            return Ok(None);
+        }
+        let mut events = ahead
+            .events
+            .iter()
+            .filter(|e| e.version > after_version)
+            .map(|e| self.upcast(e.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last = events.last().map_or(after_version, |e| e.version);
+        events.extend(deferred_after(tx, stream, last));
+        Ok(Some(events))
     }
 
     /// Fold an aggregate: latest snapshot (if its schema matches) plus the events after it.
     #[tracing::instrument(skip_all, fields(stream = stream))]
     pub async fn load<A: Aggregate>(&self, tx: &mut Tx, stream: &str) -> Result<Loaded<A>, StoreError> {
+        if let Some(loaded) = self.load_prefetched::<A>(tx, stream)? {
+            return Ok(loaded);
+        }
         const SQL: &str = "SELECT version, state FROM snapshots WHERE stream_id = $1 AND snapshot_schema = $2";
         let snapshot: Option<(i64, Json<serde_json::Value>)> = if A::SNAPSHOTS {
             on_tx!(tx, |conn| sqlx::query_as(SQL).bind(stream).bind(A::SNAPSHOT_SCHEMA).fetch_optional(conn).await?)
@@ -318,6 +367,16 @@ impl EventStore {
         names.sort();
         names.dedup();
         let mut out: HashMap<String, Loaded<A>> = HashMap::with_capacity(names.len());
+        let mut unread = Vec::with_capacity(names.len());
+        for name in names {
+            match self.load_prefetched::<A>(tx, &name)? {
+                Some(loaded) => {
+                    out.insert(name, loaded);
+                }
+                None => unread.push(name),
+            }
+        }
+        let names = unread;
         if names.is_empty() {
             return Ok(out);
         }
@@ -378,7 +437,34 @@ impl EventStore {
                 fold_into(loaded, events)?;
             }
         }
+        for name in &names {
+            if let Some(loaded) = out.get_mut(name) {
+                let deferred = deferred_after(tx, name, loaded.version);
+                fold_into(loaded, deferred)?;
+            }
+        }
         Ok(out)
+    }
+
+    /// Run a command on one aggregate: load its stream, `decide` on its state, save what was
+    /// decided (with `metadata`). Modelled on esrs's `handle_command`: the outer result is the
+    /// store's (a failure to load or save, a lost race: nothing is saved, the caller retries
+    /// or fails), the inner one the domain's (a refused command saves nothing and is an answer,
+    /// not a failure). Returns the types of the events saved.
+    pub async fn execute<A: Aggregate, E>(
+        &self,
+        tx: &mut Tx,
+        stream: &str,
+        metadata: &serde_json::Value,
+        decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
+    ) -> Result<Result<Vec<&'static str>, E>, StoreError> {
+        let mut loaded = self.load::<A>(tx, stream).await?;
+        let events = match decide(&loaded.state) {
+            Ok(events) => events,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        self.save(tx, stream, &mut loaded, &events, metadata).await?;
+        Ok(Ok(events.iter().map(A::event_type).collect()))
     }
 
     /// Append an aggregate's new events, apply them to `loaded`, and snapshot when due.
@@ -429,6 +515,207 @@ impl EventStore {
         }
         Ok(())
     }
+}
+
+/// An event row as stored (its payload at the stored schema version).
+fn raw_row<R>(row: &R) -> Result<RecordedEvent, StoreError>
+where
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Json<serde_json::Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let Json(payload): Json<serde_json::Value> = row.try_get("payload")?;
+    let Json(metadata): Json<serde_json::Value> = row.try_get("metadata")?;
+    Ok(RecordedEvent {
+        position: row.try_get("position")?,
+        stream_id: row.try_get("stream_id")?,
+        version: row.try_get("version")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        payload,
+        metadata,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+/// A stream a handler is about to load, named ahead so that a run of messages sharing one
+/// transaction reads all of them in one go ([`prefetch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRef {
+    pub stream: String,
+    /// May it have a snapshot (the aggregate's [`Aggregate::SNAPSHOTS`])?
+    pub snapshots: bool,
+}
+
+impl StreamRef {
+    /// The stream `stream` of aggregate `A`.
+    pub fn of<A: Aggregate>(stream: impl Into<String>) -> Self {
+        Self { stream: stream.into(), snapshots: A::SNAPSHOTS }
+    }
+}
+
+/// A stream as a transaction read it ahead: its snapshot (of whatever schema, if it was looked
+/// for) and the events after it, as stored.
+#[derive(Debug, Default)]
+pub(crate) struct Prefetched {
+    snapshot: Option<(i64, i32, serde_json::Value)>,
+    snapshots_read: bool,
+    events: Vec<RecordedEvent>,
+}
+
+/// Streams per prefetch statement: 2 parameters each.
+const STREAMS_PER_READ: usize = 1024;
+
+/// Read `streams` ahead for a transaction that defers its writes: the snapshots of those that
+/// may have one in one statement, then every stream's events after its snapshot in another,
+/// whatever their number. Loads in the transaction then start from what was read (and its
+/// deferred events) without a round trip. Does nothing in a transaction that does not defer
+/// its writes (it would have nothing to keep them in).
+#[tracing::instrument(skip_all, fields(streams = streams.len()))]
+pub async fn prefetch(tx: &mut Tx, streams: &[StreamRef]) -> Result<(), StoreError> {
+    let Some(deferred) = tx.deferred() else {
+        return Ok(());
+    };
+    let mut wanted: Vec<StreamRef> =
+        streams.iter().filter(|s| !deferred.prefetched.contains_key(&s.stream)).cloned().collect();
+    wanted.sort_by(|a, b| a.stream.cmp(&b.stream).then(b.snapshots.cmp(&a.snapshots)));
+    wanted.dedup_by(|later, first| later.stream == first.stream);
+    for chunk in wanted.chunks(STREAMS_PER_READ) {
+        let mut ahead: HashMap<String, Prefetched> = chunk
+            .iter()
+            .map(|s| (s.stream.clone(), Prefetched { snapshots_read: s.snapshots, ..Prefetched::default() }))
+            .collect();
+        let with_snapshots: Vec<&str> = chunk.iter().filter(|s| s.snapshots).map(|s| s.stream.as_str()).collect();
+        if !with_snapshots.is_empty() {
+            let sql = format!(
+                "SELECT stream_id, version, snapshot_schema, state FROM snapshots WHERE stream_id IN ({})",
+                crate::db::placeholders(1, with_snapshots.len())
+            );
+            let rows: Vec<(String, i64, i32, Json<serde_json::Value>)> = on_tx!(tx, |conn| {
+                let mut query = sqlx::query_as(&sql);
+                for name in &with_snapshots {
+                    query = query.bind(*name);
+                }
+                query.fetch_all(conn).await?
+            });
+            for (stream, version, schema, Json(state)) in rows {
+                if let Some(entry) = ahead.get_mut(&stream) {
+                    entry.snapshot = Some((version, schema, state));
+                }
+            }
+        }
+        // As in `load_many`: one range condition per stream, planned with its values.
+        let conditions: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(stream_id = ${} AND version > ${})", 2 * i + 1, 2 * i + 2)).collect();
+        let sql = format!(
+            "SELECT position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at
+             FROM events WHERE {}",
+            conditions.join(" OR ")
+        );
+        let after: Vec<i64> =
+            chunk.iter().map(|s| ahead[&s.stream].snapshot.as_ref().map_or(0, |(version, _, _)| *version)).collect();
+        let events = on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql).persistent(false);
+            for (s, after) in chunk.iter().zip(&after) {
+                query = query.bind(s.stream.as_str()).bind(*after);
+            }
+            let rows = query.fetch_all(conn).await?;
+            rows.iter().map(raw_row).collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        for event in events {
+            if let Some(entry) = ahead.get_mut(&event.stream_id) {
+                entry.events.push(event);
+            }
+        }
+        let Some(deferred) = tx.deferred_mut() else {
+            return Ok(());
+        };
+        for (stream, mut entry) in ahead {
+            entry.events.sort_by_key(|e| e.version);
+            deferred.prefetched.insert(stream, entry);
+        }
+    }
+    Ok(())
+}
+
+/// A row of the `events` table about to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub(crate) stream_id: String,
+    pub(crate) version: i64,
+    pub(crate) event: NewEvent,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+/// Rows per insert statement: 8 parameters each, well under both backends' limits.
+const ROWS_PER_INSERT: usize = 512;
+
+/// Insert event rows, as few statements as their number allows. A unique violation (another
+/// writer took one of these versions first) is [`StoreError::Conflict`] on the first stream.
+pub(crate) async fn insert_rows(tx: &mut Tx, rows: &[EventRow]) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+             VALUES {}",
+            crate::db::value_rows(chunk.len(), 8)
+        );
+        let result = on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(&row.stream_id)
+                    .bind(row.version)
+                    .bind(row.event.event_id)
+                    .bind(&row.event.event_type)
+                    .bind(row.event.schema_version)
+                    .bind(Json(&row.event.payload))
+                    .bind(Json(&row.event.metadata))
+                    .bind(row.recorded_at);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        });
+        match result {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                let mut streams: Vec<&str> = chunk.iter().map(|r| r.stream_id.as_str()).collect();
+                streams.dedup();
+                let first = &chunk[0];
+                return Err(StoreError::Conflict { stream: streams.join(" or "), expected: first.version - 1 });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The events `tx` deferred on `stream` after `version`, as a read would return them (their
+/// position is not known before the flush: 0).
+fn deferred_after(tx: &Tx, stream: &str, version: i64) -> Vec<RecordedEvent> {
+    let Some(deferred) = tx.deferred() else {
+        return Vec::new();
+    };
+    deferred
+        .events
+        .iter()
+        .filter(|r| r.stream_id == stream && r.version > version)
+        .map(|r| RecordedEvent {
+            position: 0,
+            stream_id: r.stream_id.clone(),
+            version: r.version,
+            event_id: r.event.event_id,
+            event_type: r.event.event_type.clone(),
+            schema_version: r.event.schema_version,
+            payload: r.event.payload.clone(),
+            metadata: r.event.metadata.clone(),
+            recorded_at: r.recorded_at,
+        })
+        .collect()
 }
 
 /// The starting point of a fold: the snapshot if there is one that decodes, else the default

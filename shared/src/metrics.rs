@@ -48,6 +48,7 @@ pub const OUTBOX_BACKLOG: &str = "saga_outbox_backlog_messages";
 pub const OUTBOX_PUBLISHED: &str = "saga_outbox_published_total";
 pub const OUTBOX_PUBLISH_LATENCY: &str = "saga_outbox_publish_latency_seconds";
 pub const OUTBOX_ERRORS: &str = "saga_outbox_errors_total";
+pub const OUTBOX_LEASE_LAPSED: &str = "saga_outbox_lease_lapsed_total";
 pub const COMPENSATIONS: &str = "saga_compensations_total";
 pub const ADMIN_COMMANDS: &str = "saga_admin_commands_total";
 pub const ROWS_PRUNED: &str = "saga_rows_pruned_total";
@@ -214,6 +215,10 @@ fn describe() {
     describe_counter!(OUTBOX_PUBLISHED, "Outbox rows published, by topic");
     describe_histogram!(OUTBOX_PUBLISH_LATENCY, Unit::Seconds, "Time from outbox commit to broker acknowledgement");
     describe_counter!(OUTBOX_ERRORS, "Relay rounds that failed (broker or database unavailable)");
+    describe_counter!(
+        OUTBOX_LEASE_LAPSED,
+        "Relay batches not sent because the relay stalled past its lease after reading them (fenced)"
+    );
     describe_counter!(COMPENSATIONS, "Compensating actions performed, by kind");
     describe_counter!(ADMIN_COMMANDS, "Admin commands decided by their owning service, by command type and outcome");
     describe_counter!(ROWS_PRUNED, "Rows deleted by retention (older than the table's retention), by table");
@@ -320,6 +325,10 @@ pub fn outbox_published(service: &'static str, topic: &str, latency: Duration) {
 
 pub fn outbox_errors(service: &'static str) {
     counter!(OUTBOX_ERRORS, "service" => service).increment(1);
+}
+
+pub fn outbox_lease_lapsed(service: &'static str) {
+    counter!(OUTBOX_LEASE_LAPSED, "service" => service).increment(1);
 }
 
 /// A compensating action (`inventory_released`, `payment_refunded`, `shipment_cancelled`).

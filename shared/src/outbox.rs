@@ -6,10 +6,14 @@
 //! marks each row published only after the broker acknowledged it.
 //!
 //! Several relays may run against one database (replicas): a lease row lets one of them publish
-//! at a time, so a key's rows leave in order. If a leaseholder stalls past its lease (longer
-//! than [`RelayOptions::lease`]) another relay may publish rows the first one also sends: a row
-//! can then be published twice, never lost or reordered within one relay's run. Consumers
-//! dedupe by message id (the inbox), which makes such a duplicate harmless.
+//! at a time, so a key's rows leave in order. A leaseholder that stalls past its lease (longer
+//! than [`RelayOptions::lease`]: a stopped process, a long pause) while holding a batch it read
+//! is fenced: it checks the lease by its own clock right before it sends, and sends nothing
+//! once the lease lapsed, since another relay may have taken over and sent those rows and later
+//! ones of the same keys. What fencing cannot stop is a stall in the instant between that check
+//! and the hand-over to the producer, or records already queued inside the producer: such a
+//! row is published twice, after later rows of its key. Consumers dedupe by message id (the
+//! inbox), which makes the second copy harmless, and a key's first deliveries stay in order.
 //!
 //! Published rows are kept for [`RelayOptions::retain`] (for operators) and then pruned.
 
@@ -68,20 +72,42 @@ impl OutboxSignal {
     }
 }
 
-/// Write a message to the outbox inside the caller's transaction.
+/// Write a message to the outbox inside the caller's transaction (at its flush, when it
+/// defers its writes).
 #[tracing::instrument(skip_all, fields(messaging.destination.name = %message.topic, order.id = %message.key))]
 pub async fn enqueue(tx: &mut Tx, message: &OutboxMessage) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn| {
-        sqlx::query("INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&message.topic)
-            .bind(&message.key)
-            .bind(Json(&message.headers))
-            .bind(&message.payload)
-            .bind(Utc::now())
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
-    })?;
+    if let Some(deferred) = tx.deferred_mut() {
+        deferred.outbox.push(message.clone());
+        return Ok(());
+    }
+    insert_rows(tx, std::slice::from_ref(message)).await
+}
+
+/// Rows per insert statement: 5 parameters each, well under both backends' limits.
+const ROWS_PER_INSERT: usize = 512;
+
+/// Insert outbox rows in the order given (their ids follow it), as few statements as their
+/// number allows.
+pub(crate) async fn insert_rows(tx: &mut Tx, messages: &[OutboxMessage]) -> Result<(), sqlx::Error> {
+    let now = Utc::now();
+    for chunk in messages.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {}",
+            crate::db::value_rows(chunk.len(), 5)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for message in chunk {
+                query = query
+                    .bind(&message.topic)
+                    .bind(&message.key)
+                    .bind(Json(&message.headers))
+                    .bind(&message.payload)
+                    .bind(now);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+    }
     Ok(())
 }
 
@@ -137,6 +163,12 @@ struct Row {
 #[cfg(feature = "fault-injection")]
 pub type RelayCrashHook = Arc<dyn Fn(usize) -> bool + Send + Sync>;
 
+/// Fault injection for the backbone's own tests (the `fault-injection` feature only): awaited
+/// after each batch is read and before it is sent, as a process stopped there (`SIGSTOP`)
+/// would wait.
+#[cfg(feature = "fault-injection")]
+pub type RelayStallHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// Publishes one database's outbox to Kafka.
 pub struct Relay {
     service: &'static str,
@@ -149,6 +181,8 @@ pub struct Relay {
     renewed: std::sync::Mutex<Option<Instant>>,
     #[cfg(feature = "fault-injection")]
     crash_hook: Option<RelayCrashHook>,
+    #[cfg(feature = "fault-injection")]
+    stall_hook: Option<RelayStallHook>,
 }
 
 impl Relay {
@@ -169,6 +203,8 @@ impl Relay {
             renewed: std::sync::Mutex::new(None),
             #[cfg(feature = "fault-injection")]
             crash_hook: None,
+            #[cfg(feature = "fault-injection")]
+            stall_hook: None,
         }
     }
 
@@ -176,6 +212,13 @@ impl Relay {
     #[cfg(feature = "fault-injection")]
     pub fn with_crash_hook(mut self, hook: RelayCrashHook) -> Self {
         self.crash_hook = Some(hook);
+        self
+    }
+
+    /// Install a stall hook (fault-injection tests only).
+    #[cfg(feature = "fault-injection")]
+    pub fn with_stall_hook(mut self, hook: RelayStallHook) -> Self {
+        self.stall_hook = Some(hook);
         self
     }
 
@@ -238,6 +281,23 @@ impl Relay {
         let rows = self.fetch_batch().await?;
         if rows.is_empty() {
             m::outbox_backlog(self.service, 0);
+            return Ok(0);
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some(stall) = &self.stall_hook {
+            stall().await;
+        }
+        // Fenced: a relay that stalled (a stopped process, a long pause) past its lease since
+        // it last held it sends nothing, since another relay may hold the lease now and have
+        // sent these rows and later ones of the same keys. It reads again once it holds the
+        // lease again.
+        if !self.lease_current() {
+            m::outbox_lease_lapsed(self.service);
+            tracing::warn!(
+                service = self.service,
+                rows = rows.len(),
+                "the outbox lease lapsed before the batch was sent: not sending it"
+            );
             return Ok(0);
         }
         // Each row is sent in a producer span under the context that enqueued it; the span's
@@ -409,6 +469,19 @@ impl Relay {
             *renewed = held.then_some(asked_at);
         }
         holder.map(|_| held)
+    }
+
+    /// Is the lease still this relay's by its own clock (renewed less than a lease ago)? A
+    /// relay that finds it lapsed gives it up here, and asks the database again next round.
+    fn lease_current(&self) -> bool {
+        let Ok(mut renewed) = self.renewed.lock() else {
+            return false;
+        };
+        let current = renewed.is_some_and(|at| at.elapsed() < self.options.lease);
+        if !current {
+            *renewed = None;
+        }
+        current
     }
 
     async fn release_lease(&self) {

@@ -19,7 +19,7 @@ use chrono::Utc;
 use shared::consumer::{Handler, HandlerError, MessageContext};
 use shared::contracts::{OrderCancelled, PaymentCaptured, SetDestinations, command_type, event_type};
 use shared::db::Tx;
-use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::event_store::{Aggregate, EventStore, Loaded, StreamRef};
 use shared::service::Seeder;
 use shared::topics::{Topics, service};
 use uuid::Uuid;
@@ -79,6 +79,20 @@ impl Handler for ShippingHandler {
     async fn before_transaction(&self, message: &shared::envelope::Envelope) {
         if message.event_type == event_type::PAYMENT_CAPTURED && !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
+        }
+    }
+
+    /// The order's shipment; for a payment to ship, the carrier network too (the days it may
+    /// book depend on the network, and are read when loaded). Keyed by their order (a hint: a
+    /// wrong one costs a read, not a wrong decision).
+    fn streams(&self, message: &shared::envelope::Envelope) -> Vec<StreamRef> {
+        let shipment = message.subject.parse().map(|id| StreamRef::of::<Shipment>(Shipment::stream_id(id)));
+        match message.event_type.as_str() {
+            event_type::PAYMENT_CAPTURED => {
+                shipment.into_iter().chain([StreamRef::of::<Network>(Network::stream_id())]).collect()
+            }
+            event_type::ORDER_CANCELLED => shipment.into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -176,24 +190,13 @@ impl ShippingHandler {
     /// event, and publish the outcome (a refusal is an outcome, not an error).
     async fn set_destinations(&self, ctx: &mut MessageContext<'_>, c: SetDestinations) -> Result<(), HandlerError> {
         ctx.check_subject(&c.carrier)?;
-        let mut network = self.store.load::<Network>(ctx.tx, &Network::stream_id()).await?;
-        let decided = CarrierName::try_from(c.carrier.as_str())
-            .and_then(|carrier| {
-                let countries =
-                    c.countries.iter().map(|code| CountryCode::try_from(code.as_str())).collect::<Result<_, _>>()?;
-                Ok(domain::SetDestinations { carrier, countries })
-            })
-            .and_then(|command| domain::set_destinations(&network.state, command));
-        let outcome = match decided {
-            Ok(events) => {
-                let metadata = ctx.command_metadata(c.command_id);
-                self.store.save(ctx.tx, &Network::stream_id(), &mut network, &events, &metadata).await?;
-                Ok(events.iter().map(|e| e.event_type().to_owned()).collect())
-            }
-            Err(refused) => Err(refused.to_string()),
-        };
-        ctx.publish_command_outcome(&self.topics.shipping, c.command_id, outcome).await?;
-        Ok(())
+        ctx.execute_command::<Network, _>(&self.store, &self.topics.shipping, c.command_id, &Network::stream_id(), |network| {
+            let carrier = CarrierName::try_from(c.carrier.as_str())?;
+            let countries =
+                c.countries.iter().map(|code| CountryCode::try_from(code.as_str())).collect::<Result<_, _>>()?;
+            domain::set_destinations(network, domain::SetDestinations { carrier, countries })
+        })
+        .await
     }
 
     /// The carrier network (for tests and operators).
@@ -218,11 +221,11 @@ impl Seeder for ShippingHandler {
     /// Register the seed's carriers the network does not know yet (re-running it on every
     /// start is safe, and keeps an admin's changes).
     async fn seed(&self, tx: &mut Tx, seed: &NetworkSeed) -> anyhow::Result<()> {
-        let mut network = self.store.load::<Network>(tx, &Network::stream_id()).await?;
-        let events = domain::seed_network(&network.state, seed).context("invalid network seed")?;
+        let metadata = serde_json::json!({"source": "seed"});
         self.store
-            .save(tx, &Network::stream_id(), &mut network, &events, &serde_json::json!({"source": "seed"}))
-            .await?;
+            .execute::<Network, _>(tx, &Network::stream_id(), &metadata, |network| domain::seed_network(network, seed))
+            .await?
+            .context("invalid network seed")?;
         Ok(())
     }
 }

@@ -123,6 +123,9 @@ fn dropped() -> RepoError {
 /// error that failed the transaction (nothing committed).
 async fn place_together(orders: &Orders, jobs: &[Job]) -> Result<Vec<Result<Placed, RepoError>>, RepoError> {
     let mut tx = orders.db.begin().await.map_err(internal)?;
+    // The group's events and outbox rows are written at the commit, one insert per table (a
+    // replayed key finds an order placed earlier in the group among them).
+    tx.defer_writes();
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let result =

@@ -17,6 +17,7 @@ use super::rebalance::LoopContext;
 use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Processed, inbox};
 use crate::contracts;
 use crate::envelope::{self, Envelope};
+use crate::event_store::{self, StreamRef};
 use crate::metrics as m;
 use crate::outbox::Backoff;
 
@@ -216,8 +217,10 @@ impl<H: Handler> ConsumerLoop<H> {
         RunOutcome::Failed
     }
 
-    /// One transaction for a run: per message, the inbox record (a redelivery is skipped) and
-    /// the handler, each under the message's span; then one commit.
+    /// One transaction for a run: the inbox records in one statement (a redelivery is skipped),
+    /// the streams the handlers will load in one read ahead, the handler for each message under
+    /// its span, then the events and outbox rows they wrote
+    /// (deferred: one insert each) and one commit.
     async fn attempt_run(
         &self,
         envelopes: &[&Envelope],
@@ -228,6 +231,8 @@ impl<H: Handler> ConsumerLoop<H> {
         )
         .await;
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        // The run's events and outbox rows are written at the end, one insert per table.
+        tx.defer_writes();
         // Every inbox record of the run in one statement; the ids it did not insert were
         // processed before (or come twice in this run: the first one counts).
         let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
@@ -238,6 +243,13 @@ impl<H: Handler> ConsumerLoop<H> {
                 return Err(err);
             }
         };
+        // Every stream the run's handlers are known to load, in one read.
+        let streams: Vec<StreamRef> =
+            envelopes.iter().filter(|e| fresh.contains(&e.id)).flat_map(|e| self.handler.streams(e)).collect();
+        if let Err(err) = event_store::prefetch(&mut tx, &streams).await {
+            tx.rollback().await.ok();
+            return Err(err.into());
+        }
         let mut applied = Vec::with_capacity(envelopes.len());
         for (envelope, span) in envelopes.iter().zip(spans) {
             if !fresh.remove(&envelope.id) {
@@ -258,6 +270,10 @@ impl<H: Handler> ConsumerLoop<H> {
                     return Err(err);
                 }
             }
+        }
+        if let Err(err) = tx.flush().await {
+            tx.rollback().await.ok();
+            return Err(err.into());
         }
         tx.commit().await.map_err(|e| HandlerError::Transient(e.into()))?;
         self.outbox_signal.notify();

@@ -11,6 +11,7 @@ use super::HandlerError;
 use crate::contracts;
 use crate::db::Tx;
 use crate::envelope::Envelope;
+use crate::event_store::{Aggregate, EventStore, StreamRef};
 use crate::metrics as m;
 use crate::outbox::{OutboxMessage, enqueue};
 
@@ -33,6 +34,24 @@ impl MessageContext<'_> {
             Envelope::caused_by(self.message, event_type, 1, self.source, payload).map_err(HandlerError::permanent)?;
         enqueue(self.tx, &OutboxMessage::from_envelope(topic, &envelope)).await?;
         Ok(envelope.id)
+    }
+
+    /// Run an admin command (this message) on one aggregate's stream through
+    /// [`EventStore::execute`], and publish its outcome on `topic`: the events it recorded, or
+    /// why the domain refused it. A store failure fails the message (it is retried).
+    pub async fn execute_command<A: Aggregate, E: std::fmt::Display>(
+        &mut self,
+        store: &EventStore,
+        topic: &str,
+        command_id: Uuid,
+        stream: &str,
+        decide: impl FnOnce(&A) -> Result<Vec<A::Event>, E>,
+    ) -> Result<(), HandlerError> {
+        let metadata = self.command_metadata(command_id);
+        let outcome = store.execute::<A, E>(self.tx, stream, &metadata, decide).await?;
+        let outcome = outcome.map(|types| types.into_iter().map(str::to_owned).collect()).map_err(|e| e.to_string());
+        self.publish_command_outcome(topic, command_id, outcome).await?;
+        Ok(())
     }
 
     /// Publish an admin command's outcome on `topic` (the owning service's event topic): the
@@ -100,6 +119,14 @@ pub trait Handler: Send + Sync + 'static {
     /// the decision does not need). Runs before each attempt; the default does nothing.
     fn before_transaction(&self, _message: &Envelope) -> impl Future<Output = ()> + Send {
         async {}
+    }
+
+    /// The event streams handling `message` will load, as far as the message alone tells. A
+    /// run of messages sharing one transaction reads all of them ahead in one go
+    /// ([`crate::event_store::prefetch`]), instead of a read per load; a stream not named is
+    /// read when it is loaded. The default names none.
+    fn streams(&self, _message: &Envelope) -> Vec<StreamRef> {
+        Vec::new()
     }
 
     /// Decide and record the message's effects inside the open transaction.

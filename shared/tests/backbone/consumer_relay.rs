@@ -18,7 +18,7 @@ use shared::consumer::{
 use shared::contracts::event_type;
 use shared::db::{Backend, Db};
 use shared::envelope::{Envelope, header_map};
-use shared::event_store::{EventStore, NewEvent, StoreError, Upcaster};
+use shared::event_store::{EventStore, NewEvent, StoreError, StreamRef, Upcaster};
 use shared::outbox::{OutboxMessage, OutboxSignal, Relay, RelayOptions, enqueue};
 use shared::testing::{TestBroker, TestDb, eventually};
 use shared::topics::service;
@@ -154,6 +154,166 @@ async fn event_store_loads_many_streams_as_each_would_load_alone(backend: Backen
     Ok(())
 }
 
+/// Rows of a table as the transaction sees them.
+async fn count_rows(tx: &mut shared::db::Tx, table: &str) -> anyhow::Result<i64> {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    Ok(shared::on_tx!(tx, |conn| sqlx::query_scalar::<_, i64>(&sql).fetch_one(conn).await)?)
+}
+
+both_backends!(event_store_deferred_writes_are_seen_by_loads_in_their_transaction_and_written_at_the_flush);
+async fn event_store_deferred_writes_are_seen_by_loads_in_their_transaction_and_written_at_the_flush(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    let mut tx = t.db.begin().await?;
+    let mut long = store.load::<Sum>(&mut tx, "long").await?;
+    store.save(&mut tx, "long", &mut long, &[Added { n: 1 }, Added { n: 2 }], &json!({})).await?;
+    tx.commit().await?;
+
+    // Act: a deferring transaction saves across a snapshot (written at once) and enqueues.
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    let mut long = store.load::<Sum>(&mut tx, "long").await?;
+    for n in 3..=5 {
+        store.save(&mut tx, "long", &mut long, &[Added { n }], &json!({})).await?;
+    }
+    let mut fresh = store.load::<Sum>(&mut tx, "fresh").await?;
+    store.save(&mut tx, "fresh", &mut fresh, &[Added { n: 10 }], &json!({})).await?;
+    for key in ["b", "a", "c"] {
+        let message = OutboxMessage { topic: "t".into(), key: key.into(), headers: vec![], payload: vec![] };
+        enqueue(&mut tx, &message).await?;
+    }
+
+    // Assert: nothing written yet, yet every load in the transaction sees the deferred events.
+    assert_eq!(count_rows(&mut tx, "events").await?, 2, "only the committed events are rows");
+    assert_eq!(count_rows(&mut tx, "outbox").await?, 0);
+    let names: Vec<String> = ["long", "fresh"].map(str::to_owned).to_vec();
+    let many = store.load_many::<Sum>(&mut tx, &names).await?;
+    assert_eq!((many["long"].state.total, many["long"].version), (15, 5));
+    assert_eq!((many["fresh"].state.total, many["fresh"].version), (10, 1));
+    let alone = store.load::<Sum>(&mut tx, "long").await?;
+    assert_eq!((alone.state.clone(), alone.version), (Sum { total: 15, events: 5 }, 5));
+    let read = store.read_stream(&mut tx, "long", 1).await?;
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+
+    // The flush writes them all, the outbox rows in the order they were enqueued.
+    tx.flush().await?;
+    assert_eq!(count_rows(&mut tx, "events").await?, 6);
+    let keys: Vec<String> = shared::on_tx!(&mut tx, |conn| {
+        sqlx::query_scalar("SELECT msg_key FROM outbox ORDER BY id").fetch_all(conn).await
+    })?;
+    assert_eq!(keys, ["b", "a", "c"]);
+    tx.commit().await?;
+    let mut tx = t.db.begin_read().await?;
+    let read = store.read_stream(&mut tx, "long", 0).await?;
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert!(read.iter().all(|e| e.position > 0), "positions assigned at the flush");
+    assert_eq!(store.load::<Sum>(&mut tx, "long").await?.state, Sum { total: 15, events: 5 });
+    Ok(())
+}
+
+both_backends!(event_store_deferred_append_that_lost_the_race_is_a_conflict_at_the_flush);
+async fn event_store_deferred_append_that_lost_the_race_is_a_conflict_at_the_flush(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    let mut tx = t.db.begin().await?;
+    store.append(&mut tx, "s", 0, &[NewEvent::new("A", 1, &json!({}))?]).await?;
+    tx.commit().await?;
+
+    // A deferring writer that read version 0 learns at its flush that version 1 is taken.
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    store.append(&mut tx, "t", 0, &[NewEvent::new("T", 1, &json!({}))?]).await?;
+    store.append(&mut tx, "s", 0, &[NewEvent::new("B", 1, &json!({}))?]).await?;
+    // Appending again at a version its own deferred events moved past is a conflict at once.
+    let stale = store.append(&mut tx, "t", 0, &[NewEvent::new("T", 1, &json!({}))?]).await.expect_err("stale");
+    assert!(matches!(stale, StoreError::Conflict { ref stream, expected: 0 } if stream == "t"), "{stale:?}");
+    let err = tx.flush().await.expect_err("conflict");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert!(err.is_transient(), "a lost race is retried");
+    tx.rollback().await?;
+
+    let mut tx = t.db.begin_read().await?;
+    assert_eq!(store.read_stream(&mut tx, "s", 0).await?.len(), 1, "nothing of the loser was stored");
+    assert_eq!(store.read_stream(&mut tx, "t", 0).await?.len(), 0);
+    Ok(())
+}
+
+both_backends!(event_store_loads_from_a_prefetch_equal_loads_from_the_tables);
+async fn event_store_loads_from_a_prefetch_equal_loads_from_the_tables(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    // Arrange: "long" has a snapshot at 6 and two events after it, "short" none.
+    let mut tx = t.db.begin().await?;
+    let mut long = store.load::<Sum>(&mut tx, "long").await?;
+    for n in 1..=8 {
+        store.save(&mut tx, "long", &mut long, &[Added { n }], &json!({})).await?;
+    }
+    let mut short = store.load::<Sum>(&mut tx, "short").await?;
+    store.save(&mut tx, "short", &mut short, &[Added { n: 5 }], &json!({})).await?;
+    tx.commit().await?;
+    let names: Vec<String> = ["long", "short", "empty"].map(str::to_owned).to_vec();
+    let mut plain = t.db.begin_read().await?;
+    let expected = store.load_many::<Sum>(&mut plain, &names).await?;
+    let expected_tail = store.read_stream(&mut plain, "long", 6).await?;
+    plain.rollback().await?;
+
+    // Act: read every stream ahead, then load them from that, before and after a save.
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    let refs: Vec<StreamRef> = names.iter().map(|n| StreamRef::of::<Sum>(n.as_str())).collect();
+    shared::event_store::prefetch(&mut tx, &refs).await?;
+    let ahead = store.load_many::<Sum>(&mut tx, &names).await?;
+    for name in &names {
+        assert_eq!(ahead[name].state, expected[name].state, "{name}");
+        assert_eq!(ahead[name].version, expected[name].version, "{name}");
+        let alone = store.load::<Sum>(&mut tx, name).await?;
+        assert_eq!((alone.state, alone.version), (expected[name].state.clone(), expected[name].version));
+    }
+    assert_eq!(store.read_stream(&mut tx, "long", 6).await?, expected_tail);
+    let mut long = store.load::<Sum>(&mut tx, "long").await?;
+    store.save(&mut tx, "long", &mut long, &[Added { n: 100 }], &json!({})).await?;
+    let after = store.load::<Sum>(&mut tx, "long").await?;
+    assert_eq!((after.state.total, after.version), (136, 9), "the deferred event on top of the prefetch");
+    tx.commit().await?;
+    let mut tx = t.db.begin_read().await?;
+    assert_eq!(store.load::<Sum>(&mut tx, "long").await?.version, 9);
+    Ok(())
+}
+
+/// A prefetch is as old as its read: a writer that commits after it wins, and the transaction
+/// that decided on the older state loses the race at its flush. (PostgreSQL: SQLite's write
+/// lock keeps the other writer out until the transaction ends.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_store_decision_on_a_prefetch_that_went_stale_is_a_conflict_at_the_flush() -> anyhow::Result<()> {
+    let t = TestDb::new(Backend::Postgres, &[]).await?;
+    let store = EventStore::default();
+    let mut tx = t.db.begin().await?;
+    store.append(&mut tx, "s", 0, &[NewEvent::new("A", 1, &json!({}))?]).await?;
+    tx.commit().await?;
+
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    shared::event_store::prefetch(&mut tx, &[StreamRef::of::<Sum>("s")]).await?;
+    let mut other = t.db.begin().await?;
+    store.append(&mut other, "s", 1, &[NewEvent::new("B", 1, &json!({}))?]).await?;
+    other.commit().await?;
+
+    let seen = store.read_stream(&mut tx, "s", 0).await?;
+    assert_eq!(seen.len(), 1, "the load comes from the prefetch, not the table");
+    store.append(&mut tx, "s", 1, &[NewEvent::new("C", 1, &json!({}))?]).await?;
+    let err = tx.flush().await.expect_err("conflict");
+    assert!(matches!(err, StoreError::Conflict { .. }) && err.is_transient(), "{err:?}");
+    tx.rollback().await?;
+    let mut tx = t.db.begin_read().await?;
+    let types: Vec<String> = store.read_stream(&mut tx, "s", 0).await?.into_iter().map(|e| e.event_type).collect();
+    assert_eq!(types, ["A", "B"]);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- outbox
 
 struct Upstream {
@@ -174,8 +334,13 @@ impl Upstream {
 
     /// Commit `n` OrderPlaced messages (one transaction each) over `keys` keys.
     async fn commit_orders(&self, n: usize, keys: usize) -> anyhow::Result<Vec<Envelope>> {
+        self.commit_orders_from(0, n, keys).await
+    }
+
+    /// Commit OrderPlaced messages `first..first + n` (one transaction each) over `keys` keys.
+    async fn commit_orders_from(&self, first: usize, n: usize, keys: usize) -> anyhow::Result<Vec<Envelope>> {
         let mut sent = Vec::new();
-        for i in 0..n {
+        for i in first..first + n {
             let key = format!("order-{}", i % keys);
             let envelope = Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, key, &json!({"seq": i}))?;
             let mut tx = self.t.db.begin().await?;
@@ -305,9 +470,15 @@ async fn outbox_two_relays_on_one_database_keep_each_keys_order(backend: Backend
     b.await?;
 
     let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
-    // Per key, the sequence numbers arrive in commit order.
+    assert_each_key_in_commit_order(&received);
+    assert_eq!(received.iter().map(|(e, _, _)| e.id).collect::<HashSet<_>>().len(), sent.len());
+    Ok(())
+}
+
+/// Per key, the sequence numbers of [`Upstream::commit_orders`] arrive in commit order.
+fn assert_each_key_in_commit_order(received: &[(Envelope, i32, i64)]) {
     let mut by_key: HashMap<String, Vec<(i64, u64)>> = HashMap::new();
-    for (e, _, offset) in &received {
+    for (e, _, offset) in received {
         by_key.entry(e.subject.clone()).or_default().push((*offset, e.data["seq"].as_u64().unwrap_or(u64::MAX)));
     }
     for (key, mut seqs) in by_key {
@@ -317,7 +488,70 @@ async fn outbox_two_relays_on_one_database_keep_each_keys_order(backend: Backend
         sorted.sort();
         assert_eq!(in_offset_order, sorted, "key {key} was reordered");
     }
-    assert_eq!(received.iter().map(|(e, _, _)| e.id).collect::<HashSet<_>>().len(), sent.len());
+}
+
+both_backends!(outbox_relay_that_stalled_past_its_lease_does_not_send_the_batch_it_held);
+/// A relay stops (as a process under `SIGSTOP` would) holding a batch it read, past its lease;
+/// another relay takes over and publishes that batch and later rows of the same keys; then the
+/// first resumes. Fenced by its lease, it must not send its stale batch: every row reaches the
+/// topic once, each key in commit order.
+async fn outbox_relay_that_stalled_past_its_lease_does_not_send_the_batch_it_held(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let options = RelayOptions {
+        poll_interval: Duration::from_millis(20),
+        batch_size: 16,
+        lease: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let relay = || -> anyhow::Result<Relay> {
+        let producer = up.broker.kafka.producer()?;
+        Ok(Relay::new(service::ORDER, up.t.db.clone(), producer, up.signal.clone(), options.clone()))
+    };
+    let stalled = Arc::new(tokio::sync::Notify::new());
+    let resume = Arc::new(tokio::sync::Notify::new());
+    let first_batch = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hook: shared::outbox::RelayStallHook = {
+        let (stalled, resume) = (stalled.clone(), resume.clone());
+        Arc::new(move || {
+            let (stalled, resume, first_batch) = (stalled.clone(), resume.clone(), first_batch.clone());
+            let stall: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+                if first_batch.swap(false, Ordering::SeqCst) {
+                    stalled.notify_one();
+                    resume.notified().await;
+                }
+            });
+            stall
+        })
+    };
+    let mut sent = up.commit_orders_from(0, 12, 3).await?;
+
+    // Act: A reads the twelve rows and stops. B can take over only once A's lease lapsed; it
+    // publishes them and twelve more of the same keys, and stops.
+    let stop_a = CancellationToken::new();
+    let a = tokio::spawn(relay()?.with_stall_hook(hook).run(stop_a.clone()));
+    tokio::time::timeout(WAIT, stalled.notified()).await?;
+    let stop_b = CancellationToken::new();
+    let b = tokio::spawn(relay()?.run(stop_b.clone()));
+    sent.extend(up.commit_orders_from(12, 12, 3).await?);
+    eventually(WAIT, "the second relay drained the outbox", || async {
+        (up.unpublished().await.ok()? == 0).then_some(())
+    })
+    .await?;
+    stop_b.cancel();
+    b.await?;
+    // A resumes with its stale batch in hand, then stops (its producer flushed).
+    resume.notify_one();
+    stop_a.cancel();
+    a.await?;
+
+    // Assert
+    let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    assert_eq!(received.len(), sent.len(), "each row once: the stalled relay sent nothing");
+    assert_each_key_in_commit_order(&received);
+    let ids: HashSet<uuid::Uuid> = received.iter().map(|(e, _, _)| e.id).collect();
+    assert_eq!(ids, sent.iter().map(|e| e.id).collect::<HashSet<_>>());
     Ok(())
 }
 
@@ -762,7 +996,7 @@ const DEADLOCK_KEY: i64 = 4242;
 impl Handler for Deadlocked {
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
-        let shared::db::Tx::Postgres(tx) = &mut *ctx.tx else {
+        let shared::db::TxConn::Postgres(tx) = &mut ctx.tx.conn else {
             return Err(HandlerError::permanent(anyhow::anyhow!("this handler needs PostgreSQL")));
         };
         if first {
@@ -795,7 +1029,7 @@ async fn consumer_retries_a_deadlocked_event_store_write_and_never_dead_letters_
     let down = TestDb::new(Backend::Postgres, &[]).await?;
     let store = EventStore::default();
     let mut rival = down.db.begin().await?;
-    let shared::db::Tx::Postgres(rival_tx) = &mut rival else { anyhow::bail!("expected PostgreSQL") };
+    let shared::db::TxConn::Postgres(rival_tx) = &mut rival.conn else { anyhow::bail!("expected PostgreSQL") };
     sqlx::query("SET LOCAL deadlock_timeout = '1h'").execute(&mut **rival_tx).await?;
     store.append(&mut rival, "effects", 0, &[NewEvent::new("Rival", 1, &json!({}))?]).await?;
     let producer = up.broker.kafka.producer()?;
@@ -817,7 +1051,7 @@ async fn consumer_retries_a_deadlocked_event_store_write_and_never_dead_letters_
     );
     tokio::time::timeout(WAIT, handler.holds_lock.notified()).await?;
     let rival_done = tokio::spawn(async move {
-        let shared::db::Tx::Postgres(rival_tx) = &mut rival else { anyhow::bail!("expected PostgreSQL") };
+        let shared::db::TxConn::Postgres(rival_tx) = &mut rival.conn else { anyhow::bail!("expected PostgreSQL") };
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(DEADLOCK_KEY).execute(&mut **rival_tx).await?;
         rival.rollback().await?;
         anyhow::Ok(())
