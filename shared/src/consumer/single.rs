@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::rebalance::LoopContext;
 use super::{Applied, ConsumerLoop, Handler, HandlerError, MessageContext, Processed, inbox};
 use crate::envelope::Envelope;
+use crate::event_store;
 use crate::metrics as m;
 use crate::outbox::Backoff;
 
@@ -152,12 +153,17 @@ impl<H: Handler> ConsumerLoop<H> {
     async fn attempt(&self, message_id: Uuid, envelope: &Envelope) -> Result<Applied, HandlerError> {
         self.handler.before_transaction(envelope).await;
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
+        // As in a run: the streams the handler names read in one go, its events and outbox rows
+        // written at the end, one insert per table.
+        tx.defer_writes();
         if !inbox::record(&mut tx, self.service, message_id).await? {
             tx.rollback().await.ok();
             return Ok(Applied::Duplicate);
         }
+        event_store::prefetch(&mut tx, &self.handler.streams(envelope)).await?;
         let mut ctx = MessageContext { tx: &mut tx, message: envelope, source: self.service };
         self.handler.handle(&mut ctx).await?;
+        tx.flush().await?;
         tx.commit().await.map_err(|e| HandlerError::Transient(e.into()))?;
         self.outbox_signal.notify();
         Ok(Applied::Yes)

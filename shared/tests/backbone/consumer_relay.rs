@@ -1009,7 +1009,11 @@ impl Handler for Deadlocked {
         let store = EventStore::default();
         let current = store.read_stream(ctx.tx, "effects", 0).await?.len() as i64;
         let effect = NewEvent::new("Applied", 1, &json!({"message_id": ctx.message.id}))?;
-        let result = store.append(ctx.tx, "effects", current, &[effect]).await;
+        // The append is deferred to the flush, whose insert is the statement that waits.
+        let result = match store.append(ctx.tx, "effects", current, &[effect]).await {
+            Ok(_) => ctx.tx.flush().await,
+            Err(err) => Err(err),
+        };
         if first && let Err(StoreError::Db(sqlx::Error::Database(db))) = &result {
             *self.first_error.lock().expect("not poisoned") = db.code().map(|c| c.into_owned());
         }

@@ -35,7 +35,7 @@ use shared::consumer::{ConsumerLoop, ConsumerOptions, CrashHook, Handler, Handle
 use shared::contracts::event_type;
 use shared::db::{Backend, Db};
 use shared::envelope::{Envelope, header_map};
-use shared::event_store::{EventStore, NewEvent};
+use shared::event_store::{EventStore, NewEvent, StreamRef};
 use shared::outbox::{OutboxMessage, OutboxSignal, Relay, RelayOptions, backlog, enqueue};
 use shared::testing::{TestBroker, TestDb, eventually};
 use shared::topics::service;
@@ -119,6 +119,16 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
+    /// Named, so that runs read `effects` ahead of their handlers (the prefetch is under test
+    /// too).
+    fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
+        if message.event_type == event_type::ORDER_PLACED {
+            vec![StreamRef { stream: "effects".to_owned(), snapshots: false }]
+        } else {
+            Vec::new()
+        }
+    }
+
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if ctx.message.event_type != event_type::ORDER_PLACED {
