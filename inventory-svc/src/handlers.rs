@@ -67,12 +67,15 @@ impl Handler for InventoryHandler {
             event_type::ORDER_PLACED => message.decode::<OrderPlaced>().map_or_else(
                 |_| Vec::new(),
                 |placed| {
-                    let skus = placed.items.iter().map(|line| StreamRef::of::<SkuState>(SkuState::stream_id(&line.sku)));
+                    let skus =
+                        placed.items.iter().map(|line| StreamRef::of::<SkuState>(SkuState::stream_id(&line.sku)));
                     std::iter::once(reservation(placed.order_id)).chain(skus).collect()
                 },
             ),
             // Keyed by their order (a hint: a wrong one costs a read, not a wrong decision).
-            event_type::PAYMENT_DECLINED | event_type::SHIPMENT_FAILED | event_type::ORDER_CANCELLED
+            event_type::PAYMENT_DECLINED
+            | event_type::SHIPMENT_FAILED
+            | event_type::ORDER_CANCELLED
             | event_type::SHIPMENT_SCHEDULED => message.subject.parse().map(reservation).into_iter().collect(),
             _ => Vec::new(),
         }

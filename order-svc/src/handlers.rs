@@ -29,10 +29,14 @@ impl From<AppendError> for HandlerError {
 impl Handler for OrderHandler {
     /// A saga fact is keyed by its order (the handler checks that): that order's stream.
     fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
-        let is_outcome =
-            matches!(message.event_type.as_str(), event_type::ADMIN_COMMAND_APPLIED | event_type::ADMIN_COMMAND_REJECTED);
+        let is_outcome = matches!(
+            message.event_type.as_str(),
+            event_type::ADMIN_COMMAND_APPLIED | event_type::ADMIN_COMMAND_REJECTED
+        );
         match message.subject.parse::<Uuid>() {
-            Ok(order_id) if !is_outcome => vec![StreamRef { stream: OrderState::stream_id(order_id), snapshots: false }],
+            Ok(order_id) if !is_outcome => {
+                vec![StreamRef { stream: OrderState::stream_id(order_id), snapshots: false }]
+            }
             _ => Vec::new(),
         }
     }

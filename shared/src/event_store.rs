@@ -234,7 +234,7 @@ impl EventStore {
              FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version";
         let mut events = on_tx!(tx, |conn| {
             let rows = sqlx::query(SQL).bind(stream).bind(after_version).fetch_all(conn).await?;
-            rows.iter().map(|row| self.decode_row(row)).collect::<Result<Vec<_>, StoreError>>()
+            rows.iter().map(|row| raw_row(row).and_then(|e| self.upcast(e))).collect::<Result<Vec<_>, StoreError>>()
         })?;
         let last = events.last().map_or(after_version, |e| e.version);
         events.extend(deferred_after(tx, stream, last));
@@ -255,23 +255,9 @@ impl EventStore {
              FROM events WHERE position > $1 ORDER BY position LIMIT $2";
         let events = on_tx!(tx, |conn| {
             let rows = sqlx::query(SQL).bind(after_position).bind(limit).fetch_all(conn).await?;
-            rows.iter().map(|row| self.decode_row(row)).collect::<Result<Vec<_>, StoreError>>()
+            rows.iter().map(|row| raw_row(row).and_then(|e| self.upcast(e))).collect::<Result<Vec<_>, StoreError>>()
         })?;
         Ok(events)
-    }
-
-    fn decode_row<R>(&self, row: &R) -> Result<RecordedEvent, StoreError>
-    where
-        R: sqlx::Row,
-        for<'r> &'r str: sqlx::ColumnIndex<R>,
-        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> Json<serde_json::Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        self.upcast(raw_row(row)?)
     }
 
     /// An event as stored, brought to its type's current schema version.
@@ -408,13 +394,7 @@ impl EventStore {
         // are sorted below. (Measured worse on PostgreSQL: a join against an array of names, or
         // an `= ANY(array)` arm: with a few huge streams the planner's generic plan for them
         // scans the table.)
-        let conditions: Vec<String> =
-            (0..names.len()).map(|i| format!("(stream_id = ${} AND version > ${})", 2 * i + 1, 2 * i + 2)).collect();
-        let sql = format!(
-            "SELECT position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at
-             FROM events WHERE {}",
-            conditions.join(" OR ")
-        );
+        let sql = events_after_sql(names.len());
         // Planned with its values on every call (an unnamed statement, no extra round trip): a
         // connection's cached generic plan, chosen while the events table was small, scanned
         // the whole table ever after (auto_explain under load: a Seq Scan removing 2,158 rows
@@ -425,7 +405,7 @@ impl EventStore {
                 query = query.bind(name.as_str()).bind(*after);
             }
             let rows = query.fetch_all(conn).await?;
-            rows.iter().map(|row| self.decode_row(row)).collect::<Result<Vec<_>, StoreError>>()
+            rows.iter().map(|row| raw_row(row).and_then(|e| self.upcast(e))).collect::<Result<Vec<_>, StoreError>>()
         })?;
         let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
         for event in events {
@@ -515,6 +495,18 @@ impl EventStore {
         }
         Ok(())
     }
+}
+
+/// The events of `streams` streams, each after its own version: parameters `$2i+1` (the stream)
+/// and `$2i+2` (the version), one ORed range condition per stream.
+fn events_after_sql(streams: usize) -> String {
+    let conditions: Vec<String> =
+        (0..streams).map(|i| format!("(stream_id = ${} AND version > ${})", 2 * i + 1, 2 * i + 2)).collect();
+    format!(
+        "SELECT position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at
+         FROM events WHERE {}",
+        conditions.join(" OR ")
+    )
 }
 
 /// An event row as stored (its payload at the stored schema version).
@@ -611,13 +603,7 @@ pub async fn prefetch(tx: &mut Tx, streams: &[StreamRef]) -> Result<(), StoreErr
             }
         }
         // As in `load_many`: one range condition per stream, planned with its values.
-        let conditions: Vec<String> =
-            (0..chunk.len()).map(|i| format!("(stream_id = ${} AND version > ${})", 2 * i + 1, 2 * i + 2)).collect();
-        let sql = format!(
-            "SELECT position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at
-             FROM events WHERE {}",
-            conditions.join(" OR ")
-        );
+        let sql = events_after_sql(chunk.len());
         let after: Vec<i64> =
             chunk.iter().map(|s| ahead[&s.stream].snapshot.as_ref().map_or(0, |(version, _, _)| *version)).collect();
         let events = on_tx!(tx, |conn| {

@@ -190,12 +190,18 @@ impl ShippingHandler {
     /// event, and publish the outcome (a refusal is an outcome, not an error).
     async fn set_destinations(&self, ctx: &mut MessageContext<'_>, c: SetDestinations) -> Result<(), HandlerError> {
         ctx.check_subject(&c.carrier)?;
-        ctx.execute_command::<Network, _>(&self.store, &self.topics.shipping, c.command_id, &Network::stream_id(), |network| {
-            let carrier = CarrierName::try_from(c.carrier.as_str())?;
-            let countries =
-                c.countries.iter().map(|code| CountryCode::try_from(code.as_str())).collect::<Result<_, _>>()?;
-            domain::set_destinations(network, domain::SetDestinations { carrier, countries })
-        })
+        ctx.execute_command::<Network, _>(
+            &self.store,
+            &self.topics.shipping,
+            c.command_id,
+            &Network::stream_id(),
+            |network| {
+                let carrier = CarrierName::try_from(c.carrier.as_str())?;
+                let countries =
+                    c.countries.iter().map(|code| CountryCode::try_from(code.as_str())).collect::<Result<_, _>>()?;
+                domain::set_destinations(network, domain::SetDestinations { carrier, countries })
+            },
+        )
         .await
     }
 

@@ -53,13 +53,19 @@ async fn event_store_appends_and_reads_a_stream_in_order(backend: Backend) -> an
     Ok(())
 }
 
+/// Commit `stream`'s first event, of type `event_type`.
+async fn commit_first_event(t: &TestDb, store: &EventStore, stream: &str, event_type: &str) -> anyhow::Result<()> {
+    let mut tx = t.db.begin().await?;
+    store.append(&mut tx, stream, 0, &[NewEvent::new(event_type, 1, &json!({}))?]).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 both_backends!(event_store_rejects_an_append_at_a_stale_version_as_a_conflict);
 async fn event_store_rejects_an_append_at_a_stale_version_as_a_conflict(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend, &[]).await?;
     let store = EventStore::default();
-    let mut tx = t.db.begin().await?;
-    store.append(&mut tx, "s", 0, &[NewEvent::new("A", 1, &json!({}))?]).await?;
-    tx.commit().await?;
+    commit_first_event(&t, &store, "s", "A").await?;
 
     // A writer that read version 0 loses the race against the one that wrote version 1.
     let mut tx = t.db.begin().await?;
@@ -119,20 +125,27 @@ impl shared::event_store::Aggregate for Sum {
     }
 }
 
+/// Commit "long" (8 events `Added` 1 to 8, saved one at a time: snapshots at 3 and 6) and
+/// "short" (`short`, saved together: no snapshot).
+async fn long_and_short_streams(t: &TestDb, store: &EventStore, short: &[Added]) -> anyhow::Result<()> {
+    let mut tx = t.db.begin().await?;
+    let mut long = store.load::<Sum>(&mut tx, "long").await?;
+    for n in 1..=8 {
+        store.save(&mut tx, "long", &mut long, &[Added { n }], &json!({})).await?;
+    }
+    let mut loaded = store.load::<Sum>(&mut tx, "short").await?;
+    store.save(&mut tx, "short", &mut loaded, short, &json!({})).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 both_backends!(event_store_loads_many_streams_as_each_would_load_alone);
 async fn event_store_loads_many_streams_as_each_would_load_alone(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend, &[]).await?;
     let store = EventStore::default();
     // Arrange: "long" passes two snapshots (saved one event at a time), "short" has none,
     // "empty" does not exist.
-    let mut tx = t.db.begin().await?;
-    let mut long = store.load::<Sum>(&mut tx, "long").await?;
-    for n in 1..=8 {
-        store.save(&mut tx, "long", &mut long, &[Added { n }], &json!({})).await?;
-    }
-    let mut short = store.load::<Sum>(&mut tx, "short").await?;
-    store.save(&mut tx, "short", &mut short, &[Added { n: 5 }, Added { n: 7 }], &json!({})).await?;
-    tx.commit().await?;
+    long_and_short_streams(&t, &store, &[Added { n: 5 }, Added { n: 7 }]).await?;
 
     // Act
     let mut tx = t.db.begin_read().await?;
@@ -219,9 +232,7 @@ async fn event_store_deferred_append_that_lost_the_race_is_a_conflict_at_the_flu
 ) -> anyhow::Result<()> {
     let t = TestDb::new(backend, &[]).await?;
     let store = EventStore::default();
-    let mut tx = t.db.begin().await?;
-    store.append(&mut tx, "s", 0, &[NewEvent::new("A", 1, &json!({}))?]).await?;
-    tx.commit().await?;
+    commit_first_event(&t, &store, "s", "A").await?;
 
     // A deferring writer that read version 0 learns at its flush that version 1 is taken.
     let mut tx = t.db.begin().await?;
@@ -247,14 +258,7 @@ async fn event_store_loads_from_a_prefetch_equal_loads_from_the_tables(backend: 
     let t = TestDb::new(backend, &[]).await?;
     let store = EventStore::default();
     // Arrange: "long" has a snapshot at 6 and two events after it, "short" none.
-    let mut tx = t.db.begin().await?;
-    let mut long = store.load::<Sum>(&mut tx, "long").await?;
-    for n in 1..=8 {
-        store.save(&mut tx, "long", &mut long, &[Added { n }], &json!({})).await?;
-    }
-    let mut short = store.load::<Sum>(&mut tx, "short").await?;
-    store.save(&mut tx, "short", &mut short, &[Added { n: 5 }], &json!({})).await?;
-    tx.commit().await?;
+    long_and_short_streams(&t, &store, &[Added { n: 5 }]).await?;
     let names: Vec<String> = ["long", "short", "empty"].map(str::to_owned).to_vec();
     let mut plain = t.db.begin_read().await?;
     let expected = store.load_many::<Sum>(&mut plain, &names).await?;
@@ -291,9 +295,7 @@ async fn event_store_loads_from_a_prefetch_equal_loads_from_the_tables(backend: 
 async fn event_store_decision_on_a_prefetch_that_went_stale_is_a_conflict_at_the_flush() -> anyhow::Result<()> {
     let t = TestDb::new(Backend::Postgres, &[]).await?;
     let store = EventStore::default();
-    let mut tx = t.db.begin().await?;
-    store.append(&mut tx, "s", 0, &[NewEvent::new("A", 1, &json!({}))?]).await?;
-    tx.commit().await?;
+    commit_first_event(&t, &store, "s", "A").await?;
 
     let mut tx = t.db.begin().await?;
     tx.defer_writes();
