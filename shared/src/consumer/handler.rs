@@ -121,10 +121,10 @@ pub trait Handler: Send + Sync + 'static {
         async {}
     }
 
-    /// The event streams handling `message` will load, as far as the message alone tells. A
-    /// run of messages sharing one transaction reads all of them ahead in one go
-    /// ([`crate::event_store::prefetch`]), instead of a read per load; a stream not named is
-    /// read when it is loaded. The default names none.
+    /// The event streams handling `message` will load, as far as the message alone tells. The
+    /// transaction that handles it (alone, or with a run of messages sharing it) reads all of
+    /// them ahead in one go ([`crate::event_store::prefetch`]), instead of a read per load; a
+    /// stream not named is read when it is loaded. The default names none.
     fn streams(&self, _message: &Envelope) -> Vec<StreamRef> {
         Vec::new()
     }
