@@ -141,7 +141,7 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// `CONSUMER_MAX_ATTEMPTS`, `CONSUMER_MAX_BATCH`.
     pub consumer: ConsumerOptions,
-    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_LEASE_MS`.
+    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_LEASE_MS`, `OUTBOX_MARK_MS`.
     pub relay: RelayOptions,
     /// `INBOX_RETENTION_DAYS`.
     pub retention: RetentionOptions,
@@ -228,6 +228,7 @@ impl ServiceConfig {
         c.relay.batch_size = env_or("OUTBOX_BATCH_SIZE", c.relay.batch_size)?;
         c.relay.poll_interval = env_millis("OUTBOX_POLL_MS", c.relay.poll_interval)?;
         c.relay.lease = env_millis("OUTBOX_LEASE_MS", c.relay.lease)?;
+        c.relay.mark_interval = env_millis("OUTBOX_MARK_MS", c.relay.mark_interval)?;
         c.retention.inbox = env_days("INBOX_RETENTION_DAYS", c.retention.inbox)?;
         if c.relay.lease < Duration::from_millis(300) {
             anyhow::bail!("OUTBOX_LEASE_MS must be at least 300");

@@ -98,6 +98,7 @@ pub struct Tx {
     #[doc(hidden)]
     pub conn: TxConn,
     deferred: Option<Deferred>,
+    handoff: Option<crate::outbox::Handoff>,
 }
 
 /// The transaction of either backend.
@@ -345,7 +346,18 @@ async fn begin_on<DB: sqlx::Database>(
 
 impl Tx {
     fn new(conn: TxConn) -> Self {
-        Self { conn, deferred: None }
+        Self { conn, deferred: None, handoff: None }
+    }
+
+    /// At the commit, pass the outbox rows this transaction wrote to the relay reading
+    /// `signal`, which sends them without reading them back ([`crate::outbox`]). A transaction
+    /// that is not handed over leaves its rows for the relay's sweep.
+    pub fn hand_over_to(&mut self, signal: &crate::outbox::OutboxSignal) {
+        self.handoff = Some(crate::outbox::Handoff::new(signal.clone()));
+    }
+
+    pub(crate) fn handoff_mut(&mut self) -> Option<&mut crate::outbox::Handoff> {
+        self.handoff.as_mut()
     }
 
     /// Hold appended events and enqueued outbox rows until [`Self::flush`] (or the commit).
@@ -373,7 +385,7 @@ impl Tx {
         // What was read ahead lacks the events now written: later loads read them.
         deferred.prefetched.clear();
         crate::event_store::insert_rows(self, &events).await?;
-        crate::outbox::insert_rows(self, &outbox).await?;
+        crate::outbox::write(self, outbox).await?;
         Ok(())
     }
 
@@ -387,9 +399,13 @@ impl Tx {
             });
         }
         match self.conn {
-            TxConn::Postgres(t) => t.commit().await,
-            TxConn::Sqlite(t) => t.commit().await,
+            TxConn::Postgres(t) => t.commit().await?,
+            TxConn::Sqlite(t) => t.commit().await?,
         }
+        if let Some(handoff) = self.handoff {
+            handoff.committed();
+        }
+        Ok(())
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {

@@ -49,6 +49,7 @@ pub const OUTBOX_PUBLISHED: &str = "saga_outbox_published_total";
 pub const OUTBOX_PUBLISH_LATENCY: &str = "saga_outbox_publish_latency_seconds";
 pub const OUTBOX_ERRORS: &str = "saga_outbox_errors_total";
 pub const OUTBOX_LEASE_LAPSED: &str = "saga_outbox_lease_lapsed_total";
+pub const OUTBOX_SWEEPS: &str = "saga_outbox_sweeps_total";
 pub const COMPENSATIONS: &str = "saga_compensations_total";
 pub const ADMIN_COMMANDS: &str = "saga_admin_commands_total";
 pub const ROWS_PRUNED: &str = "saga_rows_pruned_total";
@@ -211,13 +212,17 @@ fn describe() {
     describe_counter!(CONSUMER_ERRORS, "Errors reported by the Kafka consumer");
     describe_counter!(OFFSET_GAP, "Offsets a consumer never saw (dropped by retention or skipped by an offset reset)");
     describe_gauge!(CONSUMER_LAG, "Messages between a group's committed offset and the partition end");
-    describe_gauge!(OUTBOX_BACKLOG, "Outbox rows committed but not yet acknowledged by the broker");
+    describe_gauge!(OUTBOX_BACKLOG, "Outbox rows committed but not yet marked published (acknowledged by the broker)");
     describe_counter!(OUTBOX_PUBLISHED, "Outbox rows published, by topic");
     describe_histogram!(OUTBOX_PUBLISH_LATENCY, Unit::Seconds, "Time from outbox commit to broker acknowledgement");
     describe_counter!(OUTBOX_ERRORS, "Relay rounds that failed (broker or database unavailable)");
     describe_counter!(
         OUTBOX_LEASE_LAPSED,
         "Relay batches not sent because the relay stalled past its lease after reading them (fenced)"
+    );
+    describe_counter!(
+        OUTBOX_SWEEPS,
+        "Times the relay read the outbox table rather than sending rows handed over at commit, by reason"
     );
     describe_counter!(COMPENSATIONS, "Compensating actions performed, by kind");
     describe_counter!(ADMIN_COMMANDS, "Admin commands decided by their owning service, by command type and outcome");
@@ -325,6 +330,12 @@ pub fn outbox_published(service: &'static str, topic: &str, latency: Duration) {
 
 pub fn outbox_errors(service: &'static str) {
     counter!(OUTBOX_ERRORS, "service" => service).increment(1);
+}
+
+/// The relay read the outbox table instead of sending rows handed over (`reason`: `unknown`,
+/// `notified`, `gap`, `poll`).
+pub fn outbox_sweep(service: &'static str, reason: &'static str) {
+    counter!(OUTBOX_SWEEPS, "service" => service, "reason" => reason).increment(1);
 }
 
 pub fn outbox_lease_lapsed(service: &'static str) {

@@ -17,6 +17,7 @@
 //!
 //! Published rows are kept for [`RelayOptions::retain`] (for operators) and then pruned.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,17 +59,97 @@ impl OutboxMessage {
     }
 }
 
-/// Wakes the relay right after a commit instead of waiting for its next poll.
+/// How a relay learns of commits.
+///
+/// [`notify`](Self::notify) says "rows committed, look in the table": the relay sweeps.
+/// A transaction [handed over](crate::db::Tx::hand_over_to) to the signal passes the rows it
+/// wrote at its commit instead, and the relay sends them without reading them back. Rows stay
+/// in the table until they are marked published, so a crash loses nothing: the next sweep finds
+/// whatever was handed over and not yet marked.
 #[derive(Debug, Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
+pub struct OutboxSignal(Arc<SignalInner>);
+
+#[derive(Debug, Default)]
+struct SignalInner {
+    notify: Notify,
+    handed: std::sync::Mutex<Handed>,
+}
+
+/// Rows handed over since the relay last took them.
+#[derive(Debug, Default)]
+struct Handed {
+    rows: Vec<Row>,
+    /// A commit notified without handing over its rows (or rows were dropped): sweep.
+    sweep: bool,
+    /// A relay reads this signal; without one, rows are not kept.
+    reader: bool,
+}
+
+/// Rows held for the relay at most; past it, later ones are dropped and the relay sweeps.
+const HANDED_MAX: usize = 16_384;
 
 impl OutboxSignal {
+    /// Rows were committed that the relay must find in the table.
     pub fn notify(&self) {
-        self.0.notify_one();
+        if let Ok(mut handed) = self.0.handed.lock() {
+            handed.sweep = true;
+        }
+        self.0.notify.notify_one();
+    }
+
+    /// Rows just committed, in id order: the relay sends them without reading the table.
+    pub(crate) fn hand_over(&self, rows: Vec<Row>) {
+        if rows.is_empty() {
+            return;
+        }
+        if let Ok(mut handed) = self.0.handed.lock() {
+            if !handed.reader {
+                return;
+            }
+            if handed.rows.len() + rows.len() > HANDED_MAX {
+                handed.sweep = true;
+            } else {
+                handed.rows.extend(rows);
+            }
+        }
+        self.0.notify.notify_one();
+    }
+
+    fn attach_reader(&self) {
+        if let Ok(mut handed) = self.0.handed.lock() {
+            handed.reader = true;
+        }
+    }
+
+    /// What was handed over since the last call, and whether a sweep was asked for.
+    fn take(&self) -> (Vec<Row>, bool) {
+        match self.0.handed.lock() {
+            Ok(mut handed) => (std::mem::take(&mut handed.rows), std::mem::take(&mut handed.sweep)),
+            Err(_) => (Vec::new(), true),
+        }
     }
 
     async fn notified(&self) {
-        self.0.notified().await;
+        self.0.notify.notified().await;
+    }
+}
+
+/// The outbox rows a transaction wrote, kept until its commit to hand over
+/// ([`crate::db::Tx::hand_over_to`]).
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    pub(crate) signal: OutboxSignal,
+    rows: Vec<Row>,
+}
+
+impl Handoff {
+    pub(crate) fn new(signal: OutboxSignal) -> Self {
+        Self { signal, rows: Vec::new() }
+    }
+
+    /// After the commit: pass the rows to the relay.
+    pub(crate) fn committed(self) {
+        self.signal.hand_over(self.rows);
     }
 }
 
@@ -80,23 +161,27 @@ pub async fn enqueue(tx: &mut Tx, message: &OutboxMessage) -> Result<(), sqlx::E
         deferred.outbox.push(message.clone());
         return Ok(());
     }
-    insert_rows(tx, std::slice::from_ref(message)).await
+    write(tx, vec![message.clone()]).await
 }
 
 /// Rows per insert statement: 5 parameters each, well under both backends' limits.
 const ROWS_PER_INSERT: usize = 512;
 
 /// Insert outbox rows in the order given (their ids follow it), as few statements as their
-/// number allows.
-pub(crate) async fn insert_rows(tx: &mut Tx, messages: &[OutboxMessage]) -> Result<(), sqlx::Error> {
+/// number allows, and keep them for the relay if the transaction hands its rows over.
+pub(crate) async fn write(tx: &mut Tx, messages: Vec<OutboxMessage>) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
     let now = Utc::now();
+    let mut ids = Vec::with_capacity(messages.len());
     for chunk in messages.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {}",
+            "INSERT INTO outbox (topic, msg_key, headers, payload, created_at) VALUES {} RETURNING id",
             crate::db::value_rows(chunk.len(), 5)
         );
-        on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql);
+        let chunk_ids: Vec<i64> = on_tx!(tx, |conn| {
+            let mut query = sqlx::query_scalar(&sql);
             for message in chunk {
                 query = query
                     .bind(&message.topic)
@@ -105,8 +190,22 @@ pub(crate) async fn insert_rows(tx: &mut Tx, messages: &[OutboxMessage]) -> Resu
                     .bind(&message.payload)
                     .bind(now);
             }
-            query.execute(conn).await.map(|r| r.rows_affected())
+            query.fetch_all(conn).await
         })?;
+        ids.extend(chunk_ids);
+    }
+    if let Some(handoff) = tx.handoff_mut() {
+        // Both backends number a multi-row insert's rows in the order of its VALUES; RETURNING
+        // promises no order, so the ids are sorted to pair them with the messages.
+        ids.sort_unstable();
+        handoff.rows.extend(ids.into_iter().zip(messages).map(|(id, message)| Row {
+            id,
+            topic: message.topic,
+            key: message.key,
+            headers: message.headers,
+            payload: message.payload,
+            created_at: now,
+        }));
     }
     Ok(())
 }
@@ -120,9 +219,9 @@ pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
 
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
-    /// Rows fetched and sent per round.
+    /// Rows fetched and sent per sweep.
     pub batch_size: i64,
-    /// Longest wait between rounds when nobody signals a commit.
+    /// Longest time between sweeps of the table when handed-over rows account for every commit.
     pub poll_interval: Duration,
     /// How long a relay holds the publishing lease without renewing it: also how long a
     /// replica's outbox stands still when its leaseholder is killed, before another takes over.
@@ -132,6 +231,12 @@ pub struct RelayOptions {
     pub retain: Duration,
     /// How long one send may wait for the broker's acknowledgement.
     pub send_timeout: Duration,
+    /// How long sent rows may wait to be marked published, so that one statement marks many.
+    /// A crash in between sends them again (consumers skip the copies).
+    pub mark_interval: Duration,
+    /// How long handed-over rows wait behind a gap in the ids (a transaction that took a
+    /// lower id and has not committed yet) before the relay sweeps the table to close it.
+    pub gap_grace: Duration,
 }
 
 impl Default for RelayOptions {
@@ -142,19 +247,107 @@ impl Default for RelayOptions {
             lease: Duration::from_secs(2),
             retain: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
+            mark_interval: Duration::from_millis(50),
+            gap_grace: Duration::from_millis(10),
         }
     }
 }
 
 type RawRow = (i64, String, String, Json<Vec<(String, String)>>, Vec<u8>, DateTime<Utc>);
 
-struct Row {
+/// An outbox row to send.
+#[derive(Debug)]
+pub(crate) struct Row {
     id: i64,
     topic: String,
     key: String,
     headers: Vec<(String, String)>,
     payload: Vec<u8>,
     created_at: DateTime<Utc>,
+}
+
+/// What a leaseholding relay knows of the table between rounds.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The lowest id not accounted for: every row below it that had committed by the last
+    /// sweep is sent, and so is every handed-over row below it. None until a sweep read the
+    /// whole backlog, and again after anything that makes it unsure.
+    frontier: Option<i64>,
+    /// Handed-over rows waiting behind a gap in the ids.
+    waiting: BTreeMap<i64, Row>,
+    /// Ids the last sweep sent: a row that committed before that sweep's read and was handed
+    /// over after the relay took its handed-over rows was sent by it.
+    swept: HashSet<i64>,
+    /// Sent and acknowledged, not yet marked published, and since when.
+    unmarked: Vec<i64>,
+    unmarked_since: Option<Instant>,
+    last_sweep: Option<Instant>,
+}
+
+impl Progress {
+    /// Forget what the relay knew of the table (it lost the lease, or a send failed): the next
+    /// round sweeps it.
+    fn forget(&mut self) {
+        self.frontier = None;
+        self.waiting.clear();
+        self.swept.clear();
+    }
+
+    /// Take in rows handed over; return those that may go now, in id order: the ones that
+    /// continue the ids from the frontier, and late ones below it (committed after the sweep
+    /// that passed their ids). What follows a gap waits.
+    fn ready(&mut self, handed: Vec<Row>) -> Vec<Row> {
+        for row in handed {
+            if !self.swept.contains(&row.id) {
+                self.waiting.insert(row.id, row);
+            }
+        }
+        let Some(mut frontier) = self.frontier else {
+            return Vec::new();
+        };
+        let mut ready = Vec::new();
+        while let Some(entry) = self.waiting.first_entry() {
+            let id = *entry.key();
+            if id > frontier {
+                break;
+            }
+            frontier = frontier.max(id + 1);
+            ready.push(entry.remove());
+        }
+        self.frontier = Some(frontier);
+        ready
+    }
+
+    /// Why the table must be swept now, if it must.
+    fn sweep_reason(&self, asked: bool, options: &RelayOptions) -> Option<&'static str> {
+        if self.frontier.is_none() {
+            Some("unknown")
+        } else if asked {
+            Some("notified")
+        } else if self.waiting.first_key_value().is_some_and(|(_, row)| waited(row) >= options.gap_grace) {
+            Some("gap")
+        } else if self.last_sweep.is_none_or(|at| at.elapsed() >= options.poll_interval) {
+            Some("poll")
+        } else {
+            None
+        }
+    }
+
+    /// How long the run loop may wait for a signal before the next round is due.
+    fn next_round_in(&self, options: &RelayOptions) -> Duration {
+        let mut wait = options.poll_interval.saturating_sub(self.last_sweep.map_or(Duration::MAX, |at| at.elapsed()));
+        if let Some((_, row)) = self.waiting.first_key_value() {
+            wait = wait.min(options.gap_grace.saturating_sub(waited(row)));
+        }
+        if let Some(since) = self.unmarked_since {
+            wait = wait.min(options.mark_interval.saturating_sub(since.elapsed()));
+        }
+        wait
+    }
+}
+
+fn waited(row: &Row) -> Duration {
+    (Utc::now() - row.created_at).to_std().unwrap_or_default()
 }
 
 /// Fault injection for the backbone's own tests (the `fault-injection` feature only): called
@@ -179,6 +372,7 @@ pub struct Relay {
     holder: Uuid,
     /// When this relay last renewed its lease (it holds it until then + the lease).
     renewed: std::sync::Mutex<Option<Instant>>,
+    progress: tokio::sync::Mutex<Progress>,
     #[cfg(feature = "fault-injection")]
     crash_hook: Option<RelayCrashHook>,
     #[cfg(feature = "fault-injection")]
@@ -193,6 +387,7 @@ impl Relay {
         signal: OutboxSignal,
         options: RelayOptions,
     ) -> Self {
+        signal.attach_reader();
         Self {
             service,
             db,
@@ -201,6 +396,7 @@ impl Relay {
             options,
             holder: Uuid::now_v7(),
             renewed: std::sync::Mutex::new(None),
+            progress: Default::default(),
             #[cfg(feature = "fault-injection")]
             crash_hook: None,
             #[cfg(feature = "fault-injection")]
@@ -222,7 +418,8 @@ impl Relay {
         self
     }
 
-    /// Publish until `shutdown`; then finish the round in flight and flush the producer.
+    /// Publish until `shutdown`; then finish the round in flight, mark what was sent and flush
+    /// the producer.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut last_prune = Instant::now();
@@ -253,39 +450,105 @@ impl Relay {
                     m::outbox_backlog(self.service, n);
                 }
             }
+            let wait = self.progress.lock().await.next_round_in(&self.options);
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.signal.notified() => {}
-                () = tokio::time::sleep(self.options.poll_interval) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
         // Drain what is committed but unsent, within a bound, then flush.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
+            self.signal.notify(); // sweep: what was committed last may not be handed over yet
             match self.round().await {
                 Ok(n) if n > 0 => continue,
                 _ => break,
             }
+        }
+        if let Err(err) = self.mark_sent(&mut *self.progress.lock().await, true).await {
+            tracing::warn!(service = self.service, error = format!("{err:#}"), "failed to mark sent outbox rows");
         }
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
         self.release_lease().await;
     }
 
-    /// One round: hold the lease, send a batch, mark what the broker acknowledged.
-    /// Returns how many rows were published.
+    /// One round: hold the lease; send the rows handed over that continue the ids already
+    /// sent; sweep the table when something is unaccounted for (at start, a gap in the ids
+    /// that does not close, a commit that did not hand its rows over, the poll interval);
+    /// mark what the broker acknowledged. Returns how many rows were published.
     pub async fn round(&self) -> anyhow::Result<usize> {
+        let mut progress = self.progress.lock().await;
+        if !self.lease_current() {
+            // Not held, or lapsed: another relay may have sent rows since.
+            progress.forget();
+        }
         if !self.acquire_lease().await? {
+            self.mark_sent(&mut progress, true).await?;
+            progress.forget();
+            self.signal.take(); // the leaseholder sweeps them
             return Ok(0);
         }
+        let (handed, asked) = self.signal.take();
+        let ready = progress.ready(handed);
+        let mut published = 0;
+        if !ready.is_empty() {
+            let sent = self.send(&mut progress, &ready).await?.unwrap_or_default();
+            published += sent.len();
+            progress.unmarked.extend(sent);
+            progress.unmarked_since.get_or_insert_with(Instant::now);
+        }
+        if let Some(reason) = progress.sweep_reason(asked, &self.options) {
+            published += self.sweep(&mut progress, reason).await?;
+        }
+        self.mark_sent(&mut progress, false).await?;
+        Ok(published)
+    }
+
+    /// Read the oldest unpublished rows and send them. A sweep that read fewer rows than a batch
+    /// saw the whole backlog: the handed-over rows continue from the highest id it sent.
+    async fn sweep(&self, progress: &mut Progress, reason: &'static str) -> anyhow::Result<usize> {
+        // Marked first, or the read would return them again.
+        self.mark_sent(progress, true).await?;
+        m::outbox_sweep(self.service, reason);
+        progress.last_sweep = Some(Instant::now());
         let rows = self.fetch_batch().await?;
         if rows.is_empty() {
             m::outbox_backlog(self.service, 0);
-            return Ok(0);
         }
+        let whole_backlog = (rows.len() as i64) < self.options.batch_size;
+        for row in &rows {
+            progress.waiting.remove(&row.id);
+        }
+        let highest = rows.last().map(|row| row.id);
         #[cfg(feature = "fault-injection")]
-        if let Some(stall) = &self.stall_hook {
+        if !rows.is_empty()
+            && let Some(stall) = &self.stall_hook
+        {
             stall().await;
+        }
+        let Some(sent) = self.send(progress, &rows).await? else {
+            return Ok(0); // fenced
+        };
+        self.mark_published(&sent).await?;
+        progress.swept = sent.iter().copied().collect();
+        progress.frontier = match (whole_backlog, progress.frontier.max(highest.map(|id| id + 1))) {
+            (false, _) => None,
+            (true, Some(frontier)) => Some(frontier),
+            // Nothing to send and no frontier yet: the rows to come continue the table's ids.
+            (true, None) => self.highest_id().await?.map(|id| id + 1),
+        };
+        Ok(sent.len())
+    }
+
+    /// Send rows in id order and wait for the broker; return the ids it acknowledged, in order,
+    /// up to the first failure. With an idempotent producer a failed send fails the ones queued
+    /// behind it on that partition too, and stopping at the first failure keeps every key's
+    /// order on the next round: the relay forgets what it knew and sweeps. None when fenced.
+    async fn send(&self, progress: &mut Progress, rows: &[Row]) -> anyhow::Result<Option<Vec<i64>>> {
+        if rows.is_empty() {
+            return Ok(Some(Vec::new()));
         }
         // Fenced: a relay that stalled (a stopped process, a long pause) past its lease since
         // it last held it sends nothing, since another relay may hold the lease now and have
@@ -298,7 +561,8 @@ impl Relay {
                 rows = rows.len(),
                 "the outbox lease lapsed before the batch was sent: not sending it"
             );
-            return Ok(0);
+            progress.forget();
+            return Ok(None);
         }
         // Each row is sent in a producer span under the context that enqueued it; the span's
         // own context replaces the row's `traceparent`, so consumers continue under it.
@@ -341,32 +605,37 @@ impl Relay {
             return Err(Crashed.into());
         }
 
-        // Mark rows in id order up to the first failure: with an idempotent producer a failed
-        // send fails the ones queued behind it on that partition too, and stopping at the
-        // first failure keeps every key's order on the next round.
-        let mut published = Vec::with_capacity(rows.len());
-        let mut first_error = None;
+        let mut sent = Vec::with_capacity(rows.len());
         for (row, result) in rows.iter().zip(results) {
             match result {
                 Ok(_) => {
-                    m::outbox_published(
-                        self.service,
-                        &row.topic,
-                        (Utc::now() - row.created_at).to_std().unwrap_or_default(),
-                    );
-                    published.push(row.id);
+                    m::outbox_published(self.service, &row.topic, waited(row));
+                    sent.push(row.id);
                 }
                 Err((err, _)) => {
-                    first_error = Some(err);
-                    break;
+                    // What was acknowledged is marked; the rest is read again by a sweep.
+                    let marked = self.mark_published(&sent).await;
+                    progress.forget();
+                    marked?;
+                    return Err(anyhow::Error::new(err).context("broker did not acknowledge an outbox row"));
                 }
             }
         }
-        self.mark_published(&published).await?;
-        match first_error {
-            Some(err) => Err(anyhow::Error::new(err).context("broker did not acknowledge an outbox row")),
-            None => Ok(published.len()),
+        Ok(Some(sent))
+    }
+
+    /// Mark the rows sent since the last mark: when `now`, else once they waited the mark
+    /// interval or fill a batch.
+    async fn mark_sent(&self, progress: &mut Progress, now: bool) -> Result<(), sqlx::Error> {
+        let due = progress.unmarked_since.is_some_and(|since| since.elapsed() >= self.options.mark_interval)
+            || progress.unmarked.len() as i64 >= self.options.batch_size;
+        if progress.unmarked.is_empty() || !(now || due) {
+            return Ok(());
         }
+        self.mark_published(&progress.unmarked).await?;
+        progress.unmarked.clear();
+        progress.unmarked_since = None;
+        Ok(())
     }
 
     async fn fetch_batch(&self) -> Result<Vec<Row>, sqlx::Error> {
@@ -386,6 +655,11 @@ impl Relay {
                 })
                 .collect())
         })
+    }
+
+    /// The highest id in the outbox, published or not.
+    async fn highest_id(&self) -> Result<Option<i64>, sqlx::Error> {
+        crate::on_db!(&self.db, |pool| sqlx::query_scalar("SELECT MAX(id) FROM outbox").fetch_one(pool).await)
     }
 
     /// Mark rows published: one statement, in no explicit transaction (marking is idempotent,

@@ -81,6 +81,7 @@ impl AdminRepository for AdminCommands {
         let metadata = serde_json::json!({"message_id": envelope.id, "traceparent": envelope.traceparent});
         let stream = AuditState::stream_id(command_id);
         let mut tx = self.db.begin().await.map_err(internal)?;
+        tx.hand_over_to(&self.outbox_signal);
         let mut loaded = self.store.load::<AuditState>(&mut tx, &stream).await.map_err(internal)?;
         self.store.save(&mut tx, &stream, &mut loaded, &[issued], &metadata).await.map_err(internal)?;
         enqueue(&mut tx, &OutboxMessage::from_envelope(command.topic(&self.topics), &envelope))
@@ -88,7 +89,6 @@ impl AdminRepository for AdminCommands {
             .map_err(internal)?;
         upsert_view(&mut tx, &loaded.state).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        self.outbox_signal.notify();
         Ok(AdminCommandView::from(&loaded.state))
     }
 

@@ -126,6 +126,7 @@ async fn place_together(orders: &Orders, jobs: &[Job]) -> Result<Vec<Result<Plac
     // The group's events and outbox rows are written at the commit, one insert per table (a
     // replayed key finds an order placed earlier in the group among them).
     tx.defer_writes();
+    tx.hand_over_to(&orders.outbox_signal);
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let result =

@@ -195,6 +195,7 @@ impl OrderRepository for Orders {
             None => {
                 async {
                     let mut tx = self.db.begin().await.map_err(internal)?;
+                    tx.hand_over_to(&self.outbox_signal);
                     let placed = self.place_in_tx(&mut tx, cmd, idempotency.as_ref()).await?;
                     tx.commit().await.map_err(internal)?;
                     Ok(placed)
@@ -205,7 +206,6 @@ impl OrderRepository for Orders {
         match &placed {
             Ok(placed) if !placed.replayed => {
                 self.admission.placed();
-                self.outbox_signal.notify();
                 crate::metrics::order_placed();
             }
             _ => self.admission.give_back(),

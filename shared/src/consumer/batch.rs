@@ -231,8 +231,10 @@ impl<H: Handler> ConsumerLoop<H> {
         )
         .await;
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
-        // The run's events and outbox rows are written at the end, one insert per table.
+        // The run's events and outbox rows are written at the end, one insert per table, and
+        // its outbox rows go to the relay at the commit.
         tx.defer_writes();
+        tx.hand_over_to(&self.outbox_signal);
         // Every inbox record of the run in one statement; the ids it did not insert were
         // processed before (or come twice in this run: the first one counts).
         let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
@@ -276,7 +278,6 @@ impl<H: Handler> ConsumerLoop<H> {
             return Err(err.into());
         }
         tx.commit().await.map_err(|e| HandlerError::Transient(e.into()))?;
-        self.outbox_signal.notify();
         Ok(applied)
     }
 }

@@ -66,6 +66,7 @@ impl<H: Handler> ConsumerLoop<H> {
         };
         let row = OutboxMessage { topic: self.dead_letter_topic.clone(), key, headers, payload };
         let mut tx = self.db.begin().await.context("failed to begin dead-letter transaction")?;
+        tx.hand_over_to(&self.outbox_signal);
         // Dedupe the dead-lettering of this delivery (not of the message id, so that a
         // redriven copy is processed normally).
         let marker = dead_letter_marker(message.topic(), message.partition(), message.offset());
@@ -73,7 +74,6 @@ impl<H: Handler> ConsumerLoop<H> {
             enqueue(&mut tx, &row).await.context("failed to enqueue dead letter")?;
         }
         tx.commit().await.context("failed to commit dead letter")?;
-        self.outbox_signal.notify();
         Ok(())
     }
 }

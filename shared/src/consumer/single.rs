@@ -156,6 +156,7 @@ impl<H: Handler> ConsumerLoop<H> {
         // As in a run: the streams the handler names read in one go, its events and outbox rows
         // written at the end, one insert per table.
         tx.defer_writes();
+        tx.hand_over_to(&self.outbox_signal);
         if !inbox::record(&mut tx, self.service, message_id).await? {
             tx.rollback().await.ok();
             return Ok(Applied::Duplicate);
@@ -165,7 +166,6 @@ impl<H: Handler> ConsumerLoop<H> {
         self.handler.handle(&mut ctx).await?;
         tx.flush().await?;
         tx.commit().await.map_err(|e| HandlerError::Transient(e.into()))?;
-        self.outbox_signal.notify();
         Ok(Applied::Yes)
     }
 }

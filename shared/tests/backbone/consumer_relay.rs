@@ -354,6 +354,23 @@ impl Upstream {
         Ok(sent)
     }
 
+    /// Commit OrderPlaced messages `first..first + n` of one key in one transaction, handed over
+    /// to the relay at the commit or not (and then nobody is told).
+    async fn commit_handed_over(&self, first: usize, n: usize, hand_over: bool) -> anyhow::Result<Vec<Envelope>> {
+        let mut tx = self.t.db.begin().await?;
+        if hand_over {
+            tx.hand_over_to(&self.signal);
+        }
+        let mut sent = Vec::new();
+        for i in first..first + n {
+            let envelope = Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, "order-0", &json!({"seq": i}))?;
+            enqueue(&mut tx, &OutboxMessage::from_envelope(&self.broker.topics.orders, &envelope)).await?;
+            sent.push(envelope);
+        }
+        tx.commit().await?;
+        Ok(sent)
+    }
+
     async fn unpublished(&self) -> anyhow::Result<i64> {
         Ok(shared::outbox::backlog(&self.t.db).await?)
     }
@@ -555,6 +572,121 @@ async fn outbox_relay_that_stalled_past_its_lease_does_not_send_the_batch_it_hel
     let ids: HashSet<uuid::Uuid> = received.iter().map(|(e, _, _)| e.id).collect();
     assert_eq!(ids, sent.iter().map(|e| e.id).collect::<HashSet<_>>());
     Ok(())
+}
+
+both_backends!(outbox_relay_sends_handed_over_rows_without_reading_the_table_and_sweeps_for_the_rest);
+/// Rows a transaction hands over at its commit go out without the relay reading the outbox;
+/// rows committed without (another replica's, say) wait for a sweep; handed-over rows behind
+/// such a row wait for the sweep too, which sends them all in id order, each once.
+async fn outbox_relay_sends_handed_over_rows_without_reading_the_table_and_sweeps_for_the_rest(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // Arrange: sweeps only when asked or at the start; marks at once; a gap never times out.
+    let up = Upstream::new(backend).await?;
+    let options = RelayOptions {
+        poll_interval: Duration::from_secs(3600),
+        gap_grace: Duration::from_secs(3600),
+        mark_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let relay = Relay::new(service::ORDER, up.t.db.clone(), up.broker.kafka.producer()?, up.signal.clone(), options);
+    let mut sent = up.commit_orders_from(0, 1, 1).await?; // not handed over: found by the first sweep
+    assert_eq!(relay.round().await?, 1, "the first round sweeps");
+
+    // Act 1: three rows handed over, then one row committed without.
+    sent.extend(up.commit_handed_over(1, 3, true).await?);
+    let elsewhere = up.commit_handed_over(4, 1, false).await?;
+    let direct = relay.round().await?;
+
+    // Assert 1: the handed-over rows went out; the other row waits for a sweep.
+    assert_eq!(direct, 3);
+    assert_eq!(up.unpublished().await?, 1, "a row not handed over waits for a sweep");
+    assert_eq!(ids_of(&read_topic(&up.broker, &up.broker.topics.orders).await?), ids_of_sent(&sent));
+
+    // Act 2: a sweep is asked for: the waiting row goes. Then one row committed without
+    // hand-over and two handed over behind it, of one key: they wait for a sweep.
+    up.signal.notify();
+    assert_eq!(relay.round().await?, 1, "a notified round sweeps");
+    sent.extend(elsewhere);
+    let behind_a_gap = up.commit_handed_over(5, 1, false).await?;
+    let handed_behind = up.commit_handed_over(6, 2, true).await?;
+    assert_eq!(relay.round().await?, 0, "handed-over rows behind a gap wait");
+    assert_eq!(up.unpublished().await?, 3);
+    up.signal.notify();
+    assert_eq!(relay.round().await?, 3, "the sweep sends the row in the gap and those behind it");
+    sent.extend(behind_a_gap);
+    sent.extend(handed_behind);
+    // Handed-over rows continue from there, and nothing goes twice.
+    sent.extend(up.commit_handed_over(8, 2, true).await?);
+    assert_eq!(relay.round().await?, 2);
+    assert_eq!(relay.round().await?, 0);
+
+    // Assert 2
+    assert_eq!(up.unpublished().await?, 0);
+    let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    assert_eq!(received.len(), sent.len(), "each row once");
+    assert_eq!(ids_of(&received), ids_of_sent(&sent));
+    assert_each_key_in_commit_order(&received);
+    Ok(())
+}
+
+both_backends!(outbox_rows_sent_from_a_hand_over_and_not_yet_marked_are_sent_again_after_a_crash);
+/// A relay sends handed-over rows and is killed before marking them published (marks wait up
+/// to `mark_interval`). Nothing is lost: the next relay's sweep sends them again, and each
+/// key's first deliveries stay in commit order (the copies come after; consumers skip them).
+async fn outbox_rows_sent_from_a_hand_over_and_not_yet_marked_are_sent_again_after_a_crash(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // Arrange
+    let up = Upstream::new(backend).await?;
+    let options = RelayOptions {
+        poll_interval: Duration::from_secs(3600),
+        mark_interval: Duration::from_secs(3600),
+        lease: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let relay = || -> anyhow::Result<Relay> {
+        let producer = up.broker.kafka.producer()?;
+        Ok(Relay::new(service::ORDER, up.t.db.clone(), producer, up.signal.clone(), options.clone()))
+    };
+    let first = relay()?;
+    let mut sent = up.commit_orders_from(0, 1, 1).await?;
+    assert_eq!(first.round().await?, 1, "the first round sweeps");
+    sent.extend(up.commit_handed_over(1, 3, true).await?);
+    assert_eq!(first.round().await?, 3, "handed over and sent");
+    assert_eq!(up.unpublished().await?, 3, "sent, not yet marked");
+
+    // Act: the relay dies holding the lease and its marks; the next one takes over.
+    drop(first);
+    let second = relay()?;
+    eventually(WAIT, "the next relay took over and marked everything", || async {
+        second.round().await.ok()?;
+        (up.unpublished().await.ok()? == 0).then_some(())
+    })
+    .await?;
+
+    // Assert: all four rows, the three unmarked ones twice; first deliveries in commit order.
+    let received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    assert_eq!(ids_of(&received), ids_of_sent(&sent));
+    assert_eq!(received.len(), 7, "the rows sent but not marked went again");
+    let mut by_offset: Vec<_> = received.iter().map(|(e, _, offset)| (*offset, e.id)).collect();
+    by_offset.sort();
+    let mut first_deliveries = Vec::new();
+    for (_, id) in by_offset {
+        if !first_deliveries.contains(&id) {
+            first_deliveries.push(id);
+        }
+    }
+    assert_eq!(first_deliveries, sent.iter().map(|e| e.id).collect::<Vec<_>>());
+    Ok(())
+}
+
+fn ids_of(received: &[(Envelope, i32, i64)]) -> HashSet<uuid::Uuid> {
+    received.iter().map(|(e, _, _)| e.id).collect()
+}
+
+fn ids_of_sent(sent: &[Envelope]) -> HashSet<uuid::Uuid> {
+    sent.iter().map(|e| e.id).collect()
 }
 
 // ---------------------------------------------------------------- consumer
