@@ -5,6 +5,21 @@
 //! The [`Relay`] then publishes unpublished rows in id order with an idempotent producer and
 //! marks each row published only after the broker acknowledged it.
 //!
+//! A transaction [handed over](crate::db::Tx::hand_over_to) to the process's [`OutboxSignal`]
+//! passes the rows it wrote to the relay at its commit, and the relay sends them without
+//! reading them back, as long as their ids continue those it has accounted for. It reads the
+//! table (a sweep) only for what it cannot account for: at start, after a lost lease or a failed
+//! send, behind a gap in the ids that does not close within [`RelayOptions::gap_grace`] (a row
+//! another replica or a crashed process committed), when a commit notified without handing
+//! over, and every [`RelayOptions::poll_interval`]. A key's rows commit in id order (they are
+//! written by transactions on that key's stream, which its `(stream_id, version)` index
+//! serialises), so a row behind a gap waits for the sweep that sends the gap first. A row
+//! that follows from another process's row without a gap in between is one written after a
+//! consumer took over that process's partitions, so an assignment makes the relay sweep before
+//! it sends anything handed over after it ([`OutboxSignal::partitions_assigned`]). What that
+//! leaves open is a member that lost its partitions without noticing and commits afterwards:
+//! a row following from its last one can overtake it, once, until the next sweep.
+//!
 //! Several relays may run against one database (replicas): a lease row lets one of them publish
 //! at a time, so a key's rows leave in order. A leaseholder that stalls past its lease (longer
 //! than [`RelayOptions::lease`]: a stopped process, a long pause) while holding a batch it read
@@ -81,6 +96,9 @@ struct Handed {
     rows: Vec<Row>,
     /// A commit notified without handing over its rows (or rows were dropped): sweep.
     sweep: bool,
+    /// Streams this process did not write may have been written by another since the last
+    /// sweep (a consumer was assigned partitions): account for everything afresh.
+    forget: bool,
     /// A relay reads this signal; without one, rows are not kept.
     reader: bool,
 }
@@ -93,6 +111,17 @@ impl OutboxSignal {
     pub fn notify(&self) {
         if let Ok(mut handed) = self.0.handed.lock() {
             handed.sweep = true;
+        }
+        self.0.notify.notify_one();
+    }
+
+    /// This process's consumer was just assigned partitions: the streams behind them were
+    /// written by their previous owner, whose last rows may have committed after the relay's
+    /// last sweep with ids below those it accounted for. Rows that follow from them must not
+    /// overtake them: the relay sweeps before it sends anything handed over after this.
+    pub fn partitions_assigned(&self) {
+        if let Ok(mut handed) = self.0.handed.lock() {
+            handed.forget = true;
         }
         self.0.notify.notify_one();
     }
@@ -121,11 +150,16 @@ impl OutboxSignal {
         }
     }
 
-    /// What was handed over since the last call, and whether a sweep was asked for.
-    fn take(&self) -> (Vec<Row>, bool) {
+    /// What was handed over since the last call, whether a sweep was asked for, and whether
+    /// the relay must account for everything afresh.
+    fn take(&self) -> (Vec<Row>, bool, bool) {
         match self.0.handed.lock() {
-            Ok(mut handed) => (std::mem::take(&mut handed.rows), std::mem::take(&mut handed.sweep)),
-            Err(_) => (Vec::new(), true),
+            Ok(mut handed) => (
+                std::mem::take(&mut handed.rows),
+                std::mem::take(&mut handed.sweep),
+                std::mem::take(&mut handed.forget),
+            ),
+            Err(_) => (Vec::new(), true, true),
         }
     }
 
@@ -490,7 +524,10 @@ impl Relay {
             self.signal.take(); // the leaseholder sweeps them
             return Ok(0);
         }
-        let (handed, asked) = self.signal.take();
+        let (handed, asked, forget) = self.signal.take();
+        if forget {
+            progress.forget();
+        }
         let ready = progress.ready(handed);
         let mut published = 0;
         if !ready.is_empty() {

@@ -183,7 +183,7 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Subscribe and process messages until `shutdown` (or the crash hook) stops it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let context = LoopContext::new(self.service, self.group.clone(), events_tx);
+        let context = LoopContext::new(self.service, self.group.clone(), events_tx, self.outbox_signal.clone());
         // Dropped unfinished (its task cancelled, the runtime shutting down), or on an error,
         // the consumer closes on a thread of its own (see `member`).
         let consumer = Member::new(

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::offsets;
 use crate::metrics as m;
+use crate::outbox::OutboxSignal;
 
 /// A rebalance, as the loop learns of it (an assignment needs nothing from the loop: a newly
 /// assigned partition's first message is checked against the committed offset anyway).
@@ -65,11 +66,19 @@ pub(super) struct LoopContext {
     /// done or abandoned, and librdkafka must not be handed a synchronous commit while it tears
     /// the membership down (it has no timeout, and with the broker gone it never returns).
     closing: AtomicBool,
+    /// Told of assignments: the relay must not send rows that follow from the previous
+    /// owner's before those ([`OutboxSignal::partitions_assigned`]).
+    outbox_signal: OutboxSignal,
 }
 
 impl LoopContext {
-    pub fn new(service: &'static str, group: String, events: mpsc::UnboundedSender<KafkaEvent>) -> Self {
-        Self { service, group, events, closing: AtomicBool::new(false) }
+    pub fn new(
+        service: &'static str,
+        group: String,
+        events: mpsc::UnboundedSender<KafkaEvent>,
+        outbox_signal: OutboxSignal,
+    ) -> Self {
+        Self { service, group, events, closing: AtomicBool::new(false), outbox_signal }
     }
 
     pub fn close(&self) {
@@ -116,6 +125,7 @@ impl ConsumerContext for LoopContext {
                     assigned = %partition_list(tpl),
                     "partitions assigned"
                 );
+                self.outbox_signal.partitions_assigned();
                 return;
             }
             Rebalance::Revoke(tpl) => {

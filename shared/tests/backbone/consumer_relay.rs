@@ -681,6 +681,48 @@ async fn outbox_rows_sent_from_a_hand_over_and_not_yet_marked_are_sent_again_aft
     Ok(())
 }
 
+/// Another writer's row that commits after the relay's sweep with an id below those the sweep
+/// accounted for (the previous owner of partitions this process's consumer is then assigned)
+/// is sent before the rows handed over after the assignment, which follow from it.
+/// (PostgreSQL: SQLite's write lock keeps the other writer out while one is open.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_rows_handed_over_after_an_assignment_do_not_overtake_the_previous_owners_late_row()
+-> anyhow::Result<()> {
+    // Arrange: the previous owner's transaction takes an id and stays open; another row after
+    // it commits and is swept.
+    let up = Upstream::new(Backend::Postgres).await?;
+    let options = RelayOptions {
+        poll_interval: Duration::from_secs(3600),
+        gap_grace: Duration::from_secs(3600),
+        mark_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let relay = Relay::new(service::ORDER, up.t.db.clone(), up.broker.kafka.producer()?, up.signal.clone(), options);
+    let late = Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, "order-0", &json!({"seq": 0}))?;
+    let mut previous_owner = up.t.db.begin().await?;
+    enqueue(&mut previous_owner, &OutboxMessage::from_envelope(&up.broker.topics.orders, &late)).await?;
+    let mut sent = up.commit_orders_from(1, 1, 1).await?; // of the same key
+    assert_eq!(relay.round().await?, 1, "the sweep sends the committed row and passes the open one's id");
+
+    // Act: the previous owner commits; this process's consumer is assigned the partition and
+    // writes a row of the same key, handed over.
+    previous_owner.commit().await?;
+    up.signal.partitions_assigned();
+    let follows = up.commit_handed_over(2, 1, true).await?;
+    let published = relay.round().await?;
+
+    // Assert: the late row went before the row that follows from it, each once.
+    assert_eq!(published, 2, "the assignment made the relay sweep");
+    assert_eq!(up.unpublished().await?, 0);
+    let mut received = read_topic(&up.broker, &up.broker.topics.orders).await?;
+    received.sort_by_key(|(_, _, offset)| *offset);
+    let in_topic_order: Vec<uuid::Uuid> = received.iter().map(|(e, _, _)| e.id).collect();
+    sent.push(late);
+    sent.extend(follows);
+    assert_eq!(in_topic_order, sent.iter().map(|e| e.id).collect::<Vec<_>>());
+    Ok(())
+}
+
 fn ids_of(received: &[(Envelope, i32, i64)]) -> HashSet<uuid::Uuid> {
     received.iter().map(|(e, _, _)| e.id).collect()
 }
