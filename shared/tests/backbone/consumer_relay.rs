@@ -686,8 +686,8 @@ async fn outbox_rows_sent_from_a_hand_over_and_not_yet_marked_are_sent_again_aft
 /// is sent before the rows handed over after the assignment, which follow from it.
 /// (PostgreSQL: SQLite's write lock keeps the other writer out while one is open.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_rows_handed_over_after_an_assignment_do_not_overtake_the_previous_owners_late_row()
--> anyhow::Result<()> {
+async fn outbox_rows_handed_over_after_an_assignment_do_not_overtake_the_previous_owners_late_row() -> anyhow::Result<()>
+{
     // Arrange: the previous owner's transaction takes an id and stays open; another row after
     // it commits and is swept.
     let up = Upstream::new(Backend::Postgres).await?;
