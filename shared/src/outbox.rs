@@ -316,6 +316,8 @@ struct Progress {
     unmarked: Vec<i64>,
     unmarked_since: Option<Instant>,
     last_sweep: Option<Instant>,
+    /// Whether the last round held the lease: one that did not waits a poll interval.
+    held: bool,
 }
 
 impl Progress {
@@ -369,6 +371,9 @@ impl Progress {
 
     /// How long the run loop may wait for a signal before the next round is due.
     fn next_round_in(&self, options: &RelayOptions) -> Duration {
+        if !self.held {
+            return options.poll_interval;
+        }
         let mut wait = options.poll_interval.saturating_sub(self.last_sweep.map_or(Duration::MAX, |at| at.elapsed()));
         if let Some((_, row)) = self.waiting.first_key_value() {
             wait = wait.min(options.gap_grace.saturating_sub(waited(row)));
@@ -518,12 +523,14 @@ impl Relay {
             // Not held, or lapsed: another relay may have sent rows since.
             progress.forget();
         }
+        progress.held = false;
         if !self.acquire_lease().await? {
             self.mark_sent(&mut progress, true).await?;
             progress.forget();
             self.signal.take(); // the leaseholder sweeps them
             return Ok(0);
         }
+        progress.held = true;
         let (handed, asked, forget) = self.signal.take();
         if forget {
             progress.forget();
@@ -576,6 +583,10 @@ impl Relay {
             // Nothing to send and no frontier yet: the rows to come continue the table's ids.
             (true, None) => self.highest_id().await?.map(|id| id + 1),
         };
+        if let Some(frontier) = progress.frontier {
+            // Handed over before this read and not read by it: sent already.
+            progress.waiting.retain(|id, _| *id >= frontier);
+        }
         Ok(sent.len())
     }
 
