@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+/// The future a [`DeferredWrite`] returns (re-exported: its implementors need not depend on
+/// `futures`).
+pub use futures::future::BoxFuture;
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -116,6 +119,18 @@ pub(crate) struct Deferred {
     /// Streams read ahead for the handlers ([`crate::event_store::prefetch`]), as they were
     /// before this transaction's deferred events.
     pub(crate) prefetched: std::collections::HashMap<String, crate::event_store::Prefetched>,
+    /// A service's own deferred writes ([`DeferredWrite`]), at most one of each type, in the
+    /// order they were first used.
+    pub(crate) others: Vec<Box<dyn DeferredWrite>>,
+}
+
+/// Rows of a service's own tables (a projection, say) that a transaction which
+/// [defers its writes](Tx::defer_writes) holds until its flush, to write them in one statement
+/// after its events and outbox rows, instead of a statement per message of a run. Get one with
+/// [`Tx::deferred_write`]; a transaction holds at most one of each type.
+pub trait DeferredWrite: std::any::Any + Send + std::fmt::Debug {
+    /// Write what is held, in `tx`.
+    fn write<'a>(self: Box<Self>, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 }
 
 /// Run `$body` with `$conn` bound to the transaction's connection, once per backend.
@@ -365,6 +380,20 @@ impl Tx {
         self.deferred.get_or_insert_with(Deferred::default);
     }
 
+    /// The `W` this transaction holds until its flush, made on first use; `None` when the
+    /// transaction does not [defer its writes](Self::defer_writes) (write at once then).
+    pub fn deferred_write<W: DeferredWrite + Default>(&mut self) -> Option<&mut W> {
+        let others = &mut self.deferred.as_mut()?.others;
+        let at = match others.iter().position(|w| (&**w as &dyn std::any::Any).is::<W>()) {
+            Some(at) => at,
+            None => {
+                others.push(Box::new(W::default()));
+                others.len() - 1
+            }
+        };
+        (&mut *others[at] as &mut dyn std::any::Any).downcast_mut::<W>()
+    }
+
     pub(crate) fn deferred(&self) -> Option<&Deferred> {
         self.deferred.as_ref()
     }
@@ -374,18 +403,22 @@ impl Tx {
     }
 
     /// Write what was deferred: the events, then the outbox rows (each in the order they were
-    /// made). A lost optimistic-concurrency race is [`crate::event_store::StoreError::Conflict`].
-    /// Later writes are deferred again.
+    /// made), then the service's own [`DeferredWrite`]s. A lost optimistic-concurrency race is
+    /// [`crate::event_store::StoreError::Conflict`]. Later writes are deferred again.
     pub async fn flush(&mut self) -> Result<(), crate::event_store::StoreError> {
         let Some(deferred) = self.deferred.as_mut() else {
             return Ok(());
         };
         let events = std::mem::take(&mut deferred.events);
         let outbox = std::mem::take(&mut deferred.outbox);
+        let others = std::mem::take(&mut deferred.others);
         // What was read ahead lacks the events now written: later loads read them.
         deferred.prefetched.clear();
         crate::event_store::insert_rows(self, &events).await?;
         crate::outbox::write(self, outbox).await?;
+        for other in others {
+            other.write(self).await?;
+        }
         Ok(())
     }
 

@@ -2,8 +2,10 @@
 //! order's events. Listing and the deadline scan read it instead of folding every stream; it is
 //! derived from the streams and can be rebuilt from them ([`super::Orders::rebuild_projection`]).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use shared::db::{Db, Tx};
+use shared::db::{BoxFuture, Db, DeferredWrite, Tx, value_rows};
 use shared::on_tx;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -13,27 +15,87 @@ use super::repository::ListQuery;
 use super::views::{OrderPage, OrderSummary};
 use crate::domain::OrderState;
 
-/// Write the order's row in `order_view`.
+/// Write the order's row in `order_view`: at once, or, in a transaction that defers its writes,
+/// with the other rows that transaction writes, in one statement at its flush ([`Pending`]).
 pub async fn upsert(tx: &mut Tx, state: &OrderState) -> Result<(), sqlx::Error> {
-    let summary = OrderSummary::from(state);
-    on_tx!(tx, |conn| {
-        sqlx::query(
+    let row = Row::from(state);
+    if let Some(pending) = tx.deferred_write::<Pending>() {
+        pending.rows.insert(row.order_id, row);
+        return Ok(());
+    }
+    write(tx, &[row]).await
+}
+
+/// The `order_view` rows a deferring transaction writes at its flush: the last state of each
+/// order it changed (a run of messages often changes one order more than once).
+#[derive(Debug, Default)]
+pub struct Pending {
+    rows: BTreeMap<Uuid, Row>,
+}
+
+impl DeferredWrite for Pending {
+    fn write<'a>(self: Box<Self>, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let rows: Vec<Row> = self.rows.into_values().collect();
+            write(tx, &rows).await
+        })
+    }
+}
+
+/// An `order_view` row, as written.
+#[derive(Debug)]
+struct Row {
+    order_id: Uuid,
+    customer_id: String,
+    status: &'static str,
+    terminal: bool,
+    deadline_at: DateTime<Utc>,
+    summary: OrderSummary,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&OrderState> for Row {
+    fn from(state: &OrderState) -> Self {
+        Self {
+            order_id: state.order_id(),
+            customer_id: state.customer_id().to_owned(),
+            status: state.status().as_str(),
+            terminal: state.is_terminal(),
+            deadline_at: state.deadline_at(),
+            summary: OrderSummary::from(state),
+            updated_at: state.updated_at(),
+        }
+    }
+}
+
+/// Rows per statement: 7 parameters each, well under either backend's limit.
+const ROWS_PER_UPSERT: usize = 512;
+
+/// Insert or update `rows` (one per order), in statements of up to [`ROWS_PER_UPSERT`] rows.
+async fn write(tx: &mut Tx, rows: &[Row]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_UPSERT) {
+        let sql = format!(
             "INSERT INTO order_view (order_id, customer_id, status, terminal, deadline_at, summary, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             VALUES {}
              ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, terminal = excluded.terminal,
                  summary = excluded.summary, updated_at = excluded.updated_at",
-        )
-        .bind(state.order_id())
-        .bind(state.customer_id())
-        .bind(state.status().as_str())
-        .bind(state.is_terminal())
-        .bind(state.deadline_at())
-        .bind(Json(&summary))
-        .bind(state.updated_at())
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected())
-    })?;
+            value_rows(chunk.len(), 7)
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(row.order_id)
+                    .bind(&row.customer_id)
+                    .bind(row.status)
+                    .bind(row.terminal)
+                    .bind(row.deadline_at)
+                    .bind(Json(&row.summary))
+                    .bind(row.updated_at);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+    }
     Ok(())
 }
 

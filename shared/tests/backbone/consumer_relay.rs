@@ -226,6 +226,74 @@ async fn event_store_deferred_writes_are_seen_by_loads_in_their_transaction_and_
     Ok(())
 }
 
+/// A service's own deferred write, for the test below: inbox rows whose consumer names how many
+/// outbox rows existed when they were written (to show they come after the outbox's insert).
+#[derive(Debug, Default)]
+struct InboxRows {
+    ids: Vec<uuid::Uuid>,
+}
+
+impl shared::db::DeferredWrite for InboxRows {
+    fn write<'a>(self: Box<Self>, tx: &'a mut shared::db::Tx) -> shared::db::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            for id in self.ids {
+                shared::on_tx!(tx, |conn| {
+                    sqlx::query(
+                        "INSERT INTO inbox (consumer, message_id, processed_at)
+                         SELECT 'after-' || (SELECT COUNT(*) FROM outbox), $1, $2",
+                    )
+                    .bind(id)
+                    .bind(chrono::Utc::now())
+                    .execute(conn)
+                    .await
+                    .map(|r| r.rows_affected())
+                })?;
+            }
+            Ok(())
+        })
+    }
+}
+
+both_backends!(deferred_writes_of_a_service_are_held_until_the_flush_and_written_after_the_outbox);
+async fn deferred_writes_of_a_service_are_held_until_the_flush_and_written_after_the_outbox(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let (first, second, lost) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let message = OutboxMessage { topic: "t".into(), key: "k".into(), headers: vec![], payload: vec![] };
+
+    // A transaction that does not defer has nothing to hold them in: the caller writes at once.
+    let mut tx = t.db.begin().await?;
+    assert!(tx.deferred_write::<InboxRows>().is_none());
+    tx.rollback().await?;
+
+    // Act: a deferring transaction takes its holder twice (one holder per type) and enqueues.
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    tx.deferred_write::<InboxRows>().expect("deferring").ids.push(first);
+    enqueue(&mut tx, &message).await?;
+    tx.deferred_write::<InboxRows>().expect("deferring").ids.push(second);
+
+    // Assert: nothing written before the flush; then both rows, after the outbox row.
+    assert_eq!(count_rows(&mut tx, "inbox").await?, 0);
+    tx.flush().await?;
+    tx.commit().await?;
+    let mut tx = t.db.begin_read().await?;
+    let consumers: Vec<String> =
+        shared::on_tx!(&mut tx, |conn| { sqlx::query_scalar("SELECT consumer FROM inbox").fetch_all(conn).await })?;
+    assert_eq!(consumers, ["after-1", "after-1"]);
+    tx.rollback().await?;
+
+    // A deferring transaction rolled back writes nothing it held.
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    tx.deferred_write::<InboxRows>().expect("deferring").ids.push(lost);
+    tx.rollback().await?;
+    let mut tx = t.db.begin_read().await?;
+    assert_eq!(count_rows(&mut tx, "inbox").await?, 2);
+    Ok(())
+}
+
 both_backends!(event_store_deferred_append_that_lost_the_race_is_a_conflict_at_the_flush);
 async fn event_store_deferred_append_that_lost_the_race_is_a_conflict_at_the_flush(
     backend: Backend,
