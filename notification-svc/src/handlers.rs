@@ -19,15 +19,18 @@
 //! [`HandlerError::Unavailable`], and the consumer pauses its partitions and tries again
 //! later, so a webhook outage loses and dead-letters nothing. The cancellation the decision noted is rolled back with it; a redrive decides
 //! again from the same state and notes it then. Delivery is at least once: a crash between
-//! delivering and committing delivers again on redelivery, with the same dedupe key. Each
-//! message has a transaction of its own (no batching with others; see
+//! delivering and committing delivers again on redelivery, with the same dedupe key. With a
+//! webhook, each message has a transaction of its own (no batching with others; see
 //! [`Handler::shares_transactions`]), so one message's failure never delivers another's again.
+//! With the log sink alone, nothing leaves the process: messages share transactions like the
+//! other services' (a run rolled back logs its notices again, as a redelivery would).
 
 use chrono::{DateTime, Utc};
 use shared::consumer::{Handler, HandlerError, MessageContext};
 use shared::contracts::{NotificationKind, OrderCancelled, OrderCompleted, event_type};
 use shared::db::Tx;
-use shared::event_store::{Aggregate, EventStore, Loaded};
+use shared::envelope::Envelope;
+use shared::event_store::{Aggregate, EventStore, Loaded, StreamRef};
 use shared::topics::Topics;
 use uuid::Uuid;
 
@@ -85,10 +88,25 @@ impl Handler for NotificationHandler {
         self.commit(ctx, order_id, &mut state, decision).await
     }
 
-    /// `handle` calls the sinks: a shared transaction rolled back for another message would
-    /// deliver this one again, so each message gets its own.
+    /// The order's notification stream (a decision is keyed by its order; a wrong key costs a
+    /// read, not a wrong decision).
+    fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
+        match message.event_type.as_str() {
+            event_type::ORDER_COMPLETED | event_type::ORDER_CANCELLED => message
+                .subject
+                .parse()
+                .map(|order_id| StreamRef::of::<Notifications>(Notifications::stream_id(order_id)))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `handle` calls the sinks. A webhook is called from outside the transaction's reach: a
+    /// shared transaction rolled back for another message would call it again for this one, so
+    /// with a webhook each message gets its own. The log sink alone calls nothing outside.
     fn shares_transactions(&self) -> bool {
-        false
+        !self.sinks.call_out()
     }
 }
 

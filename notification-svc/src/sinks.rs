@@ -527,6 +527,11 @@ impl Sinks {
         })
     }
 
+    /// Does a sink call out of the process (the webhook)? The log sink does not.
+    pub fn call_out(&self) -> bool {
+        self.0.iter().any(|sink| !matches!(sink, AnySink::Log(_)))
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.0.iter().map(|s| s.name().to_owned()).collect()
     }

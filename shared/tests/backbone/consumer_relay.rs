@@ -280,7 +280,7 @@ async fn deferred_writes_of_a_service_are_held_until_the_flush_and_written_after
     tx.commit().await?;
     let mut tx = t.db.begin_read().await?;
     let consumers: Vec<String> =
-        shared::on_tx!(&mut tx, |conn| { sqlx::query_scalar("SELECT consumer FROM inbox").fetch_all(conn).await })?;
+        shared::on_tx!(&mut tx, |conn| sqlx::query_scalar("SELECT consumer FROM inbox").fetch_all(conn).await)?;
     assert_eq!(consumers, ["after-1", "after-1"]);
     tx.rollback().await?;
 
