@@ -294,6 +294,42 @@ async fn a_completion_contradicting_a_cancellation_is_dead_lettered_not_told(bac
     svc.stop().await
 }
 
+both_backends!(with_the_log_sink_alone_a_contradiction_among_others_is_dead_lettered_and_the_others_told_once);
+async fn with_the_log_sink_alone_a_contradiction_among_others_is_dead_lettered_and_the_others_told_once(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    // The log sink alone: messages fetched together share one transaction, and one that is
+    // refused rolls the others back, to be handled again one at a time.
+    let svc = Notification::start(backend).await?;
+    let (first, cancelled, last) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    svc.cancelled(cancelled, "cust-poor").await?;
+    svc.sent.wait_for(cancelled, 1).await?;
+
+    // Act: three decisions back to back, the middle one contradicting what was told.
+    svc.completed(first, "cust-rich").await?;
+    let contradiction = svc.completed(cancelled, "cust-poor").await?;
+    svc.completed(last, "cust-rich").await?;
+
+    // Assert
+    svc.sent.wait_for(first, 1).await?;
+    svc.sent.wait_for(last, 1).await?;
+    eventually(WAIT, "the contradicting decision dead-lettered", || async {
+        (!svc.dead_letters.records().ok()?.is_empty()).then_some(())
+    })
+    .await?;
+    svc.settled().await?;
+    for order_id in [first, last] {
+        assert_eq!(svc.sent.about(order_id)?.len(), 1, "one NotificationSent for {order_id}");
+        assert_eq!(kinds(&svc.deliveries(order_id).await?), [NotificationKind::Confirmation]);
+    }
+    assert_eq!(svc.sent.about(cancelled)?.len(), 1, "the cancellation notice only");
+    assert_eq!(kinds(&svc.deliveries(cancelled).await?), [NotificationKind::Cancellation]);
+    let letters = svc.dead_letters.records()?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].0.id, contradiction.id);
+    svc.stop().await
+}
+
 both_backends!(a_redelivered_message_changes_nothing);
 async fn a_redelivered_message_changes_nothing(backend: Backend) -> anyhow::Result<()> {
     let svc = Notification::start_with_webhook(backend).await?;
