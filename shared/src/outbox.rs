@@ -2,8 +2,9 @@
 //!
 //! A handler writes the messages it wants published as outbox rows in the same transaction as
 //! its events ([`enqueue`]), so a message exists if and only if the state change committed.
-//! The [`Relay`] then publishes unpublished rows in id order with an idempotent producer and
-//! marks each row published only after the broker acknowledged it.
+//! The [`Relay`] then publishes the rows in id order with an idempotent producer and deletes
+//! each row only after the broker acknowledged it: a row in the table is a row not yet
+//! published (or published and not yet deleted, which a crash turns into a second copy).
 //!
 //! A transaction [handed over](crate::db::Tx::hand_over_to) to the process's [`OutboxSignal`]
 //! passes the rows it wrote to the relay at its commit, and the relay sends them without
@@ -30,7 +31,9 @@
 //! row is published twice, after later rows of its key. Consumers dedupe by message id (the
 //! inbox), which makes the second copy harmless, and a key's first deliveries stay in order.
 //!
-//! Published rows are kept for [`RelayOptions::retain`] (for operators) and then pruned.
+//! Published rows are deleted, not kept: the topic holds them. Deleting measured cheaper than
+//! marking them published and pruning them later (BENCHMARKS.md, optimisation 7): one dead
+//! tuple per row instead of two, and no index entries written for the mark.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -79,8 +82,8 @@ impl OutboxMessage {
 /// [`notify`](Self::notify) says "rows committed, look in the table": the relay sweeps.
 /// A transaction [handed over](crate::db::Tx::hand_over_to) to the signal passes the rows it
 /// wrote at its commit instead, and the relay sends them without reading them back. Rows stay
-/// in the table until they are marked published, so a crash loses nothing: the next sweep finds
-/// whatever was handed over and not yet marked.
+/// in the table until they are published and deleted, so a crash loses nothing: the next sweep
+/// finds whatever was handed over and not yet deleted.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxSignal(Arc<SignalInner>);
 
@@ -246,9 +249,7 @@ pub(crate) async fn write(tx: &mut Tx, messages: Vec<OutboxMessage>) -> Result<(
 
 /// How many rows are waiting to be published.
 pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
-    crate::on_db!(db, |pool| {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetch_one(pool).await
-    })
+    crate::on_db!(db, |pool| { sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox").fetch_one(pool).await })
 }
 
 #[derive(Debug, Clone)]
@@ -261,12 +262,10 @@ pub struct RelayOptions {
     /// replica's outbox stands still when its leaseholder is killed, before another takes over.
     /// The holder renews it every third of this.
     pub lease: Duration,
-    /// How long published rows are kept before pruning.
-    pub retain: Duration,
     /// How long one send may wait for the broker's acknowledgement.
     pub send_timeout: Duration,
-    /// How long sent rows may wait to be marked published, so that one statement marks many.
-    /// A crash in between sends them again (consumers skip the copies).
+    /// How long sent rows may wait to be deleted, so that one statement deletes many. A crash
+    /// in between sends them again (consumers skip the copies).
     pub mark_interval: Duration,
     /// How long handed-over rows wait behind a gap in the ids (a transaction that took a
     /// lower id and has not committed yet) before the relay sweeps the table to close it.
@@ -279,7 +278,6 @@ impl Default for RelayOptions {
             batch_size: 256,
             poll_interval: Duration::from_millis(200),
             lease: Duration::from_secs(2),
-            retain: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
             mark_interval: Duration::from_millis(50),
             gap_grace: Duration::from_millis(10),
@@ -312,9 +310,9 @@ struct Progress {
     /// Ids the last sweep sent: a row that committed before that sweep's read and was handed
     /// over after the relay took its handed-over rows was sent by it.
     swept: HashSet<i64>,
-    /// Sent and acknowledged, not yet marked published, and since when.
-    unmarked: Vec<i64>,
-    unmarked_since: Option<Instant>,
+    /// Sent and acknowledged, not yet deleted, and since when.
+    to_delete: Vec<i64>,
+    to_delete_since: Option<Instant>,
     last_sweep: Option<Instant>,
     /// Whether the last round held the lease: one that did not waits a poll interval.
     held: bool,
@@ -378,7 +376,7 @@ impl Progress {
         if let Some((_, row)) = self.waiting.first_key_value() {
             wait = wait.min(options.gap_grace.saturating_sub(waited(row)));
         }
-        if let Some(since) = self.unmarked_since {
+        if let Some(since) = self.to_delete_since {
             wait = wait.min(options.mark_interval.saturating_sub(since.elapsed()));
         }
         wait
@@ -390,7 +388,7 @@ fn waited(row: &Row) -> Duration {
 }
 
 /// Fault injection for the backbone's own tests (the `fault-injection` feature only): called
-/// with the number of rows just sent, before they are marked published; returning true stops
+/// with the number of rows just sent, before they are deleted; returning true stops
 /// the relay there, as if the process died.
 #[cfg(feature = "fault-injection")]
 pub type RelayCrashHook = Arc<dyn Fn(usize) -> bool + Send + Sync>;
@@ -457,11 +455,11 @@ impl Relay {
         self
     }
 
-    /// Publish until `shutdown`; then finish the round in flight, mark what was sent and flush
+    /// Publish until `shutdown`; then finish the round in flight, delete what was sent and flush
     /// the producer.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut last_prune = Instant::now();
+        let mut last_gauge = Instant::now();
         loop {
             match self.round().await {
                 Err(err) if err.is::<Crashed>() => return,
@@ -480,11 +478,8 @@ impl Relay {
                     }
                 }
             }
-            if last_prune.elapsed() >= Duration::from_secs(5) {
-                last_prune = Instant::now();
-                if let Err(err) = self.prune().await {
-                    tracing::warn!(service = self.service, error = format!("{err:#}"), "outbox prune failed");
-                }
+            if last_gauge.elapsed() >= Duration::from_secs(5) {
+                last_gauge = Instant::now();
                 if let Ok(n) = backlog(&self.db).await {
                     m::outbox_backlog(self.service, n);
                 }
@@ -505,8 +500,8 @@ impl Relay {
                 _ => break,
             }
         }
-        if let Err(err) = self.mark_sent(&mut *self.progress.lock().await, true).await {
-            tracing::warn!(service = self.service, error = format!("{err:#}"), "failed to mark sent outbox rows");
+        if let Err(err) = self.delete_sent(&mut *self.progress.lock().await, true).await {
+            tracing::warn!(service = self.service, error = format!("{err:#}"), "failed to delete sent outbox rows");
         }
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
@@ -516,7 +511,7 @@ impl Relay {
     /// One round: hold the lease; send the rows handed over that continue the ids already
     /// sent; sweep the table when something is unaccounted for (at start, a gap in the ids
     /// that does not close, a commit that did not hand its rows over, the poll interval);
-    /// mark what the broker acknowledged. Returns how many rows were published.
+    /// delete what the broker acknowledged. Returns how many rows were published.
     pub async fn round(&self) -> anyhow::Result<usize> {
         let mut progress = self.progress.lock().await;
         if !self.lease_current() {
@@ -525,7 +520,7 @@ impl Relay {
         }
         progress.held = false;
         if !self.acquire_lease().await? {
-            self.mark_sent(&mut progress, true).await?;
+            self.delete_sent(&mut progress, true).await?;
             progress.forget();
             self.signal.take(); // the leaseholder sweeps them
             return Ok(0);
@@ -540,21 +535,21 @@ impl Relay {
         if !ready.is_empty() {
             let sent = self.send(&mut progress, &ready).await?.unwrap_or_default();
             published += sent.len();
-            progress.unmarked.extend(sent);
-            progress.unmarked_since.get_or_insert_with(Instant::now);
+            progress.to_delete.extend(sent);
+            progress.to_delete_since.get_or_insert_with(Instant::now);
         }
         if let Some(reason) = progress.sweep_reason(asked, &self.options) {
             published += self.sweep(&mut progress, reason).await?;
         }
-        self.mark_sent(&mut progress, false).await?;
+        self.delete_sent(&mut progress, false).await?;
         Ok(published)
     }
 
-    /// Read the oldest unpublished rows and send them. A sweep that read fewer rows than a batch
+    /// Read the oldest rows and send them. A sweep that read fewer rows than a batch
     /// saw the whole backlog: the handed-over rows continue from the highest id it sent.
     async fn sweep(&self, progress: &mut Progress, reason: &'static str) -> anyhow::Result<usize> {
-        // Marked first, or the read would return them again.
-        self.mark_sent(progress, true).await?;
+        // Deleted first, or the read would return them again.
+        self.delete_sent(progress, true).await?;
         m::outbox_sweep(self.service, reason);
         progress.last_sweep = Some(Instant::now());
         let rows = self.fetch_batch().await?;
@@ -575,7 +570,7 @@ impl Relay {
         let Some(sent) = self.send(progress, &rows).await? else {
             return Ok(0); // fenced
         };
-        self.mark_published(&sent).await?;
+        self.delete_published(&sent).await?;
         progress.swept = sent.iter().copied().collect();
         progress.frontier = match (whole_backlog, progress.frontier.max(highest.map(|id| id + 1))) {
             (false, _) => None,
@@ -661,10 +656,10 @@ impl Relay {
                     sent.push(row.id);
                 }
                 Err((err, _)) => {
-                    // What was acknowledged is marked; the rest is read again by a sweep.
-                    let marked = self.mark_published(&sent).await;
+                    // What was acknowledged is deleted; the rest is read again by a sweep.
+                    let deleted = self.delete_published(&sent).await;
                     progress.forget();
-                    marked?;
+                    deleted?;
                     return Err(anyhow::Error::new(err).context("broker did not acknowledge an outbox row"));
                 }
             }
@@ -672,23 +667,22 @@ impl Relay {
         Ok(Some(sent))
     }
 
-    /// Mark the rows sent since the last mark: when `now`, else once they waited the mark
-    /// interval or fill a batch.
-    async fn mark_sent(&self, progress: &mut Progress, now: bool) -> Result<(), sqlx::Error> {
-        let due = progress.unmarked_since.is_some_and(|since| since.elapsed() >= self.options.mark_interval)
-            || progress.unmarked.len() as i64 >= self.options.batch_size;
-        if progress.unmarked.is_empty() || !(now || due) {
+    /// Delete the rows sent since the last deletion: when `now`, else once they waited the
+    /// mark interval or fill a batch.
+    async fn delete_sent(&self, progress: &mut Progress, now: bool) -> Result<(), sqlx::Error> {
+        let due = progress.to_delete_since.is_some_and(|since| since.elapsed() >= self.options.mark_interval)
+            || progress.to_delete.len() as i64 >= self.options.batch_size;
+        if progress.to_delete.is_empty() || !(now || due) {
             return Ok(());
         }
-        self.mark_published(&progress.unmarked).await?;
-        progress.unmarked.clear();
-        progress.unmarked_since = None;
+        self.delete_published(&progress.to_delete).await?;
+        progress.to_delete.clear();
+        progress.to_delete_since = None;
         Ok(())
     }
 
     async fn fetch_batch(&self) -> Result<Vec<Row>, sqlx::Error> {
-        const SQL: &str = "SELECT id, topic, msg_key, headers, payload, created_at FROM outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT $1";
+        const SQL: &str = "SELECT id, topic, msg_key, headers, payload, created_at FROM outbox ORDER BY id LIMIT $1";
         crate::on_db!(&self.db, |pool| {
             let rows: Vec<RawRow> = sqlx::query_as(SQL).bind(self.options.batch_size).fetch_all(pool).await?;
             Ok(rows
@@ -705,26 +699,25 @@ impl Relay {
         })
     }
 
-    /// The highest id in the outbox, published or not.
+    /// The highest id in the outbox.
     async fn highest_id(&self) -> Result<Option<i64>, sqlx::Error> {
         crate::on_db!(&self.db, |pool| sqlx::query_scalar("SELECT MAX(id) FROM outbox").fetch_one(pool).await)
     }
 
-    /// Mark rows published: one statement, in no explicit transaction (marking is idempotent,
-    /// and a row left unmarked by a crash is only sent again). On PostgreSQL the ids are one
-    /// array parameter, so the statement is prepared once per connection whatever the count.
-    async fn mark_published(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+    /// Delete published rows: one statement, in no explicit transaction (deleting is
+    /// idempotent, and a row left behind by a crash is only sent again). On PostgreSQL the ids
+    /// are one array parameter, so the statement is prepared once per connection whatever the
+    /// count.
+    async fn delete_published(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
         if ids.is_empty() {
             return Ok(());
         }
-        let now = Utc::now();
         match &self.db {
             Db::Postgres(pool) => {
                 // The range keeps the primary-key index in the plan whatever the planner
                 // guesses about the array (a cached generic plan once scanned the whole table).
                 let (low, high) = (ids.iter().min(), ids.iter().max());
-                sqlx::query("UPDATE outbox SET published_at = $1 WHERE id BETWEEN $2 AND $3 AND id = ANY($4)")
-                    .bind(now)
+                sqlx::query("DELETE FROM outbox WHERE id BETWEEN $1 AND $2 AND id = ANY($3)")
                     .bind(low)
                     .bind(high)
                     .bind(ids)
@@ -733,11 +726,8 @@ impl Relay {
             }
             Db::Sqlite(pool) => {
                 for chunk in ids.chunks(500) {
-                    let sql = format!(
-                        "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
-                        crate::db::placeholders(2, chunk.len())
-                    );
-                    let mut q = sqlx::query(&sql).bind(now);
+                    let sql = format!("DELETE FROM outbox WHERE id IN ({})", crate::db::placeholders(1, chunk.len()));
+                    let mut q = sqlx::query(&sql);
                     for id in chunk {
                         q = q.bind(*id);
                     }
@@ -745,18 +735,6 @@ impl Relay {
                 }
             }
         }
-        Ok(())
-    }
-
-    async fn prune(&self) -> Result<(), sqlx::Error> {
-        let cutoff = Utc::now() - self.options.retain;
-        crate::on_db!(&self.db, |pool| {
-            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-                .bind(cutoff)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
         Ok(())
     }
 

@@ -699,8 +699,8 @@ async fn outbox_relay_sends_handed_over_rows_without_reading_the_table_and_sweep
 }
 
 both_backends!(outbox_rows_sent_from_a_hand_over_and_not_yet_marked_are_sent_again_after_a_crash);
-/// A relay sends handed-over rows and is killed before marking them published (marks wait up
-/// to `mark_interval`). Nothing is lost: the next relay's sweep sends them again, and each
+/// A relay sends handed-over rows and is killed before deleting them from the outbox (deletes
+/// wait up to `mark_interval`). Nothing is lost: the next relay's sweep sends them again, and each
 /// key's first deliveries stay in commit order (the copies come after; consumers skip them).
 async fn outbox_rows_sent_from_a_hand_over_and_not_yet_marked_are_sent_again_after_a_crash(
     backend: Backend,
