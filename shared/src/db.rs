@@ -402,8 +402,8 @@ impl Tx {
         self.deferred.as_mut()
     }
 
-    /// Write what was deferred: the events, then the outbox rows (each in the order they were
-    /// made), then the service's own [`DeferredWrite`]s. A lost optimistic-concurrency race is
+    /// Write what was deferred: the events and the outbox rows (each in the order they were
+    /// made; one statement for both on PostgreSQL), then the service's own [`DeferredWrite`]s. A lost optimistic-concurrency race is
     /// [`crate::event_store::StoreError::Conflict`]. Later writes are deferred again.
     pub async fn flush(&mut self) -> Result<(), crate::event_store::StoreError> {
         let Some(deferred) = self.deferred.as_mut() else {
@@ -414,8 +414,7 @@ impl Tx {
         let others = std::mem::take(&mut deferred.others);
         // What was read ahead lacks the events now written: later loads read them.
         deferred.prefetched.clear();
-        crate::event_store::insert_rows(self, &events).await?;
-        crate::outbox::write(self, outbox).await?;
+        crate::outbox::write_with_events(self, &events, outbox).await?;
         for other in others {
             other.write(self).await?;
         }

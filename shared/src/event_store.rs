@@ -14,10 +14,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::Arguments as _;
+use sqlx::postgres::PgArguments;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::db::{Tx, is_unique_violation};
+use crate::db::{Tx, TxConn, is_unique_violation};
 use crate::on_tx;
 
 /// An event about to be appended.
@@ -639,42 +641,81 @@ pub(crate) struct EventRow {
     pub(crate) recorded_at: DateTime<Utc>,
 }
 
-/// Rows per insert statement: 8 parameters each, well under both backends' limits.
+/// Rows per insert statement on SQLite: 8 parameters each, well under its limit.
 const ROWS_PER_INSERT: usize = 512;
 
-/// Insert event rows, as few statements as their number allows. A unique violation (another
-/// writer took one of these versions first) is [`StoreError::Conflict`] on the first stream.
+/// The events insert on PostgreSQL, parameters `$1`–`$8`: a column per array
+/// ([`add_event_columns`]), so the statement has one shape whatever the number of rows, and is
+/// prepared once per connection (a `VALUES` list has a shape per row count, each prepared on
+/// first use, and evicted from a connection's statement cache by the others).
+pub(crate) const PG_INSERT_EVENTS: &str = "INSERT INTO events
+         (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[],
+         $8::timestamptz[])";
+
+/// Bind `rows` as the eight column arrays of [`PG_INSERT_EVENTS`], in its order.
+pub(crate) fn add_event_columns(args: &mut PgArguments, rows: &[EventRow]) -> Result<(), sqlx::Error> {
+    fn column<'a, T: 'a>(rows: &'a [EventRow], f: impl Fn(&'a EventRow) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    args.add(column(rows, |r| r.stream_id.as_str())).map_err(sqlx::Error::Encode)?;
+    args.add(column(rows, |r| r.version)).map_err(sqlx::Error::Encode)?;
+    args.add(column(rows, |r| r.event.event_id)).map_err(sqlx::Error::Encode)?;
+    args.add(column(rows, |r| r.event.event_type.as_str())).map_err(sqlx::Error::Encode)?;
+    args.add(column(rows, |r| r.event.schema_version)).map_err(sqlx::Error::Encode)?;
+    args.add(column(rows, |r| Json(&r.event.payload))).map_err(sqlx::Error::Encode)?;
+    args.add(column(rows, |r| Json(&r.event.metadata))).map_err(sqlx::Error::Encode)?;
+    args.add(column(rows, |r| r.recorded_at)).map_err(sqlx::Error::Encode)?;
+    Ok(())
+}
+
+/// What a failed insert of `rows` means: a unique violation is another writer's append of a
+/// version one of them has (a lost race), anything else a database error.
+pub(crate) fn insert_error(err: sqlx::Error, rows: &[EventRow]) -> StoreError {
+    if !is_unique_violation(&err) {
+        return err.into();
+    }
+    let mut streams: Vec<&str> = rows.iter().map(|r| r.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let expected = rows.first().map_or(0, |first| first.version - 1);
+    StoreError::Conflict { stream: streams.join(" or "), expected }
+}
+
+/// Insert event rows: on PostgreSQL in one statement, on SQLite in as few as their number
+/// allows. A unique violation (another writer appended one of these versions first) is a
+/// [`StoreError::Conflict`].
 pub(crate) async fn insert_rows(tx: &mut Tx, rows: &[EventRow]) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
-             VALUES {}",
-            crate::db::value_rows(chunk.len(), 8)
-        );
-        let result = on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql);
-            for row in chunk {
-                query = query
-                    .bind(&row.stream_id)
-                    .bind(row.version)
-                    .bind(row.event.event_id)
-                    .bind(&row.event.event_type)
-                    .bind(row.event.schema_version)
-                    .bind(Json(&row.event.payload))
-                    .bind(Json(&row.event.metadata))
-                    .bind(row.recorded_at);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            let mut args = PgArguments::default();
+            add_event_columns(&mut args, rows)?;
+            sqlx::query_with(PG_INSERT_EVENTS, args).execute(&mut **conn).await.map_err(|e| insert_error(e, rows))?;
+        }
+        TxConn::Sqlite(conn) => {
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let sql = format!(
+                    "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+                     VALUES {}",
+                    crate::db::value_rows(chunk.len(), 8)
+                );
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    query = query
+                        .bind(&row.stream_id)
+                        .bind(row.version)
+                        .bind(row.event.event_id)
+                        .bind(&row.event.event_type)
+                        .bind(row.event.schema_version)
+                        .bind(Json(&row.event.payload))
+                        .bind(Json(&row.event.metadata))
+                        .bind(row.recorded_at);
+                }
+                query.execute(&mut **conn).await.map_err(|e| insert_error(e, chunk))?;
             }
-            query.execute(conn).await.map(|r| r.rows_affected())
-        });
-        match result {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                let mut streams: Vec<&str> = chunk.iter().map(|r| r.stream_id.as_str()).collect();
-                streams.dedup();
-                let first = &chunk[0];
-                return Err(StoreError::Conflict { stream: streams.join(" or "), expected: first.version - 1 });
-            }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

@@ -44,14 +44,17 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use sqlx::Arguments as _;
+use sqlx::postgres::PgArguments;
 use sqlx::types::Json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::db::{Db, Tx};
+use crate::db::{Db, Tx, TxConn};
 use crate::envelope::Envelope;
+use crate::event_store::{EventRow, StoreError};
 use crate::metrics as m;
 use crate::on_tx;
 use crate::telemetry;
@@ -201,16 +204,104 @@ pub async fn enqueue(tx: &mut Tx, message: &OutboxMessage) -> Result<(), sqlx::E
     write(tx, vec![message.clone()]).await
 }
 
-/// Rows per insert statement: 5 parameters each, well under both backends' limits.
+/// Rows per insert statement on SQLite: 5 parameters each, well under its limit.
 const ROWS_PER_INSERT: usize = 512;
 
-/// Insert outbox rows in the order given (their ids follow it), as few statements as their
-/// number allows, and keep them for the relay if the transaction hands its rows over.
+/// The outbox insert on PostgreSQL: a column per array, so one statement shape whatever the
+/// number of rows (prepared once per connection).
+const PG_INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, msg_key, headers, payload, created_at)
+     SELECT topic, msg_key, headers, payload, $5::timestamptz
+     FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bytea[]) AS m(topic, msg_key, headers, payload)
+     RETURNING id";
+
+/// [`PG_INSERT_OUTBOX`] after the events insert ([`crate::event_store::PG_INSERT_EVENTS`], its
+/// parameters first), in one statement: a data-modifying `WITH` runs to completion whether or
+/// not the statement reads it, and a unique violation in it fails the whole statement.
+const PG_INSERT_EVENTS_AND_OUTBOX: &str = "WITH appended AS (
+         INSERT INTO events
+             (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[],
+             $8::timestamptz[])
+     )
+     INSERT INTO outbox (topic, msg_key, headers, payload, created_at)
+     SELECT topic, msg_key, headers, payload, $13::timestamptz
+     FROM UNNEST($9::text[], $10::text[], $11::jsonb[], $12::bytea[]) AS m(topic, msg_key, headers, payload)
+     RETURNING id";
+
+/// Insert outbox rows in the order given (their ids follow it), and keep them for the relay if
+/// the transaction hands its rows over.
 pub(crate) async fn write(tx: &mut Tx, messages: Vec<OutboxMessage>) -> Result<(), sqlx::Error> {
+    write_with_events(tx, &[], messages).await.map_err(|err| match err {
+        StoreError::Db(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })
+}
+
+/// Insert event rows, then outbox rows in the order given (their ids follow it), and keep the
+/// outbox rows for the relay if the transaction hands its rows over. On PostgreSQL both go in
+/// one statement, one round trip ([`PG_INSERT_EVENTS_AND_OUTBOX`]); on SQLite, which has
+/// neither arrays nor data-modifying `WITH`s, in as few statements per table as their number
+/// allows. A lost race on an event's version is a [`StoreError::Conflict`].
+pub(crate) async fn write_with_events(
+    tx: &mut Tx,
+    events: &[EventRow],
+    messages: Vec<OutboxMessage>,
+) -> Result<(), StoreError> {
     if messages.is_empty() {
-        return Ok(());
+        return crate::event_store::insert_rows(tx, events).await;
     }
     let now = Utc::now();
+    let ids = if let TxConn::Postgres(conn) = &mut tx.conn {
+        let mut args = PgArguments::default();
+        let sql = if events.is_empty() {
+            PG_INSERT_OUTBOX
+        } else {
+            crate::event_store::add_event_columns(&mut args, events)?;
+            PG_INSERT_EVENTS_AND_OUTBOX
+        };
+        add_outbox_columns(&mut args, &messages, now)?;
+        sqlx::query_scalar_with::<_, i64, _>(sql, args)
+            .fetch_all(&mut **conn)
+            .await
+            .map_err(|e| crate::event_store::insert_error(e, events))?
+    } else {
+        crate::event_store::insert_rows(tx, events).await?;
+        insert_sqlite(tx, &messages, now).await?
+    };
+    if let Some(handoff) = tx.handoff_mut() {
+        // Both backends number a multi-row insert's rows in the order given (`VALUES`, or the
+        // arrays `UNNEST` walks); RETURNING promises no order, so the ids are sorted to pair
+        // them with the messages.
+        let mut ids = ids;
+        ids.sort_unstable();
+        handoff.rows.extend(ids.into_iter().zip(messages).map(|(id, message)| Row {
+            id,
+            topic: message.topic,
+            key: message.key,
+            headers: message.headers,
+            payload: message.payload,
+            created_at: now,
+        }));
+    }
+    Ok(())
+}
+
+/// Bind `messages` as the outbox columns of [`PG_INSERT_OUTBOX`], in its order, after whatever
+/// `args` holds.
+fn add_outbox_columns(
+    args: &mut PgArguments,
+    messages: &[OutboxMessage],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    args.add(messages.iter().map(|m| m.topic.as_str()).collect::<Vec<_>>()).map_err(sqlx::Error::Encode)?;
+    args.add(messages.iter().map(|m| m.key.as_str()).collect::<Vec<_>>()).map_err(sqlx::Error::Encode)?;
+    args.add(messages.iter().map(|m| Json(&m.headers)).collect::<Vec<_>>()).map_err(sqlx::Error::Encode)?;
+    args.add(messages.iter().map(|m| m.payload.as_slice()).collect::<Vec<_>>()).map_err(sqlx::Error::Encode)?;
+    args.add(now).map_err(sqlx::Error::Encode)
+}
+
+/// Insert outbox rows on SQLite, in as few statements as their number allows; their ids.
+async fn insert_sqlite(tx: &mut Tx, messages: &[OutboxMessage], now: DateTime<Utc>) -> Result<Vec<i64>, sqlx::Error> {
     let mut ids = Vec::with_capacity(messages.len());
     for chunk in messages.chunks(ROWS_PER_INSERT) {
         let sql = format!(
@@ -231,20 +322,7 @@ pub(crate) async fn write(tx: &mut Tx, messages: Vec<OutboxMessage>) -> Result<(
         })?;
         ids.extend(chunk_ids);
     }
-    if let Some(handoff) = tx.handoff_mut() {
-        // Both backends number a multi-row insert's rows in the order of its VALUES; RETURNING
-        // promises no order, so the ids are sorted to pair them with the messages.
-        ids.sort_unstable();
-        handoff.rows.extend(ids.into_iter().zip(messages).map(|(id, message)| Row {
-            id,
-            topic: message.topic,
-            key: message.key,
-            headers: message.headers,
-            payload: message.payload,
-            created_at: now,
-        }));
-    }
-    Ok(())
+    Ok(ids)
 }
 
 /// How many rows are waiting to be published.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use shared::db::{BoxFuture, Db, DeferredWrite, Tx, value_rows};
+use shared::db::{BoxFuture, Db, DeferredWrite, Tx, TxConn, value_rows};
 use shared::on_tx;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -68,33 +68,60 @@ impl From<&OrderState> for Row {
     }
 }
 
-/// Rows per statement: 7 parameters each, well under either backend's limit.
+/// Rows per statement on SQLite: 7 parameters each, well under its limit.
 const ROWS_PER_UPSERT: usize = 512;
 
-/// Insert or update `rows` (one per order), in statements of up to [`ROWS_PER_UPSERT`] rows.
+/// What an upsert changes in a row that exists (its order, customer and deadline stay).
+const ON_CONFLICT: &str = "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, terminal = excluded.terminal,
+     summary = excluded.summary, updated_at = excluded.updated_at";
+
+/// Insert or update `rows` (one per order). On PostgreSQL in one statement whose columns are
+/// arrays (one shape whatever the number of rows, prepared once per connection); on SQLite in
+/// statements of up to [`ROWS_PER_UPSERT`] rows.
 async fn write(tx: &mut Tx, rows: &[Row]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(ROWS_PER_UPSERT) {
-        let sql = format!(
-            "INSERT INTO order_view (order_id, customer_id, status, terminal, deadline_at, summary, updated_at)
-             VALUES {}
-             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, terminal = excluded.terminal,
-                 summary = excluded.summary, updated_at = excluded.updated_at",
-            value_rows(chunk.len(), 7)
-        );
-        on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql);
-            for row in chunk {
-                query = query
-                    .bind(row.order_id)
-                    .bind(&row.customer_id)
-                    .bind(row.status)
-                    .bind(row.terminal)
-                    .bind(row.deadline_at)
-                    .bind(Json(&row.summary))
-                    .bind(row.updated_at);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            let sql = format!(
+                "INSERT INTO order_view (order_id, customer_id, status, terminal, deadline_at, summary, updated_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::jsonb[],
+                     $7::timestamptz[])
+                 {ON_CONFLICT}"
+            );
+            sqlx::query(&sql)
+                .bind(rows.iter().map(|r| r.order_id).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.customer_id.as_str()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.terminal).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.deadline_at).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| Json(&r.summary)).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+                .execute(&mut **conn)
+                .await?;
+        }
+        TxConn::Sqlite(conn) => {
+            for chunk in rows.chunks(ROWS_PER_UPSERT) {
+                let sql = format!(
+                    "INSERT INTO order_view (order_id, customer_id, status, terminal, deadline_at, summary, updated_at)
+                     VALUES {} {ON_CONFLICT}",
+                    value_rows(chunk.len(), 7)
+                );
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    query = query
+                        .bind(row.order_id)
+                        .bind(&row.customer_id)
+                        .bind(row.status)
+                        .bind(row.terminal)
+                        .bind(row.deadline_at)
+                        .bind(Json(&row.summary))
+                        .bind(row.updated_at);
+                }
+                query.execute(&mut **conn).await?;
             }
-            query.execute(conn).await.map(|r| r.rows_affected())
-        })?;
+        }
     }
     Ok(())
 }

@@ -302,11 +302,13 @@ async fn event_store_deferred_append_that_lost_the_race_is_a_conflict_at_the_flu
     let store = EventStore::default();
     commit_first_event(&t, &store, "s", "A").await?;
 
-    // A deferring writer that read version 0 learns at its flush that version 1 is taken.
+    // A deferring writer that read version 0 learns at its flush that version 1 is taken (its
+    // outbox row goes in the same statement as its events on PostgreSQL).
     let mut tx = t.db.begin().await?;
     tx.defer_writes();
     store.append(&mut tx, "t", 0, &[NewEvent::new("T", 1, &json!({}))?]).await?;
     store.append(&mut tx, "s", 0, &[NewEvent::new("B", 1, &json!({}))?]).await?;
+    enqueue(&mut tx, &OutboxMessage { topic: "t".into(), key: "s".into(), headers: vec![], payload: vec![] }).await?;
     // Appending again at a version its own deferred events moved past is a conflict at once.
     let stale = store.append(&mut tx, "t", 0, &[NewEvent::new("T", 1, &json!({}))?]).await.expect_err("stale");
     assert!(matches!(stale, StoreError::Conflict { ref stream, expected: 0 } if stream == "t"), "{stale:?}");
@@ -318,6 +320,7 @@ async fn event_store_deferred_append_that_lost_the_race_is_a_conflict_at_the_flu
     let mut tx = t.db.begin_read().await?;
     assert_eq!(store.read_stream(&mut tx, "s", 0).await?.len(), 1, "nothing of the loser was stored");
     assert_eq!(store.read_stream(&mut tx, "t", 0).await?.len(), 0);
+    assert_eq!(count_rows(&mut tx, "outbox").await?, 0, "nor its message");
     Ok(())
 }
 
