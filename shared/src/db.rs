@@ -91,9 +91,9 @@ impl ObservedPool {
 /// its outbox rows commit together.
 ///
 /// A transaction that [defers its writes](Tx::defer_writes) keeps the events it appends and
-/// the outbox rows it enqueues in memory, and writes them as one multi-row statement per table
-/// when it is [flushed](Tx::flush) or committed: a run of messages sharing one transaction
-/// costs two inserts, not two per message. Loads in that transaction see its deferred events
+/// the outbox rows it enqueues in memory, and writes them when it is [flushed](Tx::flush) or
+/// committed, in one statement on PostgreSQL and one per table on SQLite: a run of messages
+/// sharing one transaction costs one or two inserts, not two per message. Loads in that transaction see its deferred events
 /// ([`crate::event_store`]); a lost optimistic-concurrency race shows at the flush.
 #[derive(Debug)]
 pub struct Tx {

@@ -123,7 +123,7 @@ fn dropped() -> RepoError {
 /// error that failed the transaction (nothing committed).
 async fn place_together(orders: &Orders, jobs: &[Job]) -> Result<Vec<Result<Placed, RepoError>>, RepoError> {
     let mut tx = orders.db.begin().await.map_err(internal)?;
-    // The group's events and outbox rows are written at the commit, one insert per table (a
+    // The group's events and outbox rows are written at the commit, in one statement on PostgreSQL (a
     // replayed key finds an order placed earlier in the group among them).
     tx.defer_writes();
     tx.hand_over_to(&orders.outbox_signal);

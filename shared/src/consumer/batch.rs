@@ -231,7 +231,7 @@ impl<H: Handler> ConsumerLoop<H> {
         )
         .await;
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
-        // The run's events and outbox rows are written at the end, one insert per table, and
+        // The run's events and outbox rows are written at the end (one statement on PostgreSQL), and
         // its outbox rows go to the relay at the commit.
         tx.defer_writes();
         tx.hand_over_to(&self.outbox_signal);

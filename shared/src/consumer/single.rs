@@ -154,7 +154,7 @@ impl<H: Handler> ConsumerLoop<H> {
         self.handler.before_transaction(envelope).await;
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
         // As in a run: the streams the handler names read in one go, its events and outbox rows
-        // written at the end, one insert per table.
+        // written at the end (one statement on PostgreSQL).
         tx.defer_writes();
         tx.hand_over_to(&self.outbox_signal);
         if !inbox::record(&mut tx, self.service, message_id).await? {
