@@ -330,6 +330,13 @@ impl EventStore {
         if let Some(loaded) = self.load_prefetched::<A>(tx, stream)? {
             return Ok(loaded);
         }
+        if tx.deferred().is_some() {
+            // Into the transaction's prefetch, for the run's later loads of this stream.
+            prefetch(tx, &[StreamRef::of::<A>(stream)]).await?;
+            if let Some(loaded) = self.load_prefetched::<A>(tx, stream)? {
+                return Ok(loaded);
+            }
+        }
         const SQL: &str = "SELECT version, state FROM snapshots WHERE stream_id = $1 AND snapshot_schema = $2";
         let snapshot: Option<(i64, Json<serde_json::Value>)> = if A::SNAPSHOTS {
             on_tx!(tx, |conn| sqlx::query_as(SQL).bind(stream).bind(A::SNAPSHOT_SCHEMA).fetch_optional(conn).await?)
@@ -364,7 +371,23 @@ impl EventStore {
                 None => unread.push(name),
             }
         }
-        let names = unread;
+        let mut names = unread;
+        if tx.deferred().is_some() && !names.is_empty() {
+            // Read them into the transaction's prefetch: later loads of these streams in the
+            // run (the next message on a hot stream) need no read.
+            let refs: Vec<StreamRef> = names.iter().map(|name| StreamRef::of::<A>(name.as_str())).collect();
+            prefetch(tx, &refs).await?;
+            let mut still = Vec::new();
+            for name in names {
+                match self.load_prefetched::<A>(tx, &name)? {
+                    Some(loaded) => {
+                        out.insert(name, loaded);
+                    }
+                    None => still.push(name),
+                }
+            }
+            names = still;
+        }
         if names.is_empty() {
             return Ok(out);
         }
@@ -475,28 +498,111 @@ impl EventStore {
             loaded.state.apply(event);
         }
         if A::SNAPSHOTS && loaded.version - loaded.snapshot_version >= A::SNAPSHOT_EVERY {
-            let state = serde_json::to_value(&loaded.state).map_err(StoreError::Encode)?;
-            on_tx!(tx, |conn| {
-                sqlx::query(
-                    "INSERT INTO snapshots (stream_id, version, snapshot_schema, state, taken_at)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (stream_id) DO UPDATE
-                     SET version = excluded.version, snapshot_schema = excluded.snapshot_schema,
-                         state = excluded.state, taken_at = excluded.taken_at",
-                )
-                .bind(stream)
-                .bind(loaded.version)
-                .bind(A::SNAPSHOT_SCHEMA)
-                .bind(Json(state))
-                .bind(Utc::now())
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected())
-            })?;
-            loaded.snapshot_version = loaded.version;
+            let snapshot = |loaded: &Loaded<A>| -> Result<Snapshot, StoreError> {
+                let state = serde_json::to_value(&loaded.state).map_err(StoreError::Encode)?;
+                Ok(Snapshot { version: loaded.version, schema: A::SNAPSHOT_SCHEMA, state })
+            };
+            match tx.deferred_write::<PendingSnapshots>() {
+                // A run saves a hot stream once per message, and each load starts from the
+                // snapshot stored before the run: hold one snapshot per stream, the latest, and
+                // take the next only once the stream has grown past the one held.
+                Some(pending) => {
+                    let held = pending.streams.get(stream).map_or(loaded.snapshot_version, |s| s.version);
+                    if loaded.version - held >= A::SNAPSHOT_EVERY {
+                        pending.streams.insert(stream.to_owned(), snapshot(loaded)?);
+                        loaded.snapshot_version = loaded.version;
+                    } else {
+                        loaded.snapshot_version = held;
+                    }
+                }
+                None => {
+                    write_snapshots(tx, &[(stream, &snapshot(loaded)?)]).await?;
+                    loaded.snapshot_version = loaded.version;
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// A snapshot about to be written.
+#[derive(Debug)]
+struct Snapshot {
+    version: i64,
+    schema: i32,
+    state: serde_json::Value,
+}
+
+/// The snapshots a transaction that defers its writes takes, written at its flush in one
+/// statement, after its events: at most one per stream, the latest.
+#[derive(Debug, Default)]
+struct PendingSnapshots {
+    streams: HashMap<String, Snapshot>,
+}
+
+impl crate::db::DeferredWrite for PendingSnapshots {
+    fn write<'a>(self: Box<Self>, tx: &'a mut Tx) -> crate::db::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let snapshots: Vec<(&str, &Snapshot)> = self.streams.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            write_snapshots(tx, &snapshots).await.map_err(|err| match err {
+                StoreError::Db(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })
+        })
+    }
+}
+
+/// What a snapshot write changes in a stream's row that exists.
+const SNAPSHOT_ON_CONFLICT: &str = "ON CONFLICT (stream_id) DO UPDATE
+     SET version = excluded.version, snapshot_schema = excluded.snapshot_schema,
+         state = excluded.state, taken_at = excluded.taken_at";
+
+/// Write `snapshots` (one per stream): on PostgreSQL in one statement whose columns are arrays,
+/// on SQLite in statements of up to [`ROWS_PER_INSERT`] rows.
+async fn write_snapshots(tx: &mut Tx, snapshots: &[(&str, &Snapshot)]) -> Result<(), StoreError> {
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    match &mut tx.conn {
+        TxConn::Postgres(conn) => {
+            let sql = format!(
+                "INSERT INTO snapshots (stream_id, version, snapshot_schema, state, taken_at)
+                 SELECT stream_id, version, snapshot_schema, state, $5
+                 FROM UNNEST($1::text[], $2::int8[], $3::int4[], $4::jsonb[])
+                     AS s(stream_id, version, snapshot_schema, state)
+                 {SNAPSHOT_ON_CONFLICT}"
+            );
+            sqlx::query(&sql)
+                .bind(snapshots.iter().map(|(stream, _)| *stream).collect::<Vec<_>>())
+                .bind(snapshots.iter().map(|(_, s)| s.version).collect::<Vec<_>>())
+                .bind(snapshots.iter().map(|(_, s)| s.schema).collect::<Vec<_>>())
+                .bind(snapshots.iter().map(|(_, s)| Json(&s.state)).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut **conn)
+                .await?;
+        }
+        TxConn::Sqlite(conn) => {
+            for chunk in snapshots.chunks(ROWS_PER_INSERT) {
+                let sql = format!(
+                    "INSERT INTO snapshots (stream_id, version, snapshot_schema, state, taken_at)
+                     VALUES {} {SNAPSHOT_ON_CONFLICT}",
+                    crate::db::value_rows(chunk.len(), 5)
+                );
+                let mut query = sqlx::query(&sql);
+                for (stream, snapshot) in chunk {
+                    query = query
+                        .bind(*stream)
+                        .bind(snapshot.version)
+                        .bind(snapshot.schema)
+                        .bind(Json(&snapshot.state))
+                        .bind(now);
+                }
+                query.execute(&mut **conn).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The events of `streams` streams, each after its own version: parameters `$2i+1` (the stream)

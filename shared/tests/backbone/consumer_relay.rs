@@ -184,7 +184,7 @@ async fn event_store_deferred_writes_are_seen_by_loads_in_their_transaction_and_
     store.save(&mut tx, "long", &mut long, &[Added { n: 1 }, Added { n: 2 }], &json!({})).await?;
     tx.commit().await?;
 
-    // Act: a deferring transaction saves across a snapshot (written at once) and enqueues.
+    // Act: a deferring transaction saves across a snapshot (held for the flush) and enqueues.
     let mut tx = t.db.begin().await?;
     tx.defer_writes();
     let mut long = store.load::<Sum>(&mut tx, "long").await?;
@@ -201,6 +201,7 @@ async fn event_store_deferred_writes_are_seen_by_loads_in_their_transaction_and_
     // Assert: nothing written yet, yet every load in the transaction sees the deferred events.
     assert_eq!(count_rows(&mut tx, "events").await?, 2, "only the committed events are rows");
     assert_eq!(count_rows(&mut tx, "outbox").await?, 0);
+    assert_eq!(count_rows(&mut tx, "snapshots").await?, 0);
     let names: Vec<String> = ["long", "fresh"].map(str::to_owned).to_vec();
     let many = store.load_many::<Sum>(&mut tx, &names).await?;
     assert_eq!((many["long"].state.total, many["long"].version), (15, 5));
@@ -217,6 +218,7 @@ async fn event_store_deferred_writes_are_seen_by_loads_in_their_transaction_and_
         sqlx::query_scalar("SELECT msg_key FROM outbox ORDER BY id").fetch_all(conn).await
     })?;
     assert_eq!(keys, ["b", "a", "c"]);
+    assert_eq!(count_rows(&mut tx, "snapshots").await?, 1, "the snapshot taken at version 3");
     tx.commit().await?;
     let mut tx = t.db.begin_read().await?;
     let read = store.read_stream(&mut tx, "long", 0).await?;
@@ -359,6 +361,37 @@ async fn event_store_loads_from_a_prefetch_equal_loads_from_the_tables(backend: 
     Ok(())
 }
 
+both_backends!(event_store_run_on_a_hot_stream_holds_one_snapshot_per_stream_for_its_flush);
+async fn event_store_run_on_a_hot_stream_holds_one_snapshot_per_stream_for_its_flush(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+
+    // Act: as a run of messages does, read the stream ahead, then load it afresh and save one
+    // event per message, eight times (snapshots due every 3 events).
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    shared::event_store::prefetch(&mut tx, &[StreamRef::of::<Sum>("hot")]).await?;
+    for n in 1..=8 {
+        let mut hot = store.load::<Sum>(&mut tx, "hot").await?;
+        store.save(&mut tx, "hot", &mut hot, &[Added { n }], &json!({})).await?;
+    }
+
+    // Assert: nothing written before the flush; then one snapshot, the last one due counting
+    // from the one held (3, then 6), not one per save past the stored snapshot.
+    assert_eq!(count_rows(&mut tx, "snapshots").await?, 0);
+    tx.commit().await?;
+    let mut tx = t.db.begin_read().await?;
+    let (version, state): (i64, sqlx::types::Json<Sum>) = shared::on_tx!(&mut tx, |conn| {
+        sqlx::query_as("SELECT version, state FROM snapshots WHERE stream_id = 'hot'").fetch_one(conn).await
+    })?;
+    assert_eq!((version, state.0), (6, Sum { total: 21, events: 6 }));
+    let hot = store.load::<Sum>(&mut tx, "hot").await?;
+    assert_eq!((hot.state, hot.version), (Sum { total: 36, events: 8 }, 8));
+    Ok(())
+}
+
 /// A prefetch is as old as its read: a writer that commits after it wins, and the transaction
 /// that decided on the older state loses the race at its flush. (PostgreSQL: SQLite's write
 /// lock keeps the other writer out until the transaction ends.)
@@ -384,6 +417,41 @@ async fn event_store_decision_on_a_prefetch_that_went_stale_is_a_conflict_at_the
     let mut tx = t.db.begin_read().await?;
     let types: Vec<String> = store.read_stream(&mut tx, "s", 0).await?.into_iter().map(|e| e.event_type).collect();
     assert_eq!(types, ["A", "B"]);
+    Ok(())
+}
+
+/// What a deferring transaction loads that it had not read ahead, it keeps as read ahead: the
+/// run's later loads of the stream (the next message on a hot stream) start from it without a
+/// read, and a decision on it that another writer overtook loses at the flush, as with a
+/// prefetch. (PostgreSQL, as above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_store_load_in_a_deferring_transaction_is_kept_for_its_later_loads() -> anyhow::Result<()> {
+    let t = TestDb::new(Backend::Postgres, &[]).await?;
+    let store = EventStore::default();
+    for (stream, first_load_many) in [("by-load", false), ("by-load-many", true)] {
+        let added = || NewEvent::new("Added", 1, &Added { n: 1 });
+        let mut first = t.db.begin().await?;
+        store.append(&mut first, stream, 0, &[added()?]).await?;
+        first.commit().await?;
+        let mut tx = t.db.begin().await?;
+        tx.defer_writes();
+        let first = if first_load_many {
+            store.load_many::<Sum>(&mut tx, &[stream.to_owned()]).await?.remove(stream).expect("loaded")
+        } else {
+            store.load::<Sum>(&mut tx, stream).await?
+        };
+        assert_eq!(first.version, 1, "{stream}");
+        let mut other = t.db.begin().await?;
+        store.append(&mut other, stream, 1, &[added()?]).await?;
+        other.commit().await?;
+
+        let mut again = store.load::<Sum>(&mut tx, stream).await?;
+        assert_eq!(again.version, 1, "{stream}: the second load starts from the first one's read");
+        store.save(&mut tx, stream, &mut again, &[Added { n: 1 }], &json!({})).await?;
+        let err = tx.flush().await.expect_err("conflict");
+        assert!(matches!(err, StoreError::Conflict { .. }), "{stream}: {err:?}");
+        tx.rollback().await?;
+    }
     Ok(())
 }
 
