@@ -750,14 +750,23 @@ pub(crate) struct EventRow {
 /// Rows per insert statement on SQLite: 8 parameters each, well under its limit.
 const ROWS_PER_INSERT: usize = 512;
 
+/// The text of [`PG_INSERT_EVENTS`], as a literal, so that `concat!` can build the statement
+/// that also inserts outbox rows ([`crate::outbox`]) from the one copy.
+macro_rules! pg_insert_events {
+    () => {
+        "INSERT INTO events
+             (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[],
+             $8::timestamptz[])"
+    };
+}
+pub(crate) use pg_insert_events;
+
 /// The events insert on PostgreSQL, parameters `$1`–`$8`: a column per array
 /// ([`add_event_columns`]), so the statement has one shape whatever the number of rows, and is
 /// prepared once per connection (a `VALUES` list has a shape per row count, each prepared on
 /// first use, and evicted from a connection's statement cache by the others).
-pub(crate) const PG_INSERT_EVENTS: &str = "INSERT INTO events
-         (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[],
-         $8::timestamptz[])";
+pub(crate) const PG_INSERT_EVENTS: &str = pg_insert_events!();
 
 /// Bind `rows` as the eight column arrays of [`PG_INSERT_EVENTS`], in its order.
 pub(crate) fn add_event_columns(args: &mut PgArguments, rows: &[EventRow]) -> Result<(), sqlx::Error> {

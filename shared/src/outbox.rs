@@ -217,16 +217,15 @@ const PG_INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, msg_key, headers, pay
 /// [`PG_INSERT_OUTBOX`] after the events insert ([`crate::event_store::PG_INSERT_EVENTS`], its
 /// parameters first), in one statement: a data-modifying `WITH` runs to completion whether or
 /// not the statement reads it, and a unique violation in it fails the whole statement.
-const PG_INSERT_EVENTS_AND_OUTBOX: &str = "WITH appended AS (
-         INSERT INTO events
-             (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
-         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[],
-             $8::timestamptz[])
-     )
+const PG_INSERT_EVENTS_AND_OUTBOX: &str = concat!(
+    "WITH appended AS (",
+    crate::event_store::pg_insert_events!(),
+    ")
      INSERT INTO outbox (topic, msg_key, headers, payload, created_at)
      SELECT topic, msg_key, headers, payload, $13::timestamptz
      FROM UNNEST($9::text[], $10::text[], $11::jsonb[], $12::bytea[]) AS m(topic, msg_key, headers, payload)
-     RETURNING id";
+     RETURNING id"
+);
 
 /// Insert outbox rows in the order given (their ids follow it), and keep them for the relay if
 /// the transaction hands its rows over.
