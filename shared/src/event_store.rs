@@ -327,15 +327,11 @@ impl EventStore {
     /// Fold an aggregate: latest snapshot (if its schema matches) plus the events after it.
     #[tracing::instrument(skip_all, fields(stream = stream))]
     pub async fn load<A: Aggregate>(&self, tx: &mut Tx, stream: &str) -> Result<Loaded<A>, StoreError> {
+        // In a deferring transaction, into its read-ahead (if not there already), for the
+        // run's later loads of this stream.
+        prefetch(tx, &[StreamRef::of::<A>(stream)]).await?;
         if let Some(loaded) = self.load_prefetched::<A>(tx, stream)? {
             return Ok(loaded);
-        }
-        if tx.deferred().is_some() {
-            // Into the transaction's prefetch, for the run's later loads of this stream.
-            prefetch(tx, &[StreamRef::of::<A>(stream)]).await?;
-            if let Some(loaded) = self.load_prefetched::<A>(tx, stream)? {
-                return Ok(loaded);
-            }
         }
         const SQL: &str = "SELECT version, state FROM snapshots WHERE stream_id = $1 AND snapshot_schema = $2";
         let snapshot: Option<(i64, Json<serde_json::Value>)> = if A::SNAPSHOTS {
@@ -361,6 +357,10 @@ impl EventStore {
         let mut names: Vec<String> = streams.to_vec();
         names.sort();
         names.dedup();
+        // In a deferring transaction, those not read ahead yet go into its read-ahead: the
+        // run's later loads of them (the next message on a hot stream) need no read.
+        let refs: Vec<StreamRef> = names.iter().map(|name| StreamRef::of::<A>(name.as_str())).collect();
+        prefetch(tx, &refs).await?;
         let mut out: HashMap<String, Loaded<A>> = HashMap::with_capacity(names.len());
         let mut unread = Vec::with_capacity(names.len());
         for name in names {
@@ -371,23 +371,7 @@ impl EventStore {
                 None => unread.push(name),
             }
         }
-        let mut names = unread;
-        if tx.deferred().is_some() && !names.is_empty() {
-            // Read them into the transaction's prefetch: later loads of these streams in the
-            // run (the next message on a hot stream) need no read.
-            let refs: Vec<StreamRef> = names.iter().map(|name| StreamRef::of::<A>(name.as_str())).collect();
-            prefetch(tx, &refs).await?;
-            let mut still = Vec::new();
-            for name in names {
-                match self.load_prefetched::<A>(tx, &name)? {
-                    Some(loaded) => {
-                        out.insert(name, loaded);
-                    }
-                    None => still.push(name),
-                }
-            }
-            names = still;
-        }
+        let names = unread;
         if names.is_empty() {
             return Ok(out);
         }
@@ -507,7 +491,7 @@ impl EventStore {
                 // snapshot stored before the run: hold one snapshot per stream, the latest, and
                 // take the next only once the stream has grown past the one held.
                 Some(pending) => {
-                    let held = pending.streams.get(stream).map_or(loaded.snapshot_version, |s| s.version);
+                    let held = pending.streams.get(stream).map_or(0, |s| s.version).max(loaded.snapshot_version);
                     if loaded.version - held >= A::SNAPSHOT_EVERY {
                         pending.streams.insert(stream.to_owned(), snapshot(loaded)?);
                         loaded.snapshot_version = loaded.version;
