@@ -139,7 +139,7 @@ pub struct ServiceConfig {
     /// `LOG_FORMAT`: `json` or `pretty`; unset: pretty when standard output is a terminal, else
     /// JSON ([`LogFormat::choose`]).
     pub log_format: LogFormat,
-    /// `CONSUMER_MAX_ATTEMPTS`, `CONSUMER_MAX_BATCH`.
+    /// `CONSUMER_MAX_ATTEMPTS`, `CONSUMER_MAX_BATCH`, `CONSUMER_STREAM_CACHE`.
     pub consumer: ConsumerOptions,
     /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_LEASE_MS`, `OUTBOX_MARK_MS`.
     pub relay: RelayOptions,
@@ -222,6 +222,7 @@ impl ServiceConfig {
         c.log_format = LogFormat::from_env()?;
         c.consumer.max_attempts = env_or("CONSUMER_MAX_ATTEMPTS", c.consumer.max_attempts)?;
         c.consumer.max_batch = env_or("CONSUMER_MAX_BATCH", c.consumer.max_batch)?;
+        c.consumer.stream_cache = env_or("CONSUMER_STREAM_CACHE", c.consumer.stream_cache)?;
         if c.consumer.max_batch < 1 {
             anyhow::bail!("CONSUMER_MAX_BATCH must be at least 1");
         }

@@ -122,6 +122,11 @@ pub(crate) struct Deferred {
     /// A service's own deferred writes ([`DeferredWrite`]), at most one of each type, in the
     /// order they were first used.
     pub(crate) others: Vec<Box<dyn DeferredWrite>>,
+    /// Where the hot streams read ahead start from, and go back to at the commit
+    /// ([`Tx::keep_streams_in`]).
+    pub(crate) cache: Option<crate::event_store::StreamCache>,
+    /// What the flushes left of those streams, for the cache once the commit succeeds.
+    pub(crate) to_cache: Vec<(String, crate::event_store::Prefetched)>,
 }
 
 /// Rows of a service's own tables (a projection, say) that a transaction which
@@ -380,6 +385,16 @@ impl Tx {
         self.deferred.get_or_insert_with(Deferred::default);
     }
 
+    /// Hold appended events and enqueued outbox rows until the flush ([`Self::defer_writes`]),
+    /// and start the read ahead of hot streams from `cache`, where the commit puts them back
+    /// ([`crate::event_store::StreamCache`]).
+    pub fn keep_streams_in(&mut self, cache: &crate::event_store::StreamCache) {
+        let deferred = self.deferred.get_or_insert_with(Deferred::default);
+        if cache.is_enabled() {
+            deferred.cache = Some(cache.clone());
+        }
+    }
+
     /// The `W` this transaction holds until its flush, made on first use; `None` when the
     /// transaction does not [defer its writes](Self::defer_writes) (write at once then).
     pub fn deferred_write<W: DeferredWrite + Default>(&mut self) -> Option<&mut W> {
@@ -412,9 +427,33 @@ impl Tx {
         let events = std::mem::take(&mut deferred.events);
         let outbox = std::mem::take(&mut deferred.outbox);
         let others = std::mem::take(&mut deferred.others);
-        // What was read ahead lacks the events now written: later loads read them.
-        deferred.prefetched.clear();
-        crate::outbox::write_with_events(self, &events, outbox).await?;
+        // What was read ahead lacks the events now written: later loads read them. The hot
+        // streams among it, with those events, go to the cache at the commit.
+        let prefetched = std::mem::take(&mut deferred.prefetched);
+        let cache = deferred.cache.clone();
+        let held = match &cache {
+            Some(_) => crate::event_store::held_snapshots(&others),
+            None => Default::default(),
+        };
+        let written = self.write_deferred(&events, outbox, others).await;
+        // A failed write (a lost race, say) puts nothing back: the retry reads them afresh.
+        written?;
+        if cache.is_some() {
+            let entries = crate::event_store::cache_entries(prefetched, events, held);
+            if let Some(deferred) = self.deferred.as_mut() {
+                deferred.to_cache.extend(entries);
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_deferred(
+        &mut self,
+        events: &[crate::event_store::EventRow],
+        outbox: Vec<crate::outbox::OutboxMessage>,
+        others: Vec<Box<dyn DeferredWrite>>,
+    ) -> Result<(), crate::event_store::StoreError> {
+        crate::outbox::write_with_events(self, events, outbox).await?;
         for other in others {
             other.write(self).await?;
         }
@@ -436,6 +475,9 @@ impl Tx {
         }
         if let Some(handoff) = self.handoff {
             handoff.committed();
+        }
+        if let Some(Deferred { cache: Some(cache), to_cache, .. }) = self.deferred {
+            cache.put(to_cache);
         }
         Ok(())
     }

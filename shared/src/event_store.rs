@@ -646,11 +646,155 @@ impl StreamRef {
 
 /// A stream as a transaction read it ahead: its snapshot (of whatever schema, if it was looked
 /// for) and the events after it, as stored.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Prefetched {
     snapshot: Option<(i64, i32, serde_json::Value)>,
     snapshots_read: bool,
     events: Vec<RecordedEvent>,
+}
+
+impl Prefetched {
+    /// The stream version this reflects (0: no events).
+    fn version(&self) -> i64 {
+        self.events.last().map(|e| e.version).or(self.snapshot.as_ref().map(|(version, _, _)| *version)).unwrap_or(0)
+    }
+}
+
+/// Hot streams (those of aggregates that take [snapshots](Aggregate::SNAPSHOTS): a SKU's stock,
+/// a customer's account, the carrier network) as the last transactions of one consumer that
+/// committed left them: their snapshot and the events after it, as stored. A transaction that
+/// [keeps its streams here](Tx::keep_streams_in) starts its read ahead ([`prefetch`]) of a
+/// cached stream from the cache: no snapshot lookup, and only the events appended after the
+/// cached version are read, in the statement that reads the run's other streams.
+///
+/// Write-through: a transaction takes the streams it reads out of the cache, and its commit
+/// puts them back with the events it appended and the snapshot it took. A transaction that
+/// does not commit (a lost race at its flush, a failed handler) leaves them out: its retry
+/// reads them afresh.
+///
+/// The events after the cached version are always read, never assumed absent. The consumer is
+/// not the only writer of these streams: orders are keyed by order, so every replica of a
+/// service appends to the same SKUs and accounts, and admin commands do too. A lost race on an
+/// append shows at the flush, but a decision that appends nothing to the stream it read (an
+/// order refused for stock that another replica had meanwhile released) would not: with the
+/// read, a decision sees what a read from scratch in the same transaction would.
+///
+/// Bounded: past its capacity in streams, the eighth put back longest ago is dropped. Events
+/// this consumer appended are held without their global position (0), which a commit does not
+/// read back; loads do not use it.
+#[derive(Debug, Clone)]
+pub struct StreamCache {
+    capacity: usize,
+    inner: Arc<std::sync::Mutex<CacheInner>>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// Each stream with the tick of its last put.
+    streams: HashMap<String, (u64, Prefetched)>,
+    tick: u64,
+}
+
+impl StreamCache {
+    /// A cache of up to `capacity` streams; 0 keeps none.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, inner: Arc::default() }
+    }
+
+    /// Does it keep any?
+    pub fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// How many streams it holds.
+    pub fn len(&self) -> usize {
+        self.lock().streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        // A panic while holding the lock leaves whole entries behind (each is replaced at once).
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Take `stream` out, for a transaction: its commit puts it back (a transaction that does
+    /// not commit leaves it out, and the next one reads it afresh).
+    fn take(&self, stream: &str) -> Option<Prefetched> {
+        self.lock().streams.remove(stream).map(|(_, entry)| entry)
+    }
+
+    pub(crate) fn put(&self, entries: Vec<(String, Prefetched)>) {
+        if !self.is_enabled() {
+            return;
+        }
+        let mut inner = self.lock();
+        for (stream, entry) in entries {
+            inner.tick += 1;
+            let tick = inner.tick;
+            inner.streams.insert(stream, (tick, entry));
+        }
+        if inner.streams.len() > self.capacity {
+            let mut ticks: Vec<u64> = inner.streams.values().map(|(used, _)| *used).collect();
+            ticks.sort_unstable();
+            let dropped = inner.streams.len() - self.capacity + self.capacity / 8;
+            let keep_after = ticks[dropped.min(ticks.len()) - 1];
+            inner.streams.retain(|_, (used, _)| *used > keep_after);
+        }
+    }
+}
+
+impl Default for StreamCache {
+    /// Keeps none.
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+/// The snapshots a transaction's flush writes (`others`), by stream.
+pub(crate) fn held_snapshots(
+    others: &[Box<dyn crate::db::DeferredWrite>],
+) -> HashMap<String, (i64, i32, serde_json::Value)> {
+    others
+        .iter()
+        .find_map(|w| (&**w as &dyn std::any::Any).downcast_ref::<PendingSnapshots>())
+        .map(|pending| {
+            pending.streams.iter().map(|(stream, s)| (stream.clone(), (s.version, s.schema, s.state.clone()))).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a transaction's flush leaves of the hot streams it read ahead, for its [`StreamCache`]
+/// once it commits: each with the events `written` appended to it and, when the flush also
+/// wrote a newer snapshot of it (`held`, from [`held_snapshots`]), starting from that one.
+pub(crate) fn cache_entries(
+    prefetched: HashMap<String, Prefetched>,
+    written: Vec<EventRow>,
+    mut held: HashMap<String, (i64, i32, serde_json::Value)>,
+) -> Vec<(String, Prefetched)> {
+    let mut hot: HashMap<String, Prefetched> =
+        prefetched.into_iter().filter(|(_, ahead)| ahead.snapshots_read).collect();
+    for row in written {
+        if let Some(entry) = hot.get_mut(&row.stream_id)
+            && row.version > entry.version()
+        {
+            entry.events.push(row.into_recorded());
+        }
+    }
+    hot.into_iter()
+        .map(|(stream, mut entry)| {
+            if let Some(snapshot) = held.remove(&stream) {
+                let from = entry.snapshot.as_ref().map_or(0, |(version, _, _)| *version);
+                if snapshot.0 > from && snapshot.0 <= entry.version() {
+                    entry.events.retain(|e| e.version > snapshot.0);
+                    entry.snapshot = Some(snapshot);
+                }
+            }
+            (stream, entry)
+        })
+        .collect()
 }
 
 /// Streams per prefetch statement: 2 parameters each.
@@ -670,12 +814,29 @@ pub async fn prefetch(tx: &mut Tx, streams: &[StreamRef]) -> Result<(), StoreErr
         streams.iter().filter(|s| !deferred.prefetched.contains_key(&s.stream)).cloned().collect();
     wanted.sort_by(|a, b| a.stream.cmp(&b.stream).then(b.snapshots.cmp(&a.snapshots)));
     wanted.dedup_by(|later, first| later.stream == first.stream);
+    let cache = deferred.cache.clone();
     for chunk in wanted.chunks(STREAMS_PER_READ) {
+        // A hot stream this consumer committed last starts from the cache: no snapshot lookup,
+        // and only the events appended since are read.
+        let mut hits = std::collections::HashSet::new();
         let mut ahead: HashMap<String, Prefetched> = chunk
             .iter()
-            .map(|s| (s.stream.clone(), Prefetched { snapshots_read: s.snapshots, ..Prefetched::default() }))
+            .map(|s| {
+                let entry = match cache.as_ref().filter(|_| s.snapshots).and_then(|c| c.take(&s.stream)) {
+                    Some(entry) => {
+                        hits.insert(s.stream.as_str());
+                        entry
+                    }
+                    None => Prefetched { snapshots_read: s.snapshots, ..Prefetched::default() },
+                };
+                (s.stream.clone(), entry)
+            })
             .collect();
-        let with_snapshots: Vec<&str> = chunk.iter().filter(|s| s.snapshots).map(|s| s.stream.as_str()).collect();
+        let with_snapshots: Vec<&str> = chunk
+            .iter()
+            .filter(|s| s.snapshots && !hits.contains(s.stream.as_str()))
+            .map(|s| s.stream.as_str())
+            .collect();
         if !with_snapshots.is_empty() {
             let sql = format!(
                 "SELECT stream_id, version, snapshot_schema, state FROM snapshots WHERE stream_id IN ({})",
@@ -696,8 +857,7 @@ pub async fn prefetch(tx: &mut Tx, streams: &[StreamRef]) -> Result<(), StoreErr
         }
         // As in `load_many`: one range condition per stream, planned with its values.
         let sql = events_after_sql(chunk.len());
-        let after: Vec<i64> =
-            chunk.iter().map(|s| ahead[&s.stream].snapshot.as_ref().map_or(0, |(version, _, _)| *version)).collect();
+        let after: Vec<i64> = chunk.iter().map(|s| ahead[&s.stream].version()).collect();
         let events = on_tx!(tx, |conn| {
             let mut query = sqlx::query(&sql).persistent(false);
             for (s, after) in chunk.iter().zip(&after) {
@@ -729,6 +889,39 @@ pub(crate) struct EventRow {
     pub(crate) version: i64,
     pub(crate) event: NewEvent,
     pub(crate) recorded_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    /// [`Self::recorded`], without a copy.
+    fn into_recorded(self) -> RecordedEvent {
+        RecordedEvent {
+            position: 0,
+            stream_id: self.stream_id,
+            version: self.version,
+            event_id: self.event.event_id,
+            event_type: self.event.event_type,
+            schema_version: self.event.schema_version,
+            payload: self.event.payload,
+            metadata: self.event.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    /// The row as a read would return it, but for its global position, which is not known
+    /// before it is written (0).
+    fn recorded(&self) -> RecordedEvent {
+        RecordedEvent {
+            position: 0,
+            stream_id: self.stream_id.clone(),
+            version: self.version,
+            event_id: self.event.event_id,
+            event_type: self.event.event_type.clone(),
+            schema_version: self.event.schema_version,
+            payload: self.event.payload.clone(),
+            metadata: self.event.metadata.clone(),
+            recorded_at: self.recorded_at,
+        }
+    }
 }
 
 /// Rows per insert statement on SQLite: 8 parameters each, well under its limit.
@@ -826,22 +1019,7 @@ fn deferred_after(tx: &Tx, stream: &str, version: i64) -> Vec<RecordedEvent> {
     let Some(deferred) = tx.deferred() else {
         return Vec::new();
     };
-    deferred
-        .events
-        .iter()
-        .filter(|r| r.stream_id == stream && r.version > version)
-        .map(|r| RecordedEvent {
-            position: 0,
-            stream_id: r.stream_id.clone(),
-            version: r.version,
-            event_id: r.event.event_id,
-            event_type: r.event.event_type.clone(),
-            schema_version: r.event.schema_version,
-            payload: r.event.payload.clone(),
-            metadata: r.event.metadata.clone(),
-            recorded_at: r.recorded_at,
-        })
-        .collect()
+    deferred.events.iter().filter(|r| r.stream_id == stream && r.version > version).map(EventRow::recorded).collect()
 }
 
 /// The starting point of a fold: the snapshot if there is one that decodes, else the default

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ServiceConfig, redact_url};
 use crate::consumer::{ConsumerLoop, Handler};
 use crate::db::{Db, Migrations, Tx, shared_migrations};
-use crate::event_store::{EventStore, StoreError, Upcaster};
+use crate::event_store::{EventStore, StoreError, StreamCache, Upcaster};
 use crate::http_server::Endpoint;
 use crate::ops::{Readiness, ReadinessChecks};
 use crate::outbox::{Backoff, OutboxSignal, Relay};
@@ -234,6 +234,7 @@ impl ServiceContext {
             kafka: self.config.kafka.clone(),
             handler,
             outbox_signal: self.outbox_signal.clone(),
+            stream_cache: StreamCache::new(self.config.consumer.stream_cache),
             options: self.config.consumer.clone(),
             crash_hook: Default::default(),
         }

@@ -233,7 +233,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
         // The run's events and outbox rows are written at the end (one statement on PostgreSQL), and
         // its outbox rows go to the relay at the commit.
-        tx.defer_writes();
+        tx.keep_streams_in(&self.stream_cache);
         tx.hand_over_to(&self.outbox_signal);
         // Every inbox record of the run in one statement; the ids it did not insert were
         // processed before (or come twice in this run: the first one counts).

@@ -68,6 +68,7 @@ pub use offsets::FINAL_COMMIT_WITHIN;
 use crate::broker::KafkaConfig;
 use crate::db::Db;
 use crate::envelope::Envelope;
+use crate::event_store::StreamCache;
 use crate::metrics as m;
 use crate::outbox::OutboxSignal;
 use member::{Kafka, Member};
@@ -86,6 +87,9 @@ pub struct ConsumerOptions {
     /// Most messages applied in one transaction. The loop takes what is already fetched, up to
     /// this, so a batch is one message when the consumer keeps up and grows under load.
     pub max_batch: usize,
+    /// Hot streams whose state the consumer keeps between its transactions
+    /// ([`crate::event_store::StreamCache`]); 0 keeps none.
+    pub stream_cache: usize,
 }
 
 impl Default for ConsumerOptions {
@@ -96,6 +100,7 @@ impl Default for ConsumerOptions {
             backoff_cap: Duration::from_secs(5),
             max_payload_bytes: 256 * 1024,
             max_batch: 128,
+            stream_cache: 1024,
         }
     }
 }
@@ -156,6 +161,8 @@ pub struct ConsumerLoop<H> {
     pub options: ConsumerOptions,
     /// Empty outside the backbone's fault-injection tests.
     pub crash_hook: CrashHook,
+    /// The hot streams' state between transactions ([`ConsumerOptions::stream_cache`]).
+    pub stream_cache: StreamCache,
 }
 
 /// Why the loop stopped.

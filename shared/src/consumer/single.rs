@@ -155,7 +155,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut tx = self.db.begin().await.map_err(|e| HandlerError::Transient(e.into()))?;
         // As in a run: the streams the handler names read in one go, its events and outbox rows
         // written at the end (one statement on PostgreSQL).
-        tx.defer_writes();
+        tx.keep_streams_in(&self.stream_cache);
         tx.hand_over_to(&self.outbox_signal);
         if !inbox::record(&mut tx, self.service, message_id).await? {
             tx.rollback().await.ok();

@@ -18,7 +18,7 @@ use shared::consumer::{
 use shared::contracts::event_type;
 use shared::db::{Backend, Db};
 use shared::envelope::{Envelope, header_map};
-use shared::event_store::{EventStore, NewEvent, StoreError, StreamRef, Upcaster};
+use shared::event_store::{EventStore, NewEvent, StoreError, StreamCache, StreamRef, Upcaster};
 use shared::outbox::{OutboxMessage, OutboxSignal, Relay, RelayOptions, enqueue};
 use shared::testing::{TestBroker, TestDb, eventually};
 use shared::topics::service;
@@ -452,6 +452,129 @@ async fn event_store_load_in_a_deferring_transaction_is_kept_for_its_later_loads
         assert!(matches!(err, StoreError::Conflict { .. }), "{stream}: {err:?}");
         tx.rollback().await?;
     }
+    Ok(())
+}
+
+/// Save `ns` to `stream`, one `Added` per save, in a transaction that keeps its streams in
+/// `cache`, and commit.
+async fn commit_through_cache(t: &TestDb, cache: &StreamCache, stream: &str, ns: &[i64]) -> anyhow::Result<()> {
+    let store = EventStore::default();
+    let mut tx = t.db.begin().await?;
+    tx.keep_streams_in(cache);
+    for &n in ns {
+        let mut loaded = store.load::<Sum>(&mut tx, stream).await?;
+        store.save(&mut tx, stream, &mut loaded, &[Added { n }], &json!({})).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Rewrite the stored payload of `stream`'s event `version` behind the store's back: a read
+/// from the table sees `n`, a load that starts from the cache does not.
+async fn overwrite_payload(t: &TestDb, stream: &str, version: i64, n: i64) -> anyhow::Result<()> {
+    let mut tx = t.db.begin().await?;
+    let sql = match t.db.backend() {
+        Backend::Postgres => "UPDATE events SET payload = $1::jsonb WHERE stream_id = $2 AND version = $3",
+        Backend::Sqlite => "UPDATE events SET payload = $1 WHERE stream_id = $2 AND version = $3",
+    };
+    let payload = json!({ "n": n }).to_string();
+    let updated = shared::on_tx!(&mut tx, |conn| {
+        sqlx::query(sql).bind(&payload).bind(stream).bind(version).execute(conn).await?.rows_affected()
+    });
+    assert_eq!(updated, 1);
+    tx.commit().await?;
+    Ok(())
+}
+
+both_backends!(event_store_stream_cache_starts_from_the_last_commit_and_reads_what_others_appended);
+/// A consumer's stream cache: a hot stream starts from what its last commit left (its snapshot
+/// and the events after it, the cached ones not read again), and what other writers appended
+/// since is read. Without that read, a decision that appends nothing to the stream (a refusal
+/// for want of stock another replica released) would be made on a stale state.
+async fn event_store_stream_cache_starts_from_the_last_commit_and_reads_what_others_appended(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    let cache = StreamCache::new(16);
+    // Four saves: the snapshot at 3 is written, and the cache holds it and event 4.
+    commit_through_cache(&t, &cache, "hot", &[1, 2, 3, 4]).await?;
+    assert_eq!(cache.len(), 1);
+    overwrite_payload(&t, "hot", 4, 100).await?;
+    let mut other = t.db.begin().await?;
+    store.append(&mut other, "hot", 4, &[NewEvent::new("Added", 1, &Added { n: 5 })?]).await?;
+    other.commit().await?;
+
+    let mut tx = t.db.begin().await?;
+    tx.keep_streams_in(&cache);
+    let cached = store.load::<Sum>(&mut tx, "hot").await?;
+    tx.rollback().await?;
+    let mut tx = t.db.begin().await?;
+    tx.defer_writes();
+    let fresh = store.load::<Sum>(&mut tx, "hot").await?;
+    tx.rollback().await?;
+
+    assert_eq!((cached.state.total, cached.version), (1 + 2 + 3 + 4 + 5, 5), "events 1-4 from the cache, event 5 read");
+    assert_eq!((fresh.state.total, fresh.version), (1 + 2 + 3 + 100 + 5, 5), "a read from the table");
+    Ok(())
+}
+
+both_backends!(event_store_stream_cache_takes_commits_only_and_drops_what_lost_a_race);
+/// The cache takes a transaction's streams back at its commit, not before: the next
+/// transaction sees neither the events of one that flushed and rolled back, nor those of one
+/// that lost a race at its flush (its retry reads the stream afresh).
+async fn event_store_stream_cache_takes_commits_only_and_drops_what_lost_a_race(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let t = TestDb::new(backend, &[]).await?;
+    let store = EventStore::default();
+    let cache = StreamCache::new(16);
+    commit_through_cache(&t, &cache, "s", &[1]).await?;
+
+    let mut tx = t.db.begin().await?;
+    tx.keep_streams_in(&cache);
+    let mut loaded = store.load::<Sum>(&mut tx, "s").await?;
+    store.save(&mut tx, "s", &mut loaded, &[Added { n: 10 }], &json!({})).await?;
+    tx.flush().await?;
+    tx.rollback().await?;
+    let mut tx = t.db.begin().await?;
+    tx.keep_streams_in(&cache);
+    let mut loaded = store.load::<Sum>(&mut tx, "s").await?;
+    assert_eq!((loaded.state.total, loaded.version), (1, 1), "the rolled-back event is not in the cache");
+
+    // Another writer takes version 2 after this transaction read the stream (on SQLite, by
+    // writing version 2 in this transaction's place: its write lock keeps others out).
+    match backend {
+        Backend::Postgres => {
+            let mut other = t.db.begin().await?;
+            store.append(&mut other, "s", 1, &[NewEvent::new("Added", 1, &Added { n: 7 })?]).await?;
+            other.commit().await?;
+        }
+        Backend::Sqlite => {
+            shared::on_tx!(&mut tx, |conn| {
+                sqlx::query(
+                    "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+                     VALUES ('s', 2, $1, 'Added', 1, '{\"n\": 7}', '{}', CURRENT_TIMESTAMP)",
+                )
+                .bind(uuid::Uuid::new_v4())
+                .execute(conn)
+                .await?
+                .rows_affected()
+            });
+        }
+    }
+    store.save(&mut tx, "s", &mut loaded, &[Added { n: 20 }], &json!({})).await?;
+    let err = tx.flush().await.expect_err("conflict");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    match backend {
+        Backend::Postgres => tx.rollback().await?,
+        Backend::Sqlite => tx.commit().await?,
+    }
+
+    let mut tx = t.db.begin().await?;
+    tx.keep_streams_in(&cache);
+    let retried = store.load::<Sum>(&mut tx, "s").await?;
+    assert_eq!((retried.state.total, retried.version), (8, 2), "the loser's event is not in the cache");
     Ok(())
 }
 
@@ -946,6 +1069,7 @@ fn consumer_loop_batching<H: Handler>(
             max_batch,
             ..ConsumerOptions::default()
         },
+        stream_cache: StreamCache::new(ConsumerOptions::default().stream_cache),
         crash_hook: crash,
     }
 }

@@ -35,7 +35,7 @@ use shared::consumer::{ConsumerLoop, ConsumerOptions, CrashHook, Handler, Handle
 use shared::contracts::event_type;
 use shared::db::{Backend, Db};
 use shared::envelope::{Envelope, header_map};
-use shared::event_store::{EventStore, NewEvent, StreamRef};
+use shared::event_store::{EventStore, NewEvent, StreamCache, StreamRef};
 use shared::outbox::{OutboxMessage, OutboxSignal, Relay, RelayOptions, backlog, enqueue};
 use shared::testing::{TestBroker, TestDb, eventually};
 use shared::topics::service;
@@ -120,10 +120,10 @@ struct Recorder {
 
 impl Handler for Recorder {
     /// Named, so that runs read `effects` ahead of their handlers (the prefetch is under test
-    /// too).
+    /// too), as a hot stream: the consumer's stream cache is under test as well.
     fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
         if message.event_type == event_type::ORDER_PLACED {
-            vec![StreamRef { stream: "effects".to_owned(), snapshots: false }]
+            vec![StreamRef { stream: "effects".to_owned(), snapshots: true }]
         } else {
             Vec::new()
         }
@@ -350,6 +350,7 @@ impl World {
                 max_batch: self.consumer_batch,
                 ..ConsumerOptions::default()
             },
+            stream_cache: StreamCache::new(ConsumerOptions::default().stream_cache),
             crash_hook,
         }
     }
