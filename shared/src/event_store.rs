@@ -646,7 +646,7 @@ impl StreamRef {
 
 /// A stream as a transaction read it ahead: its snapshot (of whatever schema, if it was looked
 /// for) and the events after it, as stored.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct Prefetched {
     snapshot: Option<(i64, i32, serde_json::Value)>,
     snapshots_read: bool,
@@ -892,7 +892,7 @@ pub(crate) struct EventRow {
 }
 
 impl EventRow {
-    /// [`Self::recorded`], without a copy.
+    /// [`Self::recorded`], taking the row.
     fn into_recorded(self) -> RecordedEvent {
         RecordedEvent {
             position: 0,
@@ -910,17 +910,7 @@ impl EventRow {
     /// The row as a read would return it, but for its global position, which is not known
     /// before it is written (0).
     fn recorded(&self) -> RecordedEvent {
-        RecordedEvent {
-            position: 0,
-            stream_id: self.stream_id.clone(),
-            version: self.version,
-            event_id: self.event.event_id,
-            event_type: self.event.event_type.clone(),
-            schema_version: self.event.schema_version,
-            payload: self.event.payload.clone(),
-            metadata: self.event.metadata.clone(),
-            recorded_at: self.recorded_at,
-        }
+        self.clone().into_recorded()
     }
 }
 

@@ -74,12 +74,15 @@ struct Scenario {
     steps: Vec<Step>,
 }
 
+/// A relay run that asks for a crash nine times in ten (a crash asked for after more batches
+/// than the run has does not happen: a case that crashes nothing proves nothing about crashes).
 fn relay_step() -> impl Strategy<Value = Step> {
-    proptest::option::weighted(0.7, 1u8..=3).prop_map(|k| Step::RelayRun { crash_after_batches: k })
+    proptest::option::weighted(0.9, 1u8..=3).prop_map(|k| Step::RelayRun { crash_after_batches: k })
 }
 
+/// A consumer run that asks for a crash almost always, for the same reason.
 fn consumer_step() -> impl Strategy<Value = Step> {
-    proptest::option::weighted(0.85, 1u8..=3).prop_map(|k| Step::ConsumerRun { crash_after_commits: k })
+    proptest::option::weighted(0.95, 1u8..=3).prop_map(|k| Step::ConsumerRun { crash_after_commits: k })
 }
 
 /// One round: commit some commands, then a relay run and usually a consumer run, in either
