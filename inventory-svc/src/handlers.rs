@@ -13,14 +13,14 @@
 
 use std::collections::HashMap;
 
-use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::consumer::{Changes, Handler, HandlerError, MessageContext, Step};
 use shared::contracts::{
     AdjustStock, CompensationTrigger, OrderCancelled, OrderPlaced, PaymentDeclined, ShipmentFailed, ShipmentScheduled,
     UpsertProduct, command_type, event_type,
 };
 use shared::db::Tx;
 use shared::envelope::Envelope;
-use shared::event_store::{Aggregate, EventStore, Loaded, StreamRef};
+use shared::event_store::{Aggregate, EventStore, Loaded, StoreError, StreamRef};
 use shared::service::Seeder;
 use shared::topics::Topics;
 use uuid::Uuid;
@@ -82,65 +82,134 @@ impl Handler for InventoryHandler {
     }
 
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
-        let decided = match ctx.message.event_type.as_str() {
-            event_type::ORDER_PLACED => {
-                let placed: OrderPlaced = ctx.message.decode()?;
-                let (reservation, skus) =
-                    self.load(ctx.tx, placed.order_id, placed.items.iter().map(|l| &l.sku)).await?;
-                let decision = domain::reserve(
-                    placed.order_id,
-                    &placed.customer_id,
-                    &placed.items,
-                    &placed.ship_to,
-                    &reservation.state,
-                    &states(&skus),
-                )
-                .map_err(HandlerError::permanent)?;
-                (placed.order_id, reservation, skus, decision)
-            }
-            event_type::PAYMENT_DECLINED => {
-                let e: PaymentDeclined = ctx.message.decode()?;
-                self.release(ctx.tx, e.order_id, CompensationTrigger::PaymentDeclined).await?
-            }
-            event_type::SHIPMENT_FAILED => {
-                let e: ShipmentFailed = ctx.message.decode()?;
-                self.release(ctx.tx, e.order_id, CompensationTrigger::ShipmentFailed).await?
-            }
-            event_type::ORDER_CANCELLED => {
-                let e: OrderCancelled = ctx.message.decode()?;
-                self.release(ctx.tx, e.order_id, CompensationTrigger::OrderCancelled).await?
-            }
-            event_type::SHIPMENT_SCHEDULED => {
-                let e: ShipmentScheduled = ctx.message.decode()?;
-                let (reservation, skus) = self.load_held(ctx.tx, e.order_id).await?;
-                let decision = domain::mark_shipped(e.order_id, &reservation.state, &states(&skus))
-                    .map_err(HandlerError::permanent)?;
-                (e.order_id, reservation, skus, decision)
-            }
+        match ctx.message.event_type.as_str() {
             command_type::UPSERT_PRODUCT => {
                 let c: UpsertProduct = ctx.message.decode()?;
-                return self
-                    .apply_to_sku(ctx, c.command_id, &c.sku, |state| {
-                        domain::upsert_product(state, c.name.clone(), c.price_minor)
-                    })
-                    .await;
+                self.apply_to_sku(ctx, c.command_id, &c.sku, |state| {
+                    domain::upsert_product(state, c.name.clone(), c.price_minor)
+                })
+                .await
             }
             command_type::ADJUST_STOCK => {
                 let c: AdjustStock = ctx.message.decode()?;
-                return self
-                    .apply_to_sku(ctx, c.command_id, &c.sku, |state| domain::adjust_stock(state, c.delta))
-                    .await;
+                self.apply_to_sku(ctx, c.command_id, &c.sku, |state| domain::adjust_stock(state, c.delta)).await
             }
-            // Other events on our topics are not ours to act on.
-            _ => return Ok(()),
-        };
-        let (order_id, mut reservation, mut skus, decision) = decided;
-        self.commit(ctx, order_id, &mut reservation, &mut skus, decision).await
+            _ => ctx.execute(self).await,
+        }
+    }
+}
+
+/// What a saga message asks of inventory.
+#[derive(Debug)]
+pub enum Command {
+    /// Reserve a new order's lines.
+    Reserve(OrderPlaced),
+    /// Release what an order holds.
+    Release { order_id: Uuid, trigger: CompensationTrigger },
+    /// The order's reserved units left with its shipment.
+    Ship { order_id: Uuid },
+}
+
+impl Command {
+    fn order_id(&self) -> Uuid {
+        match self {
+            Command::Reserve(placed) => placed.order_id,
+            Command::Release { order_id, .. } | Command::Ship { order_id } => *order_id,
+        }
     }
 }
 
 type Skus = HashMap<String, Loaded<SkuState>>;
-type Decided = (Uuid, Loaded<ReservationState>, Skus, InventoryDecision);
+
+impl Step for InventoryHandler {
+    type Command = Command;
+    /// The order's reservation and the stock of the SKUs it names or holds.
+    type Loaded = (Loaded<ReservationState>, Skus);
+    type Decision = InventoryDecision;
+    type Refusal = domain::DomainError;
+
+    fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn command(&self, message: &Envelope) -> Result<Option<Command>, HandlerError> {
+        let release = |order_id, trigger| Some(Command::Release { order_id, trigger });
+        Ok(match message.event_type.as_str() {
+            event_type::ORDER_PLACED => Some(Command::Reserve(message.decode()?)),
+            event_type::PAYMENT_DECLINED => {
+                release(message.decode::<PaymentDeclined>()?.order_id, CompensationTrigger::PaymentDeclined)
+            }
+            event_type::SHIPMENT_FAILED => {
+                release(message.decode::<ShipmentFailed>()?.order_id, CompensationTrigger::ShipmentFailed)
+            }
+            event_type::ORDER_CANCELLED => {
+                release(message.decode::<OrderCancelled>()?.order_id, CompensationTrigger::OrderCancelled)
+            }
+            event_type::SHIPMENT_SCHEDULED => {
+                Some(Command::Ship { order_id: message.decode::<ShipmentScheduled>()?.order_id })
+            }
+            // Other events on our topics are not ours to act on.
+            _ => None,
+        })
+    }
+
+    /// A new order's SKUs are the ones it names; a release or a shipment learns them from the
+    /// reservation.
+    async fn load(&self, tx: &mut Tx, command: &Command) -> Result<Self::Loaded, HandlerError> {
+        let reservation =
+            self.store.load::<ReservationState>(tx, &ReservationState::stream_id(command.order_id())).await?;
+        let skus = match command {
+            Command::Reserve(placed) => self.load_skus(tx, placed.items.iter().map(|l| &l.sku)).await?,
+            Command::Release { .. } | Command::Ship { .. } => {
+                self.load_skus(tx, reservation.state.skus_involved().iter()).await?
+            }
+        };
+        Ok((reservation, skus))
+    }
+
+    fn decide(
+        &self,
+        command: &Command,
+        (reservation, skus): &Self::Loaded,
+    ) -> Result<InventoryDecision, Self::Refusal> {
+        let skus = states(skus);
+        match command {
+            Command::Reserve(placed) => domain::reserve(
+                placed.order_id,
+                &placed.customer_id,
+                &placed.items,
+                &placed.ship_to,
+                &reservation.state,
+                &skus,
+            ),
+            Command::Release { order_id, trigger } => domain::release(*order_id, *trigger, &reservation.state, &skus),
+            Command::Ship { order_id } => domain::mark_shipped(*order_id, &reservation.state, &skus),
+        }
+    }
+
+    async fn changes(
+        &self,
+        command: Command,
+        (reservation, mut skus): Self::Loaded,
+        decision: InventoryDecision,
+    ) -> Result<Changes<'_>, HandlerError> {
+        let mut changes = Changes::new();
+        // SKUs in sorted order (the decision's map is a BTreeMap): one lock order everywhere.
+        for (sku, events) in decision.skus {
+            let loaded = skus.remove(&sku).ok_or_else(|| {
+                HandlerError::permanent(anyhow::anyhow!("decision touched sku {sku} that was not loaded"))
+            })?;
+            changes.save(SkuState::stream_id(&sku), loaded, events);
+        }
+        changes.save(ReservationState::stream_id(command.order_id()), reservation, decision.reservation);
+        if let Some(public) = decision.publish {
+            let compensation = matches!(public, PublicEvent::Released(_)).then_some("inventory_released");
+            let payload = public.payload().map_err(HandlerError::permanent)?;
+            changes.publish_compensating(&self.topics.inventory, public.event_type(), &payload, compensation)?;
+        }
+        Ok(changes)
+    }
+}
 
 /// A SKU's state with its name (the stream's events do not carry it).
 fn named(state: &SkuState, sku: &str) -> SkuState {
@@ -154,27 +223,8 @@ fn states(skus: &Skus) -> HashMap<String, SkuState> {
 }
 
 impl InventoryHandler {
-    async fn load<'a>(
-        &self,
-        tx: &mut Tx,
-        order_id: Uuid,
-        skus: impl Iterator<Item = &'a String>,
-    ) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
-        let reservation = self.store.load::<ReservationState>(tx, &ReservationState::stream_id(order_id)).await?;
-        let skus = self.load_skus(tx, skus).await?;
-        Ok((reservation, skus))
-    }
-
-    /// The order's reservation, then the SKUs it holds stock of.
-    async fn load_held(&self, tx: &mut Tx, order_id: Uuid) -> Result<(Loaded<ReservationState>, Skus), HandlerError> {
-        let reservation = self.store.load::<ReservationState>(tx, &ReservationState::stream_id(order_id)).await?;
-        let involved = reservation.state.skus_involved();
-        let skus = self.load_skus(tx, involved.iter()).await?;
-        Ok((reservation, skus))
-    }
-
     /// SKUs' stock, in one load whatever their number.
-    async fn load_skus<'a>(&self, tx: &mut Tx, skus: impl Iterator<Item = &'a String>) -> Result<Skus, HandlerError> {
+    async fn load_skus<'a>(&self, tx: &mut Tx, skus: impl Iterator<Item = &'a String>) -> Result<Skus, StoreError> {
         let mut wanted: Vec<&String> = skus.collect();
         wanted.sort();
         wanted.dedup();
@@ -187,47 +237,6 @@ impl InventoryHandler {
             loaded.insert(sku.clone(), state);
         }
         Ok(loaded)
-    }
-
-    async fn release(
-        &self,
-        tx: &mut Tx,
-        order_id: Uuid,
-        trigger: CompensationTrigger,
-    ) -> Result<Decided, HandlerError> {
-        let (reservation, skus) = self.load_held(tx, order_id).await?;
-        let decision =
-            domain::release(order_id, trigger, &reservation.state, &states(&skus)).map_err(HandlerError::permanent)?;
-        Ok((order_id, reservation, skus, decision))
-    }
-
-    async fn commit(
-        &self,
-        ctx: &mut MessageContext<'_>,
-        order_id: Uuid,
-        reservation: &mut Loaded<ReservationState>,
-        skus: &mut Skus,
-        decision: InventoryDecision,
-    ) -> Result<(), HandlerError> {
-        let metadata = ctx.event_metadata();
-        // SKUs in sorted order (the decision's map is a BTreeMap): one lock order everywhere.
-        for (sku, events) in &decision.skus {
-            let loaded = skus.get_mut(sku).ok_or_else(|| {
-                HandlerError::permanent(anyhow::anyhow!("decision touched sku {sku} that was not loaded"))
-            })?;
-            self.store.save(ctx.tx, &SkuState::stream_id(sku), loaded, events, &metadata).await?;
-        }
-        self.store
-            .save(ctx.tx, &ReservationState::stream_id(order_id), reservation, &decision.reservation, &metadata)
-            .await?;
-        if let Some(public) = decision.publish {
-            if matches!(public, PublicEvent::Released(_)) {
-                shared::metrics::compensation(shared::topics::service::INVENTORY, "inventory_released");
-            }
-            let payload = public.payload().map_err(HandlerError::permanent)?;
-            ctx.publish(&self.topics.inventory, public.event_type(), &payload).await?;
-        }
-        Ok(())
     }
 
     /// An admin command on one SKU: decide it on the SKU's stream, record its events, and

@@ -26,7 +26,7 @@
 //! other services' (a run rolled back logs its notices again, as a redelivery would).
 
 use chrono::{DateTime, Utc};
-use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::consumer::{Changes, Handler, HandlerError, MessageContext, Step};
 use shared::contracts::{NotificationKind, OrderCancelled, OrderCompleted, event_type};
 use shared::db::Tx;
 use shared::envelope::Envelope;
@@ -69,23 +69,7 @@ pub struct NotificationHandler {
 
 impl Handler for NotificationHandler {
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
-        let (order_id, mut state, decision) = match ctx.message.event_type.as_str() {
-            event_type::ORDER_COMPLETED => {
-                let completed: OrderCompleted = ctx.message.decode()?;
-                let state = self.load(ctx.tx, completed.order_id).await?;
-                let decision = domain::confirm(&state.state, &completed).map_err(HandlerError::permanent)?;
-                (completed.order_id, state, decision)
-            }
-            event_type::ORDER_CANCELLED => {
-                let cancelled: OrderCancelled = ctx.message.decode()?;
-                let state = self.load(ctx.tx, cancelled.order_id).await?;
-                let decision = domain::cancel_notice(&state.state, &cancelled).map_err(HandlerError::permanent)?;
-                (cancelled.order_id, state, decision)
-            }
-            // Other events on our topics are not ours to act on.
-            _ => return Ok(()),
-        };
-        self.commit(ctx, order_id, &mut state, decision).await
+        ctx.execute(self).await
     }
 
     /// The order's notification stream (a decision is keyed by its order; a wrong key costs a
@@ -110,20 +94,63 @@ impl Handler for NotificationHandler {
     }
 }
 
-impl NotificationHandler {
-    async fn load(&self, tx: &mut Tx, order_id: Uuid) -> Result<Loaded<Notifications>, HandlerError> {
-        Ok(self.store.load::<Notifications>(tx, &Notifications::stream_id(order_id)).await?)
+/// What a decision of order-svc asks the customer be told.
+#[derive(Debug)]
+pub enum Command {
+    Confirm(OrderCompleted),
+    CancelNotice(OrderCancelled),
+}
+
+impl Command {
+    fn order_id(&self) -> Uuid {
+        match self {
+            Command::Confirm(completed) => completed.order_id,
+            Command::CancelNotice(cancelled) => cancelled.order_id,
+        }
+    }
+}
+
+impl Step for NotificationHandler {
+    type Command = Command;
+    type Loaded = Loaded<Notifications>;
+    type Decision = Decision;
+    type Refusal = domain::Contradiction;
+
+    fn store(&self) -> &EventStore {
+        &self.store
     }
 
-    async fn commit(
+    fn command(&self, message: &Envelope) -> Result<Option<Command>, HandlerError> {
+        Ok(match message.event_type.as_str() {
+            event_type::ORDER_COMPLETED => Some(Command::Confirm(message.decode()?)),
+            event_type::ORDER_CANCELLED => Some(Command::CancelNotice(message.decode()?)),
+            // Other events on our topics are not ours to act on.
+            _ => None,
+        })
+    }
+
+    async fn load(&self, tx: &mut Tx, command: &Command) -> Result<Loaded<Notifications>, HandlerError> {
+        Ok(self.store.load::<Notifications>(tx, &Notifications::stream_id(command.order_id())).await?)
+    }
+
+    fn decide(&self, command: &Command, state: &Loaded<Notifications>) -> Result<Decision, Self::Refusal> {
+        match command {
+            Command::Confirm(completed) => domain::confirm(&state.state, completed),
+            Command::CancelNotice(cancelled) => domain::cancel_notice(&state.state, cancelled),
+        }
+    }
+
+    /// A notification owed is delivered here, before anything is appended; once delivered,
+    /// its delivery is recorded with the decision's events.
+    async fn changes(
         &self,
-        ctx: &mut MessageContext<'_>,
-        order_id: Uuid,
-        state: &mut Loaded<Notifications>,
+        command: Command,
+        state: Loaded<Notifications>,
         decision: Decision,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Changes<'_>, HandlerError> {
+        let mut changes = Changes::new();
         if decision.is_empty() {
-            return Ok(());
+            return Ok(changes);
         }
         let recorded = match &decision.delivery {
             Some(notification) => {
@@ -142,14 +169,15 @@ impl NotificationHandler {
             None => Recorded::default(),
         };
         let events: Vec<NotificationEvent> = decision.events.into_iter().chain(recorded.events).collect();
-        let metadata = ctx.event_metadata();
-        self.store.save(ctx.tx, &Notifications::stream_id(order_id), state, &events, &metadata).await?;
+        changes.save(Notifications::stream_id(command.order_id()), state, events);
         if let Some(sent) = recorded.publish {
-            ctx.publish(&self.topics.notifications, event_type::NOTIFICATION_SENT, &sent).await?;
+            changes.publish(&self.topics.notifications, event_type::NOTIFICATION_SENT, &sent)?;
         }
-        Ok(())
+        Ok(changes)
     }
+}
 
+impl NotificationHandler {
     /// What has been told to an order's customer (for tests and operators).
     pub async fn notifications(&self, tx: &mut Tx, order_id: Uuid) -> anyhow::Result<Notifications> {
         Ok(self.store.load::<Notifications>(tx, &Notifications::stream_id(order_id)).await?.state)

@@ -16,7 +16,7 @@
 //! retried against the fresh state.
 
 use serde::{Deserialize, Serialize};
-use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::consumer::{Changes, Handler, HandlerError, MessageContext, Step};
 use shared::contracts::{
     CompensationTrigger, CreditAccount, InventoryReserved, OrderCancelled, SetAccountBalance, ShipmentFailed,
     command_type, event_type,
@@ -25,7 +25,7 @@ use shared::db::Tx;
 use shared::envelope::Envelope;
 use shared::event_store::{Aggregate, EventStore, Loaded, StreamRef};
 use shared::service::Seeder;
-use shared::topics::{Topics, service};
+use shared::topics::Topics;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -95,109 +95,130 @@ impl Handler for PaymentHandler {
     }
 
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
-        let (order_id, mut payment, customer, decision) = match ctx.message.event_type.as_str() {
-            event_type::INVENTORY_RESERVED => {
-                let reserved: InventoryReserved = ctx.message.decode()?;
-                let payment = self.load_payment(ctx.tx, reserved.order_id).await?;
-                let account = self.load_account(ctx.tx, &reserved.customer_id).await?;
-                let fault = self.fault.decision_for(reserved.order_id);
-                let decision = domain::capture(&reserved, &payment.state, account.state.0.as_ref(), fault)
-                    .map_err(HandlerError::permanent)?;
-                (reserved.order_id, payment, Some((reserved.customer_id, account)), decision)
-            }
-            event_type::SHIPMENT_FAILED => {
-                let e: ShipmentFailed = ctx.message.decode()?;
-                self.refund(ctx.tx, e.order_id, CompensationTrigger::ShipmentFailed).await?
-            }
-            event_type::ORDER_CANCELLED => {
-                let e: OrderCancelled = ctx.message.decode()?;
-                self.refund(ctx.tx, e.order_id, CompensationTrigger::OrderCancelled).await?
-            }
+        match ctx.message.event_type.as_str() {
             command_type::CREDIT_ACCOUNT => {
                 let c: CreditAccount = ctx.message.decode()?;
-                return self
-                    .apply_to_account(ctx, c.command_id, &c.customer_id, |account| {
-                        domain::credit(account, c.amount_minor)
-                    })
-                    .await;
+                self.apply_to_account(ctx, c.command_id, &c.customer_id, |account| {
+                    domain::credit(account, c.amount_minor)
+                })
+                .await
             }
             command_type::SET_ACCOUNT_BALANCE => {
                 let c: SetAccountBalance = ctx.message.decode()?;
-                return self
-                    .apply_to_account(ctx, c.command_id, &c.customer_id, |account| match account {
-                        None => domain::open_account(None, c.balance_minor),
-                        Some(_) => domain::set_balance(account, c.balance_minor),
-                    })
-                    .await;
+                self.apply_to_account(ctx, c.command_id, &c.customer_id, |account| match account {
+                    None => domain::open_account(None, c.balance_minor),
+                    Some(_) => domain::set_balance(account, c.balance_minor),
+                })
+                .await
             }
-            // Other events on our topics are not ours to act on.
-            _ => return Ok(()),
-        };
-        self.commit(ctx, order_id, &mut payment, customer, decision).await
+            _ => ctx.execute(self).await,
+        }
     }
 }
 
-/// What a decision was taken on: the order, its payment, the account it touches (if any).
-type Decided = (Uuid, Loaded<PaymentState>, Option<(String, Loaded<Account>)>, PaymentDecision);
+/// What a saga message asks of payment.
+#[derive(Debug)]
+pub enum Command {
+    /// Charge a reservation's priced total.
+    Capture(InventoryReserved),
+    /// Refund what the order was charged.
+    Refund { order_id: Uuid, trigger: CompensationTrigger },
+}
 
-impl PaymentHandler {
-    async fn load_payment(&self, tx: &mut Tx, order_id: Uuid) -> Result<Loaded<PaymentState>, HandlerError> {
-        Ok(self.store.load::<PaymentState>(tx, &PaymentState::stream_id(order_id)).await?)
+impl Command {
+    fn order_id(&self) -> Uuid {
+        match self {
+            Command::Capture(reserved) => reserved.order_id,
+            Command::Refund { order_id, .. } => *order_id,
+        }
+    }
+}
+
+/// The order's payment, and the account it touches (if any) with its customer.
+pub type PaymentLoaded = (Loaded<PaymentState>, Option<(String, Loaded<Account>)>);
+
+impl Step for PaymentHandler {
+    type Command = Command;
+    type Loaded = PaymentLoaded;
+    type Decision = PaymentDecision;
+    type Refusal = domain::DomainError;
+
+    fn store(&self) -> &EventStore {
+        &self.store
     }
 
-    async fn load_account(&self, tx: &mut Tx, customer_id: &str) -> Result<Loaded<Account>, HandlerError> {
-        Ok(self.store.load::<Account>(tx, &AccountState::stream_id(customer_id)).await?)
+    fn command(&self, message: &Envelope) -> Result<Option<Command>, HandlerError> {
+        let refund = |order_id, trigger| Some(Command::Refund { order_id, trigger });
+        Ok(match message.event_type.as_str() {
+            event_type::INVENTORY_RESERVED => Some(Command::Capture(message.decode()?)),
+            event_type::SHIPMENT_FAILED => {
+                refund(message.decode::<ShipmentFailed>()?.order_id, CompensationTrigger::ShipmentFailed)
+            }
+            event_type::ORDER_CANCELLED => {
+                refund(message.decode::<OrderCancelled>()?.order_id, CompensationTrigger::OrderCancelled)
+            }
+            // Other events on our topics are not ours to act on.
+            _ => None,
+        })
     }
 
-    async fn refund(&self, tx: &mut Tx, order_id: Uuid, trigger: CompensationTrigger) -> Result<Decided, HandlerError> {
-        let payment = self.load_payment(tx, order_id).await?;
-        // The refund goes back to the account the payment was decided for.
-        let customer = match payment.state.customer_id().map(str::to_owned) {
+    /// A capture charges the reservation's customer; a refund goes back to the account the
+    /// payment was decided for.
+    async fn load(&self, tx: &mut Tx, command: &Command) -> Result<PaymentLoaded, HandlerError> {
+        let payment = self.store.load::<PaymentState>(tx, &PaymentState::stream_id(command.order_id())).await?;
+        let customer = match command {
+            Command::Capture(reserved) => Some(reserved.customer_id.clone()),
+            Command::Refund { .. } => payment.state.customer_id().map(str::to_owned),
+        };
+        let account = match customer {
             Some(customer_id) => {
-                let account = self.load_account(tx, &customer_id).await?;
+                let account = self.store.load::<Account>(tx, &AccountState::stream_id(&customer_id)).await?;
                 Some((customer_id, account))
             }
             None => None,
         };
-        let account = customer.as_ref().and_then(|(_, a)| a.state.0);
-        let decision =
-            domain::refund(order_id, trigger, &payment.state, account.as_ref()).map_err(HandlerError::permanent)?;
-        Ok((order_id, payment, customer, decision))
+        Ok((payment, account))
     }
 
-    async fn commit(
-        &self,
-        ctx: &mut MessageContext<'_>,
-        order_id: Uuid,
-        payment: &mut Loaded<PaymentState>,
-        customer: Option<(String, Loaded<Account>)>,
-        decision: PaymentDecision,
-    ) -> Result<(), HandlerError> {
-        if decision.is_empty() {
-            return Ok(());
+    fn decide(&self, command: &Command, (payment, customer): &PaymentLoaded) -> Result<PaymentDecision, Self::Refusal> {
+        let account = customer.as_ref().and_then(|(_, a)| a.state.0);
+        match command {
+            Command::Capture(reserved) => {
+                domain::capture(reserved, &payment.state, account.as_ref(), self.fault.decision_for(reserved.order_id))
+            }
+            Command::Refund { order_id, trigger } => {
+                domain::refund(*order_id, *trigger, &payment.state, account.as_ref())
+            }
         }
-        let metadata = ctx.event_metadata();
-        self.store.save(ctx.tx, &PaymentState::stream_id(order_id), payment, &decision.payment, &metadata).await?;
+    }
+
+    async fn changes(
+        &self,
+        command: Command,
+        (payment, customer): PaymentLoaded,
+        decision: PaymentDecision,
+    ) -> Result<Changes<'_>, HandlerError> {
+        let order_id = command.order_id();
+        let mut changes = Changes::new();
+        changes.save(PaymentState::stream_id(order_id), payment, decision.payment);
         if !decision.account.is_empty() {
-            let Some((customer_id, mut account)) = customer else {
+            let Some((customer_id, account)) = customer else {
                 return Err(HandlerError::permanent(anyhow::anyhow!(
                     "decision for order {order_id} touched an account that was not loaded"
                 )));
             };
-            self.store
-                .save(ctx.tx, &AccountState::stream_id(&customer_id), &mut account, &decision.account, &metadata)
-                .await?;
+            changes.save(AccountState::stream_id(&customer_id), account, decision.account);
         }
         if let Some(public) = decision.publish {
-            if matches!(public, PublicEvent::Refunded(_)) {
-                shared::metrics::compensation(service::PAYMENT, "payment_refunded");
-            }
+            let compensation = matches!(public, PublicEvent::Refunded(_)).then_some("payment_refunded");
             let payload = public.payload().map_err(HandlerError::permanent)?;
-            ctx.publish(&self.topics.payments, public.event_type(), &payload).await?;
+            changes.publish_compensating(&self.topics.payments, public.event_type(), &payload, compensation)?;
         }
-        Ok(())
+        Ok(changes)
     }
+}
 
+impl PaymentHandler {
     /// An admin command on one account: decide it on the account's stream, record its events,
     /// and publish the outcome (a refusal is an outcome, not an error).
     async fn apply_to_account(

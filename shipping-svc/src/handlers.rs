@@ -16,12 +16,13 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use shared::consumer::{Handler, HandlerError, MessageContext};
+use shared::consumer::{Changes, Handler, HandlerError, MessageContext, Step};
 use shared::contracts::{OrderCancelled, PaymentCaptured, SetDestinations, command_type, event_type};
 use shared::db::Tx;
-use shared::event_store::{Aggregate, EventStore, Loaded, StreamRef};
+use shared::envelope::Envelope;
+use shared::event_store::{Aggregate, EventStore, Loaded, StoreError, StreamRef};
 use shared::service::Seeder;
-use shared::topics::{Topics, service};
+use shared::topics::Topics;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -76,7 +77,7 @@ type Days = BTreeMap<CarrierDayId, Loaded<CarrierDay>>;
 impl Handler for ShippingHandler {
     /// A slow carrier API: the wait happens before the transaction opens (so it holds no lock),
     /// and the decision after it sees whatever was committed meanwhile.
-    async fn before_transaction(&self, message: &shared::envelope::Envelope) {
+    async fn before_transaction(&self, message: &Envelope) {
         if message.event_type == event_type::PAYMENT_CAPTURED && !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -85,7 +86,7 @@ impl Handler for ShippingHandler {
     /// The order's shipment; for a payment to ship, the carrier network too (the days it may
     /// book depend on the network, and are read when loaded). Keyed by their order (a hint: a
     /// wrong one costs a read, not a wrong decision).
-    fn streams(&self, message: &shared::envelope::Envelope) -> Vec<StreamRef> {
+    fn streams(&self, message: &Envelope) -> Vec<StreamRef> {
         let shipment = message.subject.parse().map(|id| StreamRef::of::<Shipment>(Shipment::stream_id(id)));
         match message.event_type.as_str() {
             event_type::PAYMENT_CAPTURED => {
@@ -97,50 +98,115 @@ impl Handler for ShippingHandler {
     }
 
     async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
-        let (order_id, mut shipment, mut days, decision) = match ctx.message.event_type.as_str() {
+        if ctx.message.event_type == command_type::SET_DESTINATIONS {
+            let c: SetDestinations = ctx.message.decode()?;
+            return self.set_destinations(ctx, c).await;
+        }
+        ctx.execute(self).await
+    }
+}
+
+/// What a saga message asks of shipping.
+#[derive(Debug)]
+pub enum Command {
+    /// Book a paid order's shipment.
+    Schedule(ScheduleShipment),
+    /// Cancel the order's shipment, or note the cancellation.
+    Cancel { order_id: Uuid },
+}
+
+impl Command {
+    fn order_id(&self) -> Uuid {
+        match self {
+            Command::Schedule(command) => command.order_id,
+            Command::Cancel { order_id } => *order_id,
+        }
+    }
+}
+
+/// The order's shipment, the carrier network (default when not needed) and the carrier days
+/// the decision may book or free.
+pub type ShippingLoaded = (Loaded<Shipment>, Network, Days);
+
+impl Step for ShippingHandler {
+    type Command = Command;
+    type Loaded = ShippingLoaded;
+    type Decision = Decision;
+    type Refusal = domain::DomainError;
+
+    fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// A payment's booking starts today (the clock is read here, not in the decision).
+    fn command(&self, message: &Envelope) -> Result<Option<Command>, HandlerError> {
+        Ok(match message.event_type.as_str() {
             event_type::PAYMENT_CAPTURED => {
-                let paid: PaymentCaptured = ctx.message.decode()?;
-                let shipment = self.load_shipment(ctx.tx, paid.order_id).await?;
-                let command = ScheduleShipment::from_payment(&paid, Utc::now().date_naive());
-                // A shipment already decided (or cancelled) needs no look at the network.
-                let (network, days) = if matches!(shipment.state, Shipment::Undecided) {
-                    let network = self.store.load::<Network>(ctx.tx, &Network::stream_id()).await?.state;
-                    let slots = command.candidate_slots(&network);
-                    (network, self.load_days(ctx.tx, slots).await?)
-                } else {
-                    (Network::default(), Days::new())
-                };
-                let states: CarrierDays = days.iter().map(|(id, day)| (id.clone(), day.state)).collect();
-                let decision =
-                    domain::schedule(&shipment.state, &command, &network, &states).map_err(HandlerError::permanent)?;
-                (paid.order_id, shipment, days, decision)
+                let paid: PaymentCaptured = message.decode()?;
+                Some(Command::Schedule(ScheduleShipment::from_payment(&paid, Utc::now().date_naive())))
             }
             event_type::ORDER_CANCELLED => {
-                let cancelled: OrderCancelled = ctx.message.decode()?;
-                let shipment = self.load_shipment(ctx.tx, cancelled.order_id).await?;
-                let decision = domain::cancel(&shipment.state, cancelled.order_id);
-                // Freeing a slot needs only its stream's version.
-                let slots = decision.slot.iter().map(|change| change.slot.clone()).collect();
-                let days = self.load_days(ctx.tx, slots).await?;
-                (cancelled.order_id, shipment, days, decision)
-            }
-            command_type::SET_DESTINATIONS => {
-                let c: SetDestinations = ctx.message.decode()?;
-                return self.set_destinations(ctx, c).await;
+                Some(Command::Cancel { order_id: message.decode::<OrderCancelled>()?.order_id })
             }
             // Other events on our topics are not ours to act on.
-            _ => return Ok(()),
+            _ => None,
+        })
+    }
+
+    /// A shipment still undecided reads the network and the days it may book; a scheduled one
+    /// being cancelled, the day it holds (freeing a slot needs only its stream's version).
+    async fn load(&self, tx: &mut Tx, command: &Command) -> Result<ShippingLoaded, HandlerError> {
+        let shipment = self.store.load::<Shipment>(tx, &Shipment::stream_id(command.order_id())).await?;
+        let (network, slots) = match (command, &shipment.state) {
+            (Command::Schedule(schedule), Shipment::Undecided) => {
+                let network = self.store.load::<Network>(tx, &Network::stream_id()).await?.state;
+                let slots = schedule.candidate_slots(&network);
+                (network, slots)
+            }
+            (Command::Cancel { .. }, Shipment::Scheduled(booking)) => (Network::default(), vec![booking.carrier_day()]),
+            _ => (Network::default(), Vec::new()),
         };
-        self.commit(ctx, order_id, &mut shipment, &mut days, decision).await
+        let days = self.load_days(tx, slots).await?;
+        Ok((shipment, network, days))
+    }
+
+    fn decide(&self, command: &Command, (shipment, network, days): &ShippingLoaded) -> Result<Decision, Self::Refusal> {
+        match command {
+            Command::Schedule(schedule) => {
+                let states: CarrierDays = days.iter().map(|(id, day)| (id.clone(), day.state)).collect();
+                domain::schedule(&shipment.state, schedule, network, &states)
+            }
+            Command::Cancel { order_id } => Ok(domain::cancel(&shipment.state, *order_id)),
+        }
+    }
+
+    async fn changes(
+        &self,
+        command: Command,
+        (shipment, _, mut days): ShippingLoaded,
+        decision: Decision,
+    ) -> Result<Changes<'_>, HandlerError> {
+        let mut changes = Changes::new();
+        if let Some(change) = decision.slot {
+            let day = days.remove(&change.slot).ok_or_else(|| {
+                HandlerError::permanent(anyhow::anyhow!(
+                    "decision touched carrier day {} that was not loaded",
+                    change.slot
+                ))
+            })?;
+            changes.save(CarrierDay::stream_id(&change.slot), day, vec![change.event]);
+        }
+        changes.save(Shipment::stream_id(command.order_id()), shipment, decision.shipment);
+        if let Some(public) = decision.publish {
+            let compensation = matches!(public, PublicEvent::Cancelled(_)).then_some("shipment_cancelled");
+            changes.publish_compensating(&self.topics.shipping, public.event_type(), &public, compensation)?;
+        }
+        Ok(changes)
     }
 }
 
 impl ShippingHandler {
-    async fn load_shipment(&self, tx: &mut Tx, order_id: Uuid) -> Result<Loaded<Shipment>, HandlerError> {
-        Ok(self.store.load::<Shipment>(tx, &Shipment::stream_id(order_id)).await?)
-    }
-
-    async fn load_days(&self, tx: &mut Tx, slots: Vec<CarrierDayId>) -> Result<Days, HandlerError> {
+    async fn load_days(&self, tx: &mut Tx, slots: Vec<CarrierDayId>) -> Result<Days, StoreError> {
         let streams: Vec<String> = slots.iter().map(CarrierDay::stream_id).collect();
         let mut by_stream = self.store.load_many::<CarrierDay>(tx, &streams).await?;
         let mut days = Days::new();
@@ -151,39 +217,6 @@ impl ShippingHandler {
             }
         }
         Ok(days)
-    }
-
-    async fn commit(
-        &self,
-        ctx: &mut MessageContext<'_>,
-        order_id: Uuid,
-        shipment: &mut Loaded<Shipment>,
-        days: &mut Days,
-        decision: Decision,
-    ) -> Result<(), HandlerError> {
-        if decision.is_empty() {
-            return Ok(());
-        }
-        let metadata = ctx.event_metadata();
-        if let Some(change) = &decision.slot {
-            let day = days.get_mut(&change.slot).ok_or_else(|| {
-                HandlerError::permanent(anyhow::anyhow!(
-                    "decision touched carrier day {} that was not loaded",
-                    change.slot
-                ))
-            })?;
-            self.store
-                .save(ctx.tx, &CarrierDay::stream_id(&change.slot), day, std::slice::from_ref(&change.event), &metadata)
-                .await?;
-        }
-        self.store.save(ctx.tx, &Shipment::stream_id(order_id), shipment, &decision.shipment, &metadata).await?;
-        if let Some(public) = decision.publish {
-            if matches!(public, PublicEvent::Cancelled(_)) {
-                shared::metrics::compensation(service::SHIPPING, "shipment_cancelled");
-            }
-            ctx.publish(&self.topics.shipping, public.event_type(), &public).await?;
-        }
-        Ok(())
     }
 
     /// The admin command: parse the carrier and countries, decide on the network, record the

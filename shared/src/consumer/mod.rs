@@ -47,6 +47,7 @@ mod member;
 mod offsets;
 mod rebalance;
 mod single;
+mod step;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub use dead_letter::{dead_letter_marker, dlq_header};
 pub use error::HandlerError;
 pub use handler::{Handler, MessageContext};
 pub use offsets::FINAL_COMMIT_WITHIN;
+pub use step::{Changes, Step, Write};
 
 use crate::broker::KafkaConfig;
 use crate::db::Db;

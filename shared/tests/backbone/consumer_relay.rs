@@ -13,7 +13,7 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde_json::json;
 use shared::CancellationToken;
 use shared::consumer::{
-    ConsumerLoop, ConsumerOptions, CrashHook, Handler, HandlerError, MessageContext, Stopped, dlq_header,
+    Changes, ConsumerLoop, ConsumerOptions, CrashHook, Handler, HandlerError, MessageContext, Step, Stopped, dlq_header,
 };
 use shared::contracts::event_type;
 use shared::db::{Backend, Db};
@@ -1255,6 +1255,25 @@ async fn consumer_crash_after_a_batch_commit_applies_each_message_of_the_batch_o
     Ok(())
 }
 
+/// The headers of the first `n` dead letters on `dlq`, read with direct partition assignment.
+fn dead_letters(broker: &TestBroker, dlq: &str, n: usize) -> anyhow::Result<Vec<Vec<(String, String)>>> {
+    let reader: BaseConsumer = broker.kafka.consumer_config("dlq-reader").create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..broker.kafka.partitions {
+        tpl.add_partition_offset(dlq, p, Offset::Beginning)?;
+    }
+    reader.assign(&tpl)?;
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while letters.len() < n {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "read {} of {n} dead letters", letters.len());
+        if let Some(m) = reader.poll(Duration::from_millis(200)) {
+            letters.push(header_map(&m?));
+        }
+    }
+    Ok(letters)
+}
+
 both_backends!(consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going);
 async fn consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going(
     backend: Backend,
@@ -1298,18 +1317,7 @@ async fn consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going(
     relay_stop.cancel();
     relay.await?;
 
-    let reader: BaseConsumer = up.broker.kafka.consumer_config("dlq-reader").create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..up.broker.kafka.partitions {
-        tpl.add_partition_offset(&dlq, p, Offset::Beginning)?;
-    }
-    reader.assign(&tpl)?;
-    let mut letters = Vec::new();
-    while letters.len() < 4 {
-        if let Some(m) = reader.poll(Duration::from_millis(200)) {
-            letters.push(header_map(&m?));
-        }
-    }
+    let letters = dead_letters(&up.broker, &dlq, 4)?;
     for headers in &letters {
         let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get(dlq_header::ORIGINAL_TOPIC).as_deref(), Some(orders.as_str()));
@@ -1322,6 +1330,118 @@ async fn consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going(
         letters.iter().filter_map(|h| h.iter().find(|(n, _)| n == dlq_header::ERROR).map(|(_, v)| v.clone())).collect();
     assert!(errors.iter().any(|e| e.contains("unknown event type")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("may not publish")), "{errors:?}");
+    Ok(())
+}
+
+/// A saga step on [`Sum`] through the one executor: each `OrderPlaced` adds its `n` to its
+/// key's sum and publishes the new total on the inventory topic, unless the sum would pass 10
+/// (the domain refuses).
+struct Tally {
+    store: EventStore,
+    topic: String,
+}
+
+impl Step for Tally {
+    type Command = i64;
+    type Loaded = shared::event_store::Loaded<Sum>;
+    type Decision = Vec<Added>;
+    type Refusal = anyhow::Error;
+
+    fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn command(&self, message: &Envelope) -> Result<Option<i64>, HandlerError> {
+        if message.event_type != event_type::ORDER_PLACED {
+            return Ok(None);
+        }
+        let n = message.data["n"].as_i64().ok_or_else(|| HandlerError::permanent(anyhow::anyhow!("no n")))?;
+        Ok(Some(n))
+    }
+
+    async fn load(&self, tx: &mut shared::db::Tx, _: &i64) -> Result<Self::Loaded, HandlerError> {
+        Ok(self.store.load::<Sum>(tx, "tally").await?)
+    }
+
+    fn decide(&self, n: &i64, sum: &Self::Loaded) -> Result<Vec<Added>, anyhow::Error> {
+        anyhow::ensure!(sum.state.total + n <= 10, "adding {n} to {} passes the limit of 10", sum.state.total);
+        Ok(vec![Added { n: *n }])
+    }
+
+    async fn changes(&self, _: i64, sum: Self::Loaded, added: Vec<Added>) -> Result<Changes<'_>, HandlerError> {
+        let total = sum.state.total + added.iter().map(|a| a.n).sum::<i64>();
+        let mut changes = Changes::new();
+        changes.save("tally".to_owned(), sum, added);
+        changes.publish(&self.topic, event_type::INVENTORY_RESERVED, &json!({ "total": total }))?;
+        Ok(changes)
+    }
+}
+
+impl Handler for Tally {
+    async fn handle(&self, ctx: &mut MessageContext<'_>) -> Result<(), HandlerError> {
+        ctx.execute(self).await
+    }
+}
+
+both_backends!(step_executor_records_a_decision_and_dead_letters_a_refusal_with_nothing_written);
+async fn step_executor_records_a_decision_and_dead_letters_a_refusal_with_nothing_written(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let up = Upstream::new(backend).await?;
+    let down = TestDb::new(backend, &[]).await?;
+    let producer = up.broker.kafka.producer()?;
+    let orders = &up.broker.topics.orders;
+    let messages = [4, 5, 3, 1]
+        .into_iter()
+        .map(|n| Ok(Envelope::new(event_type::ORDER_PLACED, 1, service::ORDER, "t", &json!({ "n": n }))?))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for message in &messages {
+        publish(&producer, orders, message).await?;
+    }
+
+    let store = EventStore::default();
+    let tally = Arc::new(Tally { store: store.clone(), topic: up.broker.topics.inventory.clone() });
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer_loop_batching(&up, &down, tally, CrashHook::default(), 64).run(stop.clone()));
+    let relay_stop = CancellationToken::new();
+    let options = RelayOptions { poll_interval: Duration::from_millis(20), ..Default::default() };
+    let relay =
+        Relay::new(service::INVENTORY, down.db.clone(), up.broker.kafka.producer()?, OutboxSignal::default(), options);
+    let relay = tokio::spawn(relay.run(relay_stop.clone()));
+    let dlq = up.broker.topics.dead_letter(service::INVENTORY);
+    let inventory = &up.broker.topics.inventory;
+    eventually(WAIT, "three totals and one dead letter", || async {
+        (count_on(&up.broker, inventory).ok()? == 3 && count_on(&up.broker, &dlq).ok()? == 1).then_some(())
+    })
+    .await?;
+    stop.cancel();
+    run.await??;
+    relay_stop.cancel();
+    relay.await?;
+
+    // The decisions, each appended at the version it was loaded at, with its cause.
+    let mut tx = down.db.begin_read().await?;
+    let events = store.read_stream(&mut tx, "tally", 0).await?;
+    let added: Vec<(i64, i64)> = events.iter().map(|e| (e.version, e.payload["n"].as_i64().unwrap_or(-1))).collect();
+    assert_eq!(added, [(1, 4), (2, 5), (3, 1)], "the refused 3 appended nothing");
+    let applied = [&messages[0], &messages[1], &messages[3]];
+    for (event, message) in events.iter().zip(applied) {
+        assert_eq!(event.metadata["causation_id"], json!(message.id));
+    }
+    // What they published, caused by the messages, in order.
+    let published = read_topic(&up.broker, inventory).await?;
+    let totals: Vec<i64> = published.iter().map(|(e, _, _)| e.data["total"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(totals, [4, 9, 10]);
+    let causes: Vec<Option<uuid::Uuid>> = published.iter().map(|(e, _, _)| e.causation_id).collect();
+    assert_eq!(causes, applied.map(|m| Some(m.id)));
+    assert!(published.iter().all(|(e, _, _)| e.source == service::INVENTORY));
+
+    // The refusal: dead-lettered at once, with the domain's reason.
+    let letter = dead_letters(&up.broker, &dlq, 1)?.remove(0);
+    let get = |k: &str| letter.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert!(get(dlq_header::ERROR).is_some_and(|e| e.contains("adding 3 to 9 passes the limit")), "{letter:?}");
+    assert_eq!(get(dlq_header::ATTEMPTS).as_deref(), Some("1"), "a refusal is not retried");
+    assert_eq!(get(shared::envelope::header::ID).as_deref(), Some(messages[2].id.to_string().as_str()));
     Ok(())
 }
 
