@@ -1255,6 +1255,12 @@ async fn consumer_crash_after_a_batch_commit_applies_each_message_of_the_batch_o
     Ok(())
 }
 
+/// The relay of the service under test (its dead letters and what it publishes).
+fn downstream_relay(up: &Upstream, down: &TestDb) -> anyhow::Result<Relay> {
+    let options = RelayOptions { poll_interval: Duration::from_millis(20), ..Default::default() };
+    Ok(Relay::new(service::INVENTORY, down.db.clone(), up.broker.kafka.producer()?, OutboxSignal::default(), options))
+}
+
 /// The headers of the first `n` dead letters on `dlq`, read with direct partition assignment.
 fn dead_letters(broker: &TestBroker, dlq: &str, n: usize) -> anyhow::Result<Vec<Vec<(String, String)>>> {
     let reader: BaseConsumer = broker.kafka.consumer_config("dlq-reader").create()?;
@@ -1308,10 +1314,7 @@ async fn consumer_dead_letters_a_poison_message_with_its_origin_and_keeps_going(
 
     // The dead letters sit in the outbox until the relay publishes them.
     let relay_stop = CancellationToken::new();
-    let options = RelayOptions { poll_interval: Duration::from_millis(20), ..Default::default() };
-    let relay =
-        Relay::new(service::INVENTORY, down.db.clone(), up.broker.kafka.producer()?, OutboxSignal::default(), options);
-    let relay = tokio::spawn(relay.run(relay_stop.clone()));
+    let relay = tokio::spawn(downstream_relay(&up, &down)?.run(relay_stop.clone()));
     let dlq = up.broker.topics.dead_letter(service::INVENTORY);
     eventually(WAIT, "four dead letters", || async { (count_on(&up.broker, &dlq).ok()? == 4).then_some(()) }).await?;
     relay_stop.cancel();
@@ -1404,10 +1407,7 @@ async fn step_executor_records_a_decision_and_dead_letters_a_refusal_with_nothin
     let stop = CancellationToken::new();
     let run = tokio::spawn(consumer_loop_batching(&up, &down, tally, CrashHook::default(), 64).run(stop.clone()));
     let relay_stop = CancellationToken::new();
-    let options = RelayOptions { poll_interval: Duration::from_millis(20), ..Default::default() };
-    let relay =
-        Relay::new(service::INVENTORY, down.db.clone(), up.broker.kafka.producer()?, OutboxSignal::default(), options);
-    let relay = tokio::spawn(relay.run(relay_stop.clone()));
+    let relay = tokio::spawn(downstream_relay(&up, &down)?.run(relay_stop.clone()));
     let dlq = up.broker.topics.dead_letter(service::INVENTORY);
     let inventory = &up.broker.topics.inventory;
     eventually(WAIT, "three totals and one dead letter", || async {
